@@ -1,0 +1,391 @@
+"""The platform's store: the node list now, activity data, requests and models later.
+
+One SQLAlchemy ``DeclarativeBase`` holds every table, so a later table is one more class
+below and appears on the next start (``create_all`` only adds missing tables; changing an
+existing table needs a migration). By default the store is a SQLite file that one process
+(the registry beside the name server) writes and others (``masa nodes``) read, hence WAL
+and a busy timeout; any SQLAlchemy URL works, PostgreSQL through psycopg 3 being the
+tested alternative.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Float,
+    Index,
+    String,
+    create_engine,
+    event,
+    select,
+    update,
+)
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import insert as sa_insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql import case
+
+__all__ = [
+    "AGENT",
+    "HOST",
+    "NODE_STATUSES",
+    "NODE_TYPES",
+    "Base",
+    "Node",
+    "Store",
+    "default_url",
+]
+
+HOST = "host"
+AGENT = "agent"
+NODE_TYPES = (HOST, AGENT)
+NODE_STATUSES = ("up", "down", "suspended", "moving", "gone")
+
+#: Rows per multi-row INSERT: far below SQLite's and PostgreSQL's bound-parameter limits.
+_CHUNK = 500
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def default_url() -> str:
+    """Where the store lives when no URL is given.
+
+    ``MASA_STORE`` (URL or path) lets a test or a deployment move it without new
+    options everywhere; otherwise a per-user state file, since the registry and
+    ``masa nodes`` run as the same user on the name-server machine.
+    """
+    env = os.environ.get("MASA_STORE")
+    if env:
+        return env
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return os.path.join(state, "masa", "masa.db")
+
+
+class Base(DeclarativeBase):
+    """The one declarative base: every store table derives from it so one
+    ``create_all`` makes the whole schema."""
+
+
+def _in(values: Iterable[str]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+class Node(Base):
+    """A row of the node list: one per host and per agent (the Candle node list table).
+
+    Names carry their type prefix (``masa.host.h1``, ``masa.agent.a1``), so one primary
+    key serves both. ``location`` is the host name for an agent and the Pyro address for
+    a host. The CHECK constraints let the database, not only this module, refuse
+    nonsense, which is what keeps a half-bad heartbeat from being half-written.
+    """
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(128))
+    domain: Mapped[str] = mapped_column(String(255), default="")
+    location: Mapped[str] = mapped_column(String(1024), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        CheckConstraint(f"type IN ({_in(NODE_TYPES)})", name="ck_nodes_type"),
+        CheckConstraint(f"status IN ({_in(NODE_STATUSES)})", name="ck_nodes_status"),
+        Index("ix_nodes_location", "location"),
+        Index("ix_nodes_type_status", "type", "status"),
+    )
+
+
+_COLUMNS = (
+    "name",
+    "type",
+    "kind",
+    "domain",
+    "location",
+    "status",
+    "last_heartbeat",
+    "since",
+    "info",
+)
+
+
+def _as_dict(node: Node) -> dict[str, Any]:
+    return {c: getattr(node, c) for c in _COLUMNS}
+
+
+def _to_url(url: str | None) -> URL:
+    """Accepts a URL or a plain path, because operators write paths on the command line."""
+    raw = url if url else default_url()
+    if "://" not in raw:
+        raw = "sqlite:///" + os.path.abspath(os.path.expanduser(raw))
+    return make_url(raw)
+
+
+def _prepare_sqlite(engine: Engine, url: URL) -> None:
+    """WAL so readers never block the writer; BEGIN IMMEDIATE for writes so two writers
+    queue on the busy timeout instead of failing when a read lock cannot be upgraded."""
+    db = url.database
+    if db and db != ":memory:" and not db.startswith("file:"):
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED and late).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        if db and db != ":memory:":
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        read_only = conn.get_execution_options().get("masa_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Store:
+    """The platform's database: an engine plus short transactions.
+
+    Every public method is one transaction, so a reader never sees a heartbeat half
+    applied. Later tables add methods here (or in helpers taking ``session()``).
+    """
+
+    #: Dialects with INSERT .. ON CONFLICT; others take the portable path.
+    _native_upsert_dialects: tuple[str, ...] = ("sqlite", "postgresql")
+
+    def __init__(self, url: str | None = None) -> None:
+        self._url = _to_url(url)
+        kwargs: dict[str, Any] = {"future": True}
+        if self._url.get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self._url, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            _prepare_sqlite(self.engine, self._url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(masa_read_only=True), expire_on_commit=False
+        )
+        Base.metadata.create_all(self.engine)
+
+    @property
+    def url(self) -> str:
+        """The URL actually used (a path given to the constructor becomes a sqlite URL);
+        the password is masked, as it ends up in logs."""
+        return self._url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Releases pooled connections so the SQLite file or the PG server can go away."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One write transaction: committed on success, rolled back on any exception."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        # A deferred transaction on SQLite: readers (``masa nodes``) need no write lock
+        # and may not even have write permission on the file.
+        with self._read_sessions() as s, s.begin():
+            yield s
+
+    # ---------------------------------------------------------------- node list
+
+    def record_heartbeat(
+        self,
+        host: str,
+        domain: str,
+        address: str,
+        resources: dict,
+        agents: list[dict],
+        now: float,
+    ) -> bool:
+        """Applies one host heartbeat atomically; True when the host comes (back) up.
+
+        Three statements whatever the number of agents: read the host's old status,
+        one multi-row upsert (host and agents), one UPDATE marking agents gone that
+        still sit on this host but were not reported. An agent another host has since
+        claimed has another location and is therefore left alone. A report of an agent
+        as "moving" from a host that is no longer its location is ignored: it is the old
+        host's stale view of an agent the new host already runs.
+        """
+        host_row = {
+            "name": host,
+            "type": HOST,
+            "kind": HOST,
+            "domain": domain,
+            "location": address,
+            "status": "up",
+            "last_heartbeat": now,
+            "since": now,
+            "info": dict(resources),
+        }
+        by_name: dict[str, dict[str, Any]] = {}
+        for a in agents:
+            by_name[a["name"]] = {
+                "name": a["name"],
+                "type": AGENT,
+                "kind": a.get("kind", ""),
+                "domain": a.get("domain", domain),
+                "location": host,
+                "status": a.get("status", "up"),
+                "last_heartbeat": now,
+                "since": now,
+                "info": dict(a.get("info") or {}),
+            }
+        by_name.pop(host, None)
+        # Sorted so concurrent heartbeats lock rows in the same order (no PG deadlocks).
+        rows = [host_row] + [by_name[n] for n in sorted(by_name)]
+
+        with self.session() as s:
+            before = s.execute(select(Node.status).where(Node.name == host)).scalar_one_or_none()
+            self._upsert(s, rows)
+            gone = (
+                update(Node)
+                .where(Node.type == AGENT, Node.location == host, Node.status != "gone")
+                .values(status="gone", since=now)
+            )
+            if by_name:
+                gone = gone.where(Node.name.not_in(list(by_name)))
+            s.execute(gone)
+        return before != "up"
+
+    def mark_stale_down(self, now: float, max_age: float) -> list[str]:
+        """Hosts silent for longer than ``max_age`` go down, and with them their agents,
+        since nothing can reach an agent whose host is gone. Returns the hosts changed."""
+        cutoff = now - max_age
+        with self.session() as s:
+            hosts = list(
+                s.execute(
+                    update(Node)
+                    .where(
+                        Node.type == HOST,
+                        Node.status == "up",
+                        Node.last_heartbeat.is_not(None),
+                        Node.last_heartbeat < cutoff,
+                    )
+                    .values(status="down", since=now)
+                    .returning(Node.name)
+                ).scalars()
+            )
+            if hosts:
+                s.execute(
+                    update(Node)
+                    .where(
+                        Node.type == AGENT,
+                        Node.location.in_(hosts),
+                        Node.status.not_in(("down", "gone")),
+                    )
+                    .values(status="down", since=now)
+                )
+        return sorted(hosts)
+
+    def set_status(self, name: str, status: str, now: float) -> bool:
+        """Sets a node's status (``since`` moves only on a real change). False if unknown."""
+        if status not in NODE_STATUSES:
+            raise ValueError(f"unknown node status {status!r}; expected one of {NODE_STATUSES}")
+        with self.session() as s:
+            node = s.get(Node, name)
+            if node is None:
+                return False
+            if node.status != status:
+                node.status = status
+                node.since = now
+        return True
+
+    def nodes(self, type: str | None = None, domain: str | None = None) -> list[dict]:
+        """The node list as plain dicts (safe to send over Pyro), by type then name."""
+        q = select(Node).order_by(Node.type, Node.name)
+        if type is not None:
+            q = q.where(Node.type == type)
+        if domain is not None:
+            q = q.where(Node.domain == domain)
+        with self._read() as s:
+            return [_as_dict(n) for n in s.execute(q).scalars()]
+
+    def node(self, name: str) -> dict | None:
+        """One row as a dict, or None."""
+        with self._read() as s:
+            n = s.get(Node, name)
+            return None if n is None else _as_dict(n)
+
+    def forget(self, name: str) -> bool:
+        """Removes a row for good (unlike status "gone", which keeps history). False if absent."""
+        with self.session() as s:
+            return s.execute(sa_delete(Node).where(Node.name == name)).rowcount > 0
+
+    # ---------------------------------------------------------------- internals
+
+    def _upsert(self, s: Session, rows: list[dict[str, Any]]) -> None:
+        """Multi-row INSERT .. ON CONFLICT DO UPDATE; ``since`` moves only when the status
+        changes. Other dialects get a portable read-then-write path."""
+        dialect = self.engine.dialect.name
+        if dialect not in self._native_upsert_dialects:
+            self._upsert_portable(s, rows)
+            return
+        ins_fn = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        table = Node.__table__
+        for i in range(0, len(rows), _CHUNK):
+            ins = ins_fn(table).values(rows[i : i + _CHUNK])
+            ex = ins.excluded
+            stmt = ins.on_conflict_do_update(
+                index_elements=[table.c.name],
+                set_={
+                    "type": ex.type,
+                    "kind": ex.kind,
+                    "domain": ex.domain,
+                    "location": ex.location,
+                    "status": ex.status,
+                    "last_heartbeat": ex.last_heartbeat,
+                    "since": case((table.c.status == ex.status, table.c.since), else_=ex.since),
+                    "info": ex.info,
+                },
+                where=(table.c.location == ex.location) | (ex.status != "moving"),
+            )
+            s.execute(stmt)
+
+    def _upsert_portable(self, s: Session, rows: list[dict[str, Any]]) -> None:
+        names = [r["name"] for r in rows]
+        existing: dict[str, tuple[str, str, float | None]] = {}
+        for i in range(0, len(names), _CHUNK):
+            q = select(Node.name, Node.status, Node.location, Node.since).where(
+                Node.name.in_(names[i : i + _CHUNK])
+            )
+            for name, status, location, since in s.execute(q.with_for_update()):
+                existing[name] = (status, location, since)
+        new, changed = [], []
+        for r in rows:
+            old = existing.get(r["name"])
+            if old is None:
+                new.append(r)
+                continue
+            status, location, since = old
+            if r["status"] == "moving" and location != r["location"]:
+                continue
+            changed.append({**r, "since": since if status == r["status"] else r["since"]})
+        if new:
+            s.execute(sa_insert(Node), new)
+        if changed:
+            s.execute(update(Node), changed)
