@@ -31,6 +31,7 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql import case
 
@@ -180,7 +181,12 @@ class Store:
         self._read_sessions = sessionmaker(
             self.engine.execution_options(masa_read_only=True), expire_on_commit=False
         )
-        Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+        except DBAPIError:
+            # Two processes starting at once on an empty PostgreSQL database race on
+            # CREATE TABLE; the loser finds the tables on a second look.
+            Base.metadata.create_all(self.engine)
 
     @property
     def url(self) -> str:

@@ -24,17 +24,26 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
-__all__ = ["postgres_db", "postgres_url"]
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresUnavailable", "postgres_db", "postgres_url", "running_postgres"]
 
 _START_TIMEOUT = 60
 _db_counter = itertools.count()
 
 
-def _unavailable(reason: str) -> None:
+class PostgresUnavailable(RuntimeError):
+    """No server could be had here; the message says why (shown as the skip reason)."""
+
+
+def _unavailable(reason: str) -> NoReturn:
     msg = f"PostgreSQL not available for the tests: {reason}"
     if os.environ.get("MASA_REQUIRE_POSTGRES"):
         pytest.fail(msg, pytrace=False)
@@ -96,10 +105,12 @@ class _Cluster:
                 pw = pwd.getpwnam("postgres")
             except KeyError:
                 self.cleanup()
-                _unavailable("running as root and there is no 'postgres' OS user to run it as")
+                raise PostgresUnavailable(
+                    "running as root and there is no 'postgres' OS user to run it as"
+                ) from None
             if shutil.which("runuser") is None:
                 self.cleanup()
-                _unavailable("running as root and 'runuser' is missing")
+                raise PostgresUnavailable("running as root and 'runuser' is missing")
             for p in (self.root, self.sockets):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         os.chmod(self.root, 0o700)
@@ -119,12 +130,15 @@ class _Cluster:
             return ""
 
     def start(self) -> None:
-        r = self.run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
-            "-E", "UTF8", "--no-locale", "--no-sync",
-        )  # fmt: skip
+        try:
+            r = self.run(
+                "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                "-E", "UTF8", "--no-locale", "--no-sync",
+            )  # fmt: skip
+        except OSError as exc:  # not root: the binary itself is run, and may be missing
+            raise PostgresUnavailable(f"initdb failed: {exc}") from exc
         if r.returncode != 0:
-            raise RuntimeError(f"initdb failed: {(r.stderr or r.stdout).strip()[-800:]}")
+            raise PostgresUnavailable(f"initdb failed: {(r.stderr or r.stdout).strip()[-800:]}")
         last = ""
         for _ in range(3):  # the free port may be taken between probing and binding
             self.port = _free_port()
@@ -147,7 +161,7 @@ class _Cluster:
             if r.returncode == 0:
                 return
             last = f"{(r.stderr or r.stdout).strip()}\n{self.log_tail()}"
-        raise RuntimeError(f"pg_ctl start failed: {last[-1500:]}")
+        raise PostgresUnavailable(f"pg_ctl start failed: {last[-1500:]}")
 
     def stop(self) -> None:
         if self.data.exists():
@@ -157,38 +171,62 @@ class _Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _admin_connect(url: str):
+def _admin_connect(url: str) -> psycopg.Connection:
     import psycopg
 
     return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """SQLAlchemy URL of database ``masa`` on a private server, for the whole session."""
+@contextmanager
+def running_postgres() -> Iterator[str]:
+    """Starts a private server with an empty database ``masa``, yields its SQLAlchemy
+    URL and stops it; raises PostgresUnavailable with the reason if it cannot."""
     bindir = _bindir()
     if bindir is None:
-        _unavailable(
+        raise PostgresUnavailable(
             "no server binaries (looked in /usr/lib/postgresql/*/bin, pg_config --bindir, PATH);"
             " install Debian's 'postgresql' package (./run setup does)"
         )
     try:
-        import psycopg  # noqa: F401
+        import psycopg
     except ImportError:
-        _unavailable("the psycopg driver is not installed (pip install -e '.[test]')")
-    cluster = _Cluster(bindir)
+        raise PostgresUnavailable(
+            "the psycopg driver is not installed (pip install -e '.[test]')"
+        ) from None
+    try:
+        cluster = _Cluster(bindir)
+    except OSError as exc:
+        raise PostgresUnavailable(f"cannot prepare a cluster dir: {exc}") from exc
     try:
         try:
             cluster.start()
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            _unavailable(str(exc))
-        url = f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/masa"
-        with _admin_connect(url.rsplit("/", 1)[0] + "/postgres") as conn:
-            conn.execute("CREATE DATABASE masa")
+            url = f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/masa"
+            with _admin_connect(_sibling(url, "postgres")) as conn:
+                conn.execute("CREATE DATABASE masa")
+        except (OSError, subprocess.SubprocessError, psycopg.Error) as exc:
+            raise PostgresUnavailable(f"{type(exc).__name__}: {exc}\n{cluster.log_tail()}") from exc
         yield url
     finally:
         cluster.stop()
         cluster.cleanup()
+
+
+def _sibling(url: str, database: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL of database ``masa`` on a private server, for the whole session."""
+    try:
+        server = running_postgres()
+        url = server.__enter__()
+    except PostgresUnavailable as exc:
+        _unavailable(str(exc))
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
 
 
 @pytest.fixture
@@ -196,11 +234,11 @@ def postgres_db(postgres_url: str) -> Iterator[str]:
     """A fresh, empty database on the session's server, dropped afterwards, so each
     test starts from no schema at all (creating a database costs milliseconds)."""
     name = f"t{os.getpid()}_{next(_db_counter)}"
-    admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    admin = _sibling(postgres_url, "postgres")
     with _admin_connect(admin) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield postgres_url.rsplit("/", 1)[0] + "/" + name
+        yield _sibling(postgres_url, name)
     finally:
         with _admin_connect(admin) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

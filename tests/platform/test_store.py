@@ -230,3 +230,15 @@ def test_two_stores_on_one_sqlite_file(tmp_path: Path) -> None:
     finally:
         writer.close()
         reader.close()
+
+
+def test_postgres_fixture_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing or broken PostgreSQL must give a reason, never a silent pass."""
+    from tests import fixtures_pg
+
+    monkeypatch.setattr(fixtures_pg, "_bindir", lambda: None)
+    with pytest.raises(fixtures_pg.PostgresUnavailable, match="no server binaries"):
+        fixtures_pg.running_postgres().__enter__()
+    monkeypatch.setattr(fixtures_pg, "_bindir", lambda: Path("/nonexistent/bin"))
+    with pytest.raises(fixtures_pg.PostgresUnavailable, match="initdb failed"):
+        fixtures_pg.running_postgres().__enter__()
