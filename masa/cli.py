@@ -58,3 +58,184 @@ def main(ctx: click.Context, debug: bool) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _settings():
+    from masa.config import Settings
+
+    return Settings.from_env()
+
+
+def _parse_value(text: str):
+    """``key=value`` values: JSON when it parses (numbers, lists, true), else a string."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _kv(pairs: tuple[str, ...]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {pair!r}")
+        out[key] = _parse_value(value)
+    return out
+
+
+def _print_json(data) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@main.command()
+@click.option("--store", "store_url", help="SQLAlchemy URL or SQLite path of the node list (default: MASA_HOME/masa.db).")
+def ns(store_url: str | None) -> None:
+    """Run the location broker (Pyro5 name server) and the node-list registry."""
+    from masa.nameserver import serve
+
+    settings = _settings()
+    click.echo(f"masa name server on {settings.ns_address}", err=True)
+    serve(settings, store_url)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--domain", default="", help="Management domain of this host.")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", default=0, type=int, help="Port (0: any free port).")
+@click.option("--allow", multiple=True, help="Agent kinds this host accepts (repeatable; default: all installed).")
+@click.option("--no-restore", is_flag=True, help="Do not bring back the agents of the last run.")
+def host(name: str, domain: str, bind: str, port: int, allow: tuple[str, ...], no_restore: bool) -> None:
+    """Run an agent host NAME."""
+    import signal
+
+    from masa.host import AgentHost
+
+    h = AgentHost(name, domain, _settings(), list(allow) or None, bind, port)
+    signal.signal(signal.SIGTERM, lambda *_: h.stop())
+    click.echo(f"masa host {name} ({domain or 'no domain'}) at {h.control_uri}", err=True)
+    try:
+        h.run(restore=not no_restore)
+    except KeyboardInterrupt:
+        h.stop()
+
+
+@main.command()
+@click.option("--type", "type_", type=click.Choice(["host", "agent"]), help="Only hosts or only agents.")
+@click.option("--domain", help="Only this domain.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def nodes(type_: str | None, domain: str | None, as_json: bool) -> None:
+    """Print the node list: every host and agent, where it is, when it was last heard of."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from masa import admin
+
+    rows = admin.node_list(_settings(), type_, domain)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("name", "type", "kind", "domain", "location", "status", "last heartbeat")
+    now = time.time()
+    from masa.naming import short
+
+    for r in rows:
+        age = f"{now - r['last_heartbeat']:.1f} s ago" if r.get("last_heartbeat") else "-"
+        colour = {"up": "green", "down": "red"}.get(r["status"], "yellow")
+        location = short(r.get("location") or "") if r["type"] == "agent" else r.get("location") or ""
+        table.add_row(short(r["name"]), r["type"], r.get("kind") or "", r.get("domain") or "", location, f"[{colour}]{r['status']}[/]", age)
+    Console().print(table)
+
+
+@main.command()
+@click.option("--kind", help="Only agents of this kind.")
+@click.option("--domain", help="Only agents of this domain.")
+def agents(kind: str | None, domain: str | None) -> None:
+    """List the agents registered with the location broker."""
+    from masa import admin
+
+    for name, (uri, meta) in sorted(admin.find_agents(_settings(), kind=kind, domain=domain).items()):
+        click.echo(f"{name:24} {meta.get('kind', ''):12} {meta.get('domain', ''):8} {meta.get('host', ''):10} {uri}")
+
+
+@main.command()
+@click.argument("agent")
+@click.argument("target_host")
+def move(agent: str, target_host: str) -> None:
+    """Move AGENT to TARGET_HOST (two-phase handover; on failure it stays where it was)."""
+    from masa import admin
+
+    r = admin.move(_settings(), agent, target_host)
+    click.echo(f"moved {r['agent']} from {r['from']} to {r['to']} in {r['seconds'] * 1e3:.1f} ms")
+
+
+@main.command()
+@click.argument("agent")
+@click.argument("operation")
+@click.argument("args", nargs=-1)
+@click.option("--configure", "interface", flag_value="configure", help="Call the configuration interface.")
+@click.option("--timeout", default=10.0, show_default=True, help="Deadline in seconds.")
+def query(agent: str, operation: str, args: tuple[str, ...], interface: str | None, timeout: float) -> None:
+    """Call OPERATION on AGENT with key=value ARGS; prints the answer as JSON."""
+    from masa import config
+    from masa.ref import AgentRef
+
+    settings = _settings()
+    config.apply(settings)
+    ref = AgentRef(agent, settings, timeout=timeout)
+    _print_json(ref.call(interface or "query", operation, _kv(args)))
+
+
+@main.command()
+@click.argument("topology", type=click.Path(exists=True, dir_okay=False))
+def deploy(topology: str) -> None:
+    """Create the agents of a TOPOLOGY file on the running hosts (idempotent)."""
+    from masa import topology as topo
+
+    t = topo.load(topology)
+    for line in topo.deploy(t, _settings()):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("topology", type=click.Path(exists=True, dir_okay=False))
+@click.option("--deploy/--no-deploy", "do_deploy", default=True, help="Also create the topology's agents.")
+def up(topology: str, do_deploy: bool) -> None:
+    """Start the name server and hosts of TOPOLOGY as child processes; restart any that die."""
+    from masa import topology as topo
+    from masa.supervisor import Supervisor
+
+    t = topo.load(topology)
+    with Supervisor(t, _settings()) as sup:
+        sup.start()
+        if do_deploy:
+            for line in topo.deploy(t, sup.settings):
+                click.echo(line, err=True)
+        click.echo(f"up: name server + {len(t.hosts)} hosts; Ctrl-C stops them", err=True)
+        sup.watch()
+
+
+@main.group()
+def tls() -> None:
+    """TLS certificates for encrypted connections (set MASA_TLS_DIR to use them)."""
+
+
+@tls.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--host", "hosts", multiple=True, default=["127.0.0.1", "localhost"], show_default=True,
+              help="Address or DNS name the certificate is valid for (repeatable).")
+def tls_init(directory: str, hosts: tuple[str, ...]) -> None:
+    """Create a CA and a certificate signed by it in DIRECTORY."""
+    from pathlib import Path
+
+    from masa.tls import make_certificates
+
+    for path in make_certificates(Path(directory), list(hosts)):
+        click.echo(path)

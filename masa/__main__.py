@@ -1,0 +1,3 @@
+from masa.cli import main
+
+main()

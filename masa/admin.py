@@ -1,0 +1,76 @@
+"""Operator actions from outside the agents: what the CLI, the demo and tests call.
+
+Each function opens its own short-lived connections, so it is safe from any thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from masa import config, naming
+from masa.config import Settings
+from masa.naming import NameService
+from masa.security import Proxy
+
+
+def _ns(settings: Settings) -> NameService:
+    config.apply(settings)
+    return NameService(settings)
+
+
+def host_proxy(settings: Settings, host: str, timeout: float | None = None, wait: float = 5.0) -> Proxy:
+    ns = _ns(settings)
+    try:
+        uri = ns.lookup(naming.host_name(host), wait=wait)
+    finally:
+        ns.close()
+    return Proxy(uri, settings.secret, timeout=timeout or settings.call_timeout)
+
+
+def where(settings: Settings, agent: str) -> str:
+    """The host an agent is registered on."""
+    ns = _ns(settings)
+    try:
+        ns.lookup(naming.agent_name(agent), wait=2.0)
+        _, meta = ns.lookup_meta(naming.agent_name(agent))
+        return meta["host"]
+    finally:
+        ns.close()
+
+
+def move(settings: Settings, agent: str, target: str) -> dict:
+    host_proxy(settings, target, wait=1.0)._pyroRelease()  # unknown target: say so before anything
+    with host_proxy(settings, where(settings, agent), timeout=settings.call_timeout + 10) as h:
+        return h.move(agent, target)
+
+
+def create(settings: Settings, host: str, kind: str, name: str, agent_settings: dict | None = None,
+           domain: str | None = None) -> dict:
+    with host_proxy(settings, host) as h:
+        return h.create(kind, name, agent_settings or {}, domain)
+
+
+def host_call(settings: Settings, host: str, method: str, *args: Any) -> Any:
+    with host_proxy(settings, host) as h:
+        return getattr(h, method)(*args)
+
+
+def node_list(settings: Settings, type_: str | None = None, domain: str | None = None) -> list[dict]:
+    ns = _ns(settings)
+    try:
+        uri = ns.lookup(naming.REGISTRY, wait=2.0)
+    finally:
+        ns.close()
+    with Proxy(uri, settings.secret, timeout=settings.call_timeout) as registry:
+        return registry.nodes(type_, domain)
+
+
+def find_agents(settings: Settings, kind: str | None = None, domain: str | None = None,
+                host: str | None = None) -> dict[str, tuple[str, dict[str, str]]]:
+    ns = _ns(settings)
+    try:
+        meta = {k: v for k, v in (("kind", kind), ("domain", domain), ("host", host)) if v}
+        found = ns.find(naming.AGENT_PREFIX, **meta)
+    finally:
+        ns.close()
+    return {naming.short(n): v for n, v in found.items()}

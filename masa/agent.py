@@ -1,0 +1,167 @@
+"""The agent: a named piece of state plus a two-part interface, runnable on any host.
+
+Weak mobility: what travels is the kind's registered name and ``self.state`` (a plain,
+msgpack-serializable dict); the code must already be installed on the target.  Anything
+that cannot travel (threads, sockets, open files) is made in :meth:`Agent.on_start` and
+released in :meth:`Agent.before_move` / :meth:`Agent.on_stop`.
+
+Operations are methods marked :func:`query` (run-time data, safe to repeat) or
+:func:`configure` (set up, reconfigure, delegate).  Keeping the two apart lets the host
+checkpoint state after every configuration change and lets mediators forward queries
+without understanding them.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from masa.errors import BadRequest
+
+if TYPE_CHECKING:
+    from masa.ref import AgentRef
+
+QUERY, CONFIGURE = "query", "configure"
+
+
+def query(fn: Callable) -> Callable:
+    """Mark a method as part of the agent's query interface."""
+    fn._masa_interface = QUERY
+    return fn
+
+
+def configure(fn: Callable) -> Callable:
+    """Mark a method as part of the agent's configuration interface."""
+    fn._masa_interface = CONFIGURE
+    return fn
+
+
+class HostContext:
+    """What an agent may ask of the host it currently runs on (set by the host)."""
+
+    name: str = ""
+    domain: str = ""
+
+    def ref(self, name: str) -> AgentRef:  # pragma: no cover - replaced by the host
+        raise RuntimeError("agent is not running on a host")
+
+    def request_move(self, agent: Agent, target: str) -> None:  # pragma: no cover
+        raise RuntimeError("agent is not running on a host")
+
+    def schedule(self, agent: Agent, name: str, seconds: float, fn: Callable) -> None:  # pragma: no cover
+        raise RuntimeError("agent is not running on a host")
+
+    def checkpoint(self, agent: Agent) -> None:  # pragma: no cover
+        pass
+
+
+class Agent:
+    """Base class of every agent kind.  Subclasses add ``@query``/``@configure`` methods."""
+
+    kind: ClassVar[str] = ""
+    #: operations by interface, filled in for each subclass
+    _ops: ClassVar[dict[str, dict[str, str]]] = {QUERY: {}, CONFIGURE: {}}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ops: dict[str, dict[str, str]] = {QUERY: {}, CONFIGURE: {}}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                interface = getattr(value, "_masa_interface", None)
+                if interface:
+                    ops[interface][attr] = attr
+        cls._ops = ops
+
+    def __init__(self, name: str, domain: str = "", state: dict | None = None) -> None:
+        self.name = name
+        self.domain = domain
+        self.state: dict = copy.deepcopy(state) if state else {"settings": {}}
+        self.state.setdefault("settings", {})
+        self.host: HostContext = HostContext()
+        self.lock = threading.RLock()  # guards self.state between handler threads
+        self.created = time.time()
+
+    # -- lifecycle hooks (override as needed) --------------------------------------------
+
+    def setup(self, **settings: Any) -> None:
+        """Apply the first settings.  Default: store them; subclasses validate here."""
+        self.state["settings"].update(settings)
+
+    def on_start(self) -> None:
+        """Called whenever the agent starts running on a host (create, arrival, restart)."""
+
+    def on_stop(self) -> None:
+        """Called when the agent stops on this host for good (terminate, after moving away)."""
+
+    def on_suspend(self) -> None:
+        pass
+
+    def on_resume(self) -> None:
+        pass
+
+    def before_move(self, target: str) -> None:
+        """Make ``self.state`` complete and release local resources before leaving."""
+
+    def after_move(self, source: str) -> None:
+        """Called where the agent runs after a move attempt (``source`` == host if it failed)."""
+
+    def on_reconfigure(self, changed: dict) -> None:
+        """React to new settings at run time."""
+
+    # -- services for subclasses ---------------------------------------------------------
+
+    @property
+    def settings(self) -> dict:
+        return self.state["settings"]
+
+    def every(self, seconds: float, fn: Callable[[], Any], name: str | None = None) -> None:
+        """Run ``fn`` periodically while the agent runs; exceptions are logged, not fatal."""
+        if seconds <= 0:
+            raise ValueError("period must be positive")
+        self.host.schedule(self, name or fn.__name__, seconds, fn)
+
+    def ref(self, name: str) -> AgentRef:
+        """A reference to another agent by name; it follows that agent when it moves."""
+        return self.host.ref(name)
+
+    def move_to(self, host: str) -> None:
+        """Ask to move to ``host``; happens after the current operation returns."""
+        self.host.request_move(self, host)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return copy.deepcopy(self.state)
+
+    # -- the built-in part of both interfaces -------------------------------------------
+
+    @query
+    def describe(self) -> dict:
+        """Who and where the agent is, and which operations it offers."""
+        return {
+            "name": self.name, "kind": self.kind, "domain": self.domain,
+            "host": self.host.name, "settings": copy.deepcopy(self.settings),
+            "query": sorted(self._ops[QUERY]), "configure": sorted(self._ops[CONFIGURE]),
+        }
+
+    @query
+    def ping(self) -> str:
+        return self.name
+
+    @configure
+    def reconfigure(self, **settings: Any) -> dict:
+        """Change settings at run time; returns the settings now in force."""
+        if not settings:
+            raise BadRequest("reconfigure needs at least one setting")
+        with self.lock:
+            changed = {k: v for k, v in settings.items() if self.settings.get(k) != v}
+            self.settings.update(settings)
+        if changed:
+            self.on_reconfigure(changed)
+        return copy.deepcopy(self.settings)
+
+    @classmethod
+    def operations(cls, interface: str) -> dict[str, str]:
+        return cls._ops[interface]

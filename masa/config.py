@@ -1,0 +1,116 @@
+"""Settings shared by every masa process, from the environment with safe defaults.
+
+One place decides how Pyro5 is configured (serializer, pools, limits, TLS) so that a
+host, the name server and a command-line client can never disagree about the wire.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import Pyro5
+
+#: msgpack carries bytes natively (activity arrays travel without base64) and is the
+#: fastest of Pyro5's pickle-free serializers.
+SERIALIZER = "msgpack"
+
+
+def _home() -> Path:
+    return Path(os.environ.get("MASA_HOME") or Path.home() / ".masa")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=_home)
+    ns_host: str = "127.0.0.1"
+    ns_port: int = 9090
+    secret: bytes = b""
+    tls_dir: Path | None = None
+    max_message: int = 16 * 1024 * 1024
+    call_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    heartbeat: float = 1.0
+    threadpool: int = 160
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        env = os.environ
+        base = cls()
+        ns = env.get("MASA_NS", f"{base.ns_host}:{base.ns_port}")
+        host, _, port = ns.rpartition(":")
+        tls = env.get("MASA_TLS_DIR")
+        s = replace(
+            base,
+            ns_host=host or base.ns_host,
+            ns_port=int(port),
+            tls_dir=Path(tls) if tls else None,
+            max_message=int(env.get("MASA_MAX_MESSAGE", base.max_message)),
+            call_timeout=float(env.get("MASA_CALL_TIMEOUT", base.call_timeout)),
+            heartbeat=float(env.get("MASA_HEARTBEAT", base.heartbeat)),
+        )
+        s = replace(s, **overrides)
+        if not s.secret:
+            s = replace(s, secret=load_secret(s.home))
+        return s
+
+    @property
+    def ns_address(self) -> str:
+        return f"{self.ns_host}:{self.ns_port}"
+
+    def child_env(self) -> dict[str, str]:
+        """Environment that makes a child process use these same settings."""
+        env = dict(os.environ)
+        env.update({
+            "MASA_HOME": str(self.home),
+            "MASA_NS": self.ns_address,
+            "MASA_SECRET": self.secret.decode(),
+            "MASA_HEARTBEAT": str(self.heartbeat),
+            "MASA_MAX_MESSAGE": str(self.max_message),
+            "MASA_CALL_TIMEOUT": str(self.call_timeout),
+        })
+        if self.tls_dir:
+            env["MASA_TLS_DIR"] = str(self.tls_dir)
+        return env
+
+
+def load_secret(home: Path) -> bytes:
+    """The shared secret: ``MASA_SECRET``, else ``MASA_SECRET_FILE``, else ``HOME/secret``.
+
+    A missing secret file is created (mode 0600) so that a single-machine setup works
+    without ceremony; a multi-machine deployment copies that file to every machine."""
+    if os.environ.get("MASA_SECRET"):
+        return os.environ["MASA_SECRET"].encode()
+    path = Path(os.environ.get("MASA_SECRET_FILE") or home / "secret")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def apply(settings: Settings) -> None:
+    """Configure Pyro5 for this process.  Every masa entry point calls this first."""
+    c = Pyro5.config
+    c.SERIALIZER = SERIALIZER
+    c.SERVERTYPE = "thread"
+    c.THREADPOOL_SIZE = settings.threadpool
+    c.THREADPOOL_SIZE_MIN = 8
+    c.COMMTIMEOUT = settings.idle_timeout  # server side: idle connections free their worker
+    c.MAX_MESSAGE_SIZE = settings.max_message
+    c.DETAILED_TRACEBACK = False
+    c.SOCK_NODELAY = True
+    c.MAX_RETRIES = 0
+    c.NS_HOST, c.NS_PORT = settings.ns_host, settings.ns_port
+    if settings.tls_dir:
+        d = settings.tls_dir
+        c.SSL = True
+        c.SSL_CACERTS = str(d / "ca.pem")
+        c.SSL_SERVERCERT = c.SSL_CLIENTCERT = str(d / "cert.pem")
+        c.SSL_SERVERKEY = c.SSL_CLIENTKEY = str(d / "key.pem")
+        c.SSL_REQUIRECLIENTCERT = True
+    else:
+        c.SSL = False

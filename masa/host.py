@@ -1,0 +1,831 @@
+"""The agent host: one Pyro5 daemon per process that runs agents and moves them.
+
+Each agent is served as its own Pyro5 object ``masa.agent.<name>`` behind a *slot* that
+owns its life on this host: a gate that holds calls while the agent is being handed
+over, the last checkpoint of its state (for restarts after a stuck handler, and for a
+restart of the host itself), and its periodic tasks.
+
+Migration is a two-phase handover driven by the source host:
+
+1. close the gate (new calls wait), let calls in flight finish, ``before_move``;
+2. ``receive`` at the target: allow-list check, instance built, served with its gate
+   closed;
+3. point the agent's name at the target, then ``commit``: the target starts the agent;
+4. the source answers the calls that waited with ``AgentMoved(new address)`` and keeps a
+   tombstone that redirects late callers.
+
+Any failure before the commit returns leaves the agent running at the source (name
+pointed back, target told to drop its copy).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import psutil
+import Pyro5.api
+import Pyro5.errors
+
+from masa import config, kinds, naming
+from masa.agent import CONFIGURE, QUERY, Agent, HostContext
+from masa.config import Settings
+from masa.errors import (
+    AgentExists,
+    AgentMoved,
+    AgentNotHere,
+    AgentSuspended,
+    BadRequest,
+    KindNotAllowed,
+    MasaError,
+    MoveFailed,
+    QueryTimeout,
+    UnknownOperation,
+)
+from masa.naming import NameService
+from masa.ref import AgentRef
+from masa.security import Daemon, Proxy
+
+log = logging.getLogger("masa.host")
+
+RUNNING, SUSPENDED, MOVING, PREPARED, MOVED, STOPPED = (
+    "running", "suspended", "moving", "prepared", "moved", "stopped")
+
+#: slot status -> node-list status
+_NODE_STATUS = {RUNNING: "up", SUSPENDED: "suspended", MOVING: "moving"}
+
+DRAIN_TIMEOUT = 5.0  # longest wait for calls in flight before a move gives up
+PREPARED_TTL = 30.0  # a received agent never committed is dropped (or kept, see _expire)
+TOMBSTONE_TTL = 120.0  # how long a moved agent's old address still redirects callers
+
+
+class _Call:
+    __slots__ = ("deadline", "expired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+
+
+class Slot:
+    """Everything the host keeps about one agent."""
+
+    def __init__(self, agent: Agent, status: str) -> None:
+        self.agent = agent
+        self.status = status
+        self.cond = threading.Condition()
+        self.inflight: set[_Call] = set()
+        self.checkpoint = agent.snapshot()
+        self.moved_to: str | None = None
+        self.since = time.monotonic()
+        self.stats = {"queries": 0, "configures": 0, "errors": 0, "task_errors": 0,
+                      "restarts": 0, "moves_in": 0}
+
+    @property
+    def name(self) -> str:
+        return self.agent.name
+
+    def enter(self, timeout: float) -> tuple[Agent, _Call]:
+        """Admit a call, waiting through a handover; raise where the agent is not."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.status in (MOVING, PREPARED):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise QueryTimeout(f"agent {self.name!r} busy moving for {timeout:g} s")
+                self.cond.wait(left)
+            if self.status == MOVED:
+                raise AgentMoved(self.name, self.moved_to)
+            if self.status == STOPPED:
+                raise AgentNotHere(self.name)
+            if self.status == SUSPENDED:
+                raise AgentSuspended(f"agent {self.name!r} is suspended")
+            call = _Call(deadline)
+            self.inflight.add(call)
+            return self.agent, call
+
+    def leave(self, call: _Call) -> None:
+        with self.cond:
+            self.inflight.discard(call)
+            if not self.inflight:
+                self.cond.notify_all()
+
+    def close_gate(self, status: str) -> None:
+        """Stop admitting calls and wait for those in flight (bounded)."""
+        with self.cond:
+            if self.status != RUNNING:
+                raise MoveFailed(f"agent {self.name!r} is {self.status}, not running")
+            self.status = status
+            deadline = time.monotonic() + DRAIN_TIMEOUT
+            while self.inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.status = RUNNING
+                    self.cond.notify_all()
+                    raise MoveFailed(f"agent {self.name!r}: calls in flight did not finish")
+                self.cond.wait(left)
+
+    def set_status(self, status: str, moved_to: str | None = None) -> None:
+        with self.cond:
+            self.status = status
+            self.since = time.monotonic()
+            if moved_to:
+                self.moved_to = moved_to
+            self.cond.notify_all()
+
+
+@Pyro5.api.expose
+class AgentServant:
+    """The Pyro5 object behind ``masa.agent.<name>``: admission, dispatch, checks."""
+
+    _signatures: dict[tuple[type, str], inspect.Signature] = {}
+
+    def __init__(self, host: AgentHost, slot: Slot) -> None:
+        self._host = host
+        self._slot = slot
+
+    def invoke(self, interface: str, op: str, kwargs: dict, timeout: float = 10.0) -> Any:
+        if interface not in (QUERY, CONFIGURE) or not isinstance(op, str):
+            raise BadRequest("a call names an interface ('query' or 'configure') and an operation")
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise BadRequest("operation arguments must be a mapping of names to values")
+        try:
+            timeout = min(max(float(timeout), 0.01), 3600.0)
+        except (TypeError, ValueError):
+            raise BadRequest("timeout must be a number of seconds") from None
+        slot = self._slot
+        agent, call = slot.enter(timeout)
+        try:
+            method = self._method(agent, interface, op, kwargs)
+            try:
+                result = method(**kwargs)
+            except MasaError:
+                slot.stats["errors"] += 1
+                raise
+            except Exception as exc:
+                slot.stats["errors"] += 1
+                log.warning("agent %s: %s %s failed", agent.name, interface, op, exc_info=True)
+                raise MasaError(f"{agent.name}.{op} failed: {type(exc).__name__}: {exc}") from None
+            if call.expired:
+                raise QueryTimeout(
+                    f"{agent.name}.{op} exceeded its deadline of {timeout:g} s; agent restarted")
+            if interface == CONFIGURE:
+                slot.stats["configures"] += 1
+                self._host.checkpoint(slot)
+            else:
+                slot.stats["queries"] += 1
+            return result
+        finally:
+            slot.leave(call)
+
+    @Pyro5.api.oneway
+    def push(self, op: str, kwargs: dict) -> None:
+        try:
+            self.invoke(QUERY, op, kwargs)
+        except MasaError as exc:
+            log.warning("push %s to %s dropped: %s", op, self._slot.name, exc)
+
+    def _method(self, agent: Agent, interface: str, op: str, kwargs: dict) -> Callable:
+        attr = type(agent).operations(interface).get(op)
+        if attr is None:
+            raise UnknownOperation(
+                f"agent {agent.name!r} ({agent.kind}) has no {interface} operation {op!r}; "
+                f"it offers: {', '.join(sorted(type(agent).operations(interface)))}")
+        method = getattr(agent, attr)
+        key = (type(agent), attr)
+        sig = self._signatures.get(key)
+        if sig is None:
+            sig = self._signatures[key] = inspect.signature(method)
+        try:
+            sig.bind(**kwargs)
+        except TypeError as exc:
+            raise BadRequest(f"{agent.name}.{op}: {exc}") from None
+        return method
+
+
+@Pyro5.api.expose
+class Tombstone:
+    """Left behind by a moved agent so that stale callers learn its new address."""
+
+    def __init__(self, name: str, uri: str) -> None:
+        self.name, self.uri = name, uri
+
+    def invoke(self, *args, **kwargs):
+        raise AgentMoved(self.name, self.uri)
+
+    @Pyro5.api.oneway
+    def push(self, *args, **kwargs):
+        pass  # a push to a stale address is lost; senders push through AgentRef, which relocates
+
+
+class _Context(HostContext):
+    def __init__(self, host: AgentHost) -> None:
+        self._host = host
+        self.name = host.name
+        self.domain = host.domain
+
+    def ref(self, name: str) -> AgentRef:
+        return self._host.ref(name)
+
+    def request_move(self, agent: Agent, target: str) -> None:
+        self._host.executor.submit(self._host.move, agent.name, target)
+
+    def schedule(self, agent: Agent, name: str, seconds: float, fn: Callable) -> None:
+        self._host.scheduler.add(agent, name, seconds, fn)
+
+    def checkpoint(self, agent: Agent) -> None:
+        slot = self._host.slots.get(agent.name)
+        if slot:
+            self._host.checkpoint(slot)
+
+
+class Scheduler:
+    """Periodic agent tasks on a small pool; a task still running is not started twice."""
+
+    def __init__(self, host: AgentHost) -> None:
+        self._host = host
+        self._tasks: dict[tuple[int, str], list] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"tasks-{host.name}")
+
+    def add(self, agent: Agent, name: str, seconds: float, fn: Callable) -> None:
+        with self._lock:
+            self._tasks[(id(agent), name)] = [time.monotonic() + seconds, seconds, fn, agent, False]
+
+    def drop(self, agent: Agent) -> None:
+        with self._lock:
+            for key in [k for k in self._tasks if k[0] == id(agent)]:
+                del self._tasks[key]
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [t for t in self._tasks.values() if t[0] <= now and not t[4]]
+            for task in due:
+                task[0] = max(task[0] + task[1], now)
+                task[4] = True
+        for task in due:
+            self._pool.submit(self._run, task)
+
+    def _run(self, task: list) -> None:
+        _, _, fn, agent, _ = task
+        slot = self._host.slots.get(agent.name)
+        try:
+            if slot is not None and slot.agent is agent and slot.status == RUNNING:
+                fn()
+        except Exception:
+            log.exception("agent %s: periodic task %s failed", agent.name, getattr(fn, "__name__", fn))
+            if slot is not None:
+                slot.stats["task_errors"] += 1
+        finally:
+            task[4] = False
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@Pyro5.api.expose
+class HostControl:
+    """The host's configuration interface (``masa.host.<name>``), MASIF-style."""
+
+    def __init__(self, host: AgentHost) -> None:
+        self._host = host
+
+    def ping(self) -> str:
+        return self._host.name
+
+    def info(self) -> dict:
+        return self._host.info()
+
+    def agents(self) -> list[dict]:
+        return self._host.agent_list()
+
+    def create(self, kind: str, name: str, settings: dict | None = None, domain: str | None = None) -> dict:
+        return self._host.create(kind, name, settings or {}, domain)
+
+    def terminate(self, name: str) -> None:
+        self._host.terminate(name)
+
+    def suspend(self, name: str) -> None:
+        self._host.suspend(name)
+
+    def resume(self, name: str) -> None:
+        self._host.resume(name)
+
+    def move(self, name: str, target: str) -> dict:
+        return self._host.move(name, target)
+
+    def clone(self, name: str, new_name: str, target: str | None = None) -> dict:
+        return self._host.clone(name, new_name, target)
+
+    def receive(self, package: dict) -> str:
+        return self._host.receive(package)
+
+    def commit(self, name: str, source: str) -> None:
+        self._host.commit(name, source)
+
+    def abort(self, name: str) -> None:
+        self._host.abort(name)
+
+    @Pyro5.api.oneway
+    def shutdown(self) -> None:
+        self._host.stop()
+
+
+class AgentHost:
+    """One agent host process.  ``run()`` blocks serving until ``stop()``."""
+
+    def __init__(self, name: str, domain: str = "", settings: Settings | None = None,
+                 allow: list[str] | None = None, bind: str = "127.0.0.1", port: int = 0,
+                 state_dir: Path | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        config.apply(self.settings)
+        self.name = name
+        self.domain = domain
+        self.allow = set(allow) if allow else set(kinds.installed())
+        self.slots: dict[str, Slot] = {}
+        self._prepared: dict[str, float] = {}
+        self._tombstones: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._move_locks: dict[str, threading.Lock] = {}
+        self._refs: dict[str, AgentRef] = {}
+        self._stop = threading.Event()
+        self._ns_local = threading.local()
+        self.state_dir = state_dir or self.settings.home / "hosts" / name
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"host-{name}")
+        self.scheduler = Scheduler(self)
+        self.context = _Context(self)
+        self.daemon = Daemon(self.settings.secret, host=bind, port=port)
+        self.control_uri = str(self.daemon.register(HostControl(self), naming.host_name(name)))
+        self.moves = {"out": 0, "in": 0, "failed": 0}
+        psutil.cpu_percent(None)  # prime the non-blocking CPU measurement
+
+    # -- naming ----------------------------------------------------------------------------
+
+    @property
+    def ns(self) -> NameService:
+        ns = getattr(self._ns_local, "ns", None)
+        if ns is None:
+            ns = self._ns_local.ns = NameService(self.settings)
+        return ns
+
+    def ref(self, name: str) -> AgentRef:
+        ref = self._refs.get(name)
+        if ref is None:
+            ref = self._refs[name] = AgentRef(name, self.settings)
+        return ref
+
+    def _uri(self, name: str) -> str:
+        return str(self.daemon.uriFor(naming.agent_name(name)))
+
+    def _register(self, slot: Slot, uri: str | None = None, host: str | None = None) -> None:
+        a = slot.agent
+        meta = naming.tags(kind=a.kind, domain=a.domain, host=host or self.name) | {"masa:agent"}
+        self.ns.register(naming.agent_name(a.name), uri or self._uri(a.name), meta)
+
+    def register_all(self) -> None:
+        self.ns.register(naming.host_name(self.name), self.control_uri,
+                         naming.tags(domain=self.domain) | {"masa:host"})
+        for slot in list(self.slots.values()):
+            if slot.status in (RUNNING, SUSPENDED):
+                self._register(slot)
+
+    def host_proxy(self, host: str, timeout: float | None = None) -> Proxy:
+        uri = self.ns.lookup(naming.host_name(host), wait=2.0)
+        return Proxy(uri, self.settings.secret, timeout=timeout or self.settings.call_timeout)
+
+    # -- lifecycle of agents ---------------------------------------------------------------
+
+    def _check_kind(self, kind: str) -> type[Agent]:
+        cls = kinds.load(kind)  # raises UnknownKind
+        if kind not in self.allow:
+            raise KindNotAllowed(f"host {self.name!r} does not accept agents of kind {kind!r} "
+                                 f"(allowed: {', '.join(sorted(self.allow))})")
+        return cls
+
+    def _serve(self, slot: Slot) -> None:
+        objid = naming.agent_name(slot.name)
+        with self._lock:
+            if objid in self.daemon.objectsById:
+                self.daemon.unregister(objid)
+            self.daemon.register(AgentServant(self, slot), objid)
+            self.slots[slot.name] = slot
+            self._tombstones.pop(slot.name, None)
+
+    def _start(self, slot: Slot, source: str | None = None) -> None:
+        agent = slot.agent
+        agent.host = self.context
+        agent.on_start()
+        if source is not None:
+            agent.after_move(source)
+        slot.checkpoint = agent.snapshot()
+        slot.set_status(RUNNING)
+
+    def _name_taken(self, name: str) -> bool:
+        if name in self.slots and self.slots[name].status not in (MOVED, STOPPED):
+            return True
+        try:
+            uri = str(self.ns.lookup(naming.agent_name(name), wait=0))
+        except MasaError:
+            return False
+        if uri == self._uri(name):
+            return False
+        return _alive(uri, self.settings.secret)
+
+    def create(self, kind: str, name: str, settings: dict, domain: str | None = None,
+               state: dict | None = None) -> dict:
+        if not isinstance(name, str) or not name or any(c in name for c in " /\\:"):
+            raise BadRequest(f"invalid agent name {name!r}")
+        cls = self._check_kind(kind)
+        if self._name_taken(name):
+            raise AgentExists(f"an agent named {name!r} is already running")
+        agent = cls(name, domain if domain is not None else self.domain, state)
+        agent.host = self.context
+        if state is None:
+            agent.setup(**settings)
+        slot = Slot(agent, PREPARED)
+        self._serve(slot)
+        try:
+            self._start(slot)
+            self._register(slot)
+        except Exception:
+            self._discard(slot)
+            raise
+        self.checkpoint(slot)
+        log.info("created %s (%s) on %s", name, kind, self.name)
+        return self.describe(slot)
+
+    def _discard(self, slot: Slot) -> None:
+        with self._lock:
+            slot.set_status(STOPPED)
+            self.scheduler.drop(slot.agent)
+            if self.slots.get(slot.name) is slot:
+                del self.slots[slot.name]
+            objid = naming.agent_name(slot.name)
+            if objid in self.daemon.objectsById:
+                self.daemon.unregister(objid)
+
+    def _slot(self, name: str) -> Slot:
+        slot = self.slots.get(name)
+        if slot is None or slot.status in (MOVED, STOPPED):
+            raise AgentNotHere(f"no agent {name!r} on host {self.name!r}")
+        return slot
+
+    def terminate(self, name: str) -> None:
+        slot = self._slot(name)
+        self._discard(slot)
+        try:
+            slot.agent.on_stop()
+        finally:
+            with _quietly():
+                self.ns.remove(naming.agent_name(name))
+            self.save_checkpoints()
+
+    def suspend(self, name: str) -> None:
+        slot = self._slot(name)
+        if slot.status == RUNNING:
+            slot.agent.on_suspend()
+            slot.set_status(SUSPENDED)
+
+    def resume(self, name: str) -> None:
+        slot = self._slot(name)
+        if slot.status == SUSPENDED:
+            slot.set_status(RUNNING)
+            slot.agent.on_resume()
+
+    def restart(self, slot: Slot) -> None:
+        """Replace a stuck agent by a fresh instance built from its last checkpoint."""
+        old = slot.agent
+        self.scheduler.drop(old)
+        fresh = type(old)(old.name, old.domain, slot.checkpoint)
+        fresh.host = self.context
+        with slot.cond:
+            slot.agent = fresh
+        fresh.on_start()
+        slot.stats["restarts"] += 1
+        log.warning("agent %s restarted from its last checkpoint", old.name)
+
+    # -- migration: source side ------------------------------------------------------------
+
+    def move(self, name: str, target: str) -> dict:
+        if target == self.name:
+            raise MoveFailed(f"agent {name!r} is already on {target!r}")
+        lock = self._move_locks.setdefault(name, threading.Lock())
+        with lock:
+            return self._send(self._slot(name), target, clone_as=None)
+
+    def clone(self, name: str, new_name: str, target: str | None = None) -> dict:
+        slot = self._slot(name)
+        if target in (None, self.name):
+            return self.create(slot.agent.kind, new_name, {}, slot.agent.domain, slot.agent.snapshot())
+        return self._send(slot, target, clone_as=new_name)
+
+    def _send(self, slot: Slot, target: str, clone_as: str | None) -> dict:
+        started = time.perf_counter()
+        agent = slot.agent
+        try:
+            proxy = self.host_proxy(target)
+        except MasaError as exc:
+            self.moves["failed"] += 1
+            raise MoveFailed(f"cannot move {agent.name!r}: target {exc}") from None
+        with proxy:
+            if clone_as:
+                package = self._package(agent, agent.snapshot(), clone_as)
+                return self._handover_clone(proxy, package, target)
+            slot.close_gate(MOVING)
+            try:
+                agent.before_move(target)
+                package = self._package(agent, agent.snapshot())
+                new_uri = proxy.receive(package)
+            except Exception as exc:
+                self._move_failed(slot, exc)
+                raise MoveFailed(f"move of {agent.name!r} to {target!r} refused: {exc}") from None
+            try:
+                self._register(slot, new_uri, target)  # the name now points at the target
+                proxy.commit(agent.name, self.name)
+            except Exception as exc:
+                try:
+                    self._register(slot)  # point the name back here
+                except Exception:
+                    log.exception("could not point %s back at %s", agent.name, self.name)
+                with _quietly():
+                    proxy.abort(agent.name)
+                self._move_failed(slot, exc)
+                raise MoveFailed(f"move of {agent.name!r} to {target!r} failed: {exc}") from None
+        self._moved_away(slot, new_uri)
+        seconds = time.perf_counter() - started
+        log.info("moved %s to %s in %.1f ms", agent.name, target, seconds * 1e3)
+        return {"agent": agent.name, "from": self.name, "to": target, "seconds": seconds}
+
+    def _handover_clone(self, proxy: Proxy, package: dict, target: str) -> dict:
+        proxy.receive(package)
+        proxy.commit(package["name"], self.name)
+        return {"agent": package["name"], "from": self.name, "to": target}
+
+    def _package(self, agent: Agent, state: dict, name: str | None = None) -> dict:
+        return {"kind": agent.kind, "name": name or agent.name, "domain": agent.domain,
+                "state": state, "source": self.name}
+
+    def _move_failed(self, slot: Slot, exc: Exception) -> None:
+        self.moves["failed"] += 1
+        log.warning("move of %s failed, it stays on %s: %s", slot.name, self.name, exc)
+        slot.set_status(RUNNING)
+        with _quietly():
+            slot.agent.after_move(self.name)
+
+    def _moved_away(self, slot: Slot, new_uri: str) -> None:
+        self.moves["out"] += 1
+        slot.set_status(MOVED, moved_to=new_uri)  # waiting callers now get AgentMoved
+        self.scheduler.drop(slot.agent)
+        with self._lock:
+            if self.slots.get(slot.name) is slot:
+                del self.slots[slot.name]
+            objid = naming.agent_name(slot.name)
+            self.daemon.unregister(objid)
+            self.daemon.register(Tombstone(slot.name, new_uri), objid)
+            self._tombstones[slot.name] = time.monotonic() + TOMBSTONE_TTL
+        with _quietly():
+            slot.agent.on_stop()
+        self.save_checkpoints()
+
+    # -- migration: target side -----------------------------------------------------------
+
+    def receive(self, package: dict) -> str:
+        if not isinstance(package, dict) or not {"kind", "name", "state"} <= package.keys():
+            raise BadRequest("an agent package has kind, name and state")
+        kind, name, state = package["kind"], package["name"], package["state"]
+        if not isinstance(state, dict):
+            raise BadRequest("agent state must be a mapping")
+        cls = self._check_kind(kind)
+        current = self.slots.get(name)
+        if current is not None and current.status not in (MOVED, STOPPED):
+            raise AgentExists(f"host {self.name!r} already runs an agent named {name!r}")
+        agent = cls(name, package.get("domain", ""), state)
+        agent.host = self.context
+        self._serve(Slot(agent, PREPARED))  # calls wait at its gate until commit
+        self._prepared[name] = time.monotonic() + PREPARED_TTL
+        return self._uri(name)
+
+    def commit(self, name: str, source: str) -> None:
+        slot = self.slots.get(name)
+        if slot is None or slot.status != PREPARED:
+            raise AgentNotHere(f"no agent {name!r} waiting for commit on {self.name!r}")
+        self._prepared.pop(name, None)
+        try:
+            self._start(slot, source=source)
+        except Exception:
+            self._discard(slot)
+            raise
+        slot.stats["moves_in"] += 1
+        self.moves["in"] += 1
+        self.checkpoint(slot)
+
+    def abort(self, name: str) -> None:
+        slot = self.slots.get(name)
+        self._prepared.pop(name, None)
+        if slot is not None and slot.status in (PREPARED, RUNNING):
+            self._discard(slot)
+            with _quietly():
+                slot.agent.on_stop()
+
+    def _expire(self, now: float) -> None:
+        """Prepared agents whose source vanished mid-move: keep them if the name points
+        here (the source died after the switch), else drop them; old tombstones go."""
+        for name, until in list(self._prepared.items()):
+            if now < until:
+                continue
+            self._prepared.pop(name, None)
+            slot = self.slots.get(name)
+            if slot is None or slot.status != PREPARED:
+                continue
+            try:
+                points_here = str(self.ns.lookup(naming.agent_name(name), wait=0)) == self._uri(name)
+            except MasaError:
+                points_here = False
+            if points_here:
+                log.warning("source of %s vanished mid-move; starting it here", name)
+                self._start(slot, source="?")
+                self.checkpoint(slot)
+            else:
+                self.abort(name)
+        for name, until in list(self._tombstones.items()):
+            if now >= until:
+                with self._lock:
+                    self._tombstones.pop(name, None)
+                    objid = naming.agent_name(name)
+                    if name not in self.slots and objid in self.daemon.objectsById:
+                        self.daemon.unregister(objid)
+
+    # -- checkpoints: survive a stuck handler and a restart of the host --------------------
+
+    def checkpoint(self, slot: Slot) -> None:
+        slot.checkpoint = slot.agent.snapshot()
+        self.save_checkpoints()
+
+    def save_checkpoints(self) -> None:
+        entries = [
+            {"kind": s.agent.kind, "name": s.name, "domain": s.agent.domain,
+             "state": s.checkpoint, "suspended": s.status == SUSPENDED}
+            for s in list(self.slots.values()) if s.status in (RUNNING, SUSPENDED)
+        ]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "agents.msgpack"
+        tmp = path.with_suffix(f".tmp{threading.get_ident()}")
+        tmp.write_bytes(msgpack.packb(entries, use_bin_type=True))
+        os.replace(tmp, path)
+
+    def restore(self) -> list[str]:
+        """Bring back the agents this host ran before it stopped, unless they now run
+        elsewhere (moved away while this host was down)."""
+        path = self.state_dir / "agents.msgpack"
+        if not path.exists():
+            return []
+        try:
+            entries = msgpack.unpackb(path.read_bytes(), raw=False)
+        except Exception:
+            log.exception("unreadable checkpoint file %s; starting empty", path)
+            return []
+        restored = []
+        for e in entries:
+            try:
+                self.create(e["kind"], e["name"], {}, e.get("domain", ""), state=e["state"])
+                if e.get("suspended"):
+                    self.suspend(e["name"])
+                restored.append(e["name"])
+            except AgentExists:
+                log.info("not restoring %s: it runs elsewhere now", e["name"])
+            except MasaError as exc:
+                log.warning("not restoring %s: %s", e["name"], exc)
+        return restored
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def describe(self, slot: Slot) -> dict:
+        a = slot.agent
+        return {"name": a.name, "kind": a.kind, "domain": a.domain, "host": self.name,
+                "status": slot.status, **slot.stats}
+
+    def agent_list(self) -> list[dict]:
+        return [self.describe(s) for s in list(self.slots.values())
+                if s.status in (RUNNING, SUSPENDED, MOVING)]
+
+    def resources(self) -> dict:
+        """What placement decisions need: spare CPU, memory, how busy the host is."""
+        mem = psutil.virtual_memory()
+        return {
+            "cpu_percent": psutil.cpu_percent(None),
+            "load1": os.getloadavg()[0],
+            "cpus": psutil.cpu_count() or 1,
+            "mem_available": mem.available,
+            "agents": len(self.agent_list()),
+            "rss": psutil.Process().memory_info().rss,
+        }
+
+    def info(self) -> dict:
+        return {"name": self.name, "domain": self.domain, "address": self.control_uri,
+                "allow": sorted(self.allow), "resources": self.resources(),
+                "moves": dict(self.moves), "pid": os.getpid()}
+
+    # -- the host's own loops ----------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        """Heartbeats to the registry, scheduled tasks, the watchdog, expiries."""
+        registry: Proxy | None = None
+        next_beat = 0.0
+        next_save = time.monotonic() + 5.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            self.scheduler.tick()
+            self._watchdog(now)
+            self._expire(now)
+            if now >= next_beat:
+                next_beat = now + self.settings.heartbeat
+                registry = self._beat(registry)
+            if now >= next_save:
+                next_save = now + 5.0
+                for slot in list(self.slots.values()):
+                    if slot.status == RUNNING:
+                        slot.checkpoint = slot.agent.snapshot()
+                with _quietly():
+                    self.save_checkpoints()
+            self._stop.wait(0.05)
+        if registry is not None:
+            registry._pyroRelease()
+
+    def _beat(self, registry: Proxy | None) -> Proxy | None:
+        try:
+            if registry is None:
+                uri = self.ns.lookup(naming.REGISTRY, wait=0)
+                registry = Proxy(uri, self.settings.secret, timeout=max(1.0, self.settings.heartbeat))
+            agents = [{"name": naming.agent_name(a["name"]), "kind": a["kind"], "domain": a["domain"],
+                       "status": _NODE_STATUS.get(a["status"], "up")} for a in self.agent_list()]
+            rejoined = registry.heartbeat(naming.host_name(self.name), self.domain,
+                                          self.control_uri, self.resources(), agents)
+            if rejoined:
+                self.register_all()  # the broker may have lost our names (it restarted)
+        except (Pyro5.errors.CommunicationError, MasaError) as exc:
+            log.debug("heartbeat failed: %s", exc)
+            if registry is not None:
+                registry._pyroRelease()
+            return None
+        return registry
+
+    def _watchdog(self, now: float) -> None:
+        for slot in list(self.slots.values()):
+            overdue = [c for c in list(slot.inflight) if not c.expired and now > c.deadline]
+            if overdue:
+                for c in overdue:
+                    c.expired = True
+                self.restart(slot)
+
+    def run(self, restore: bool = True) -> None:
+        if restore:
+            self.restore()
+        self.register_all()
+        keeper = threading.Thread(target=self._housekeeping, name=f"keeper-{self.name}", daemon=True)
+        keeper.start()
+        log.info("host %s serving at %s", self.name, self.control_uri)
+        try:
+            self.daemon.requestLoop(lambda: not self._stop.is_set())
+        finally:
+            self._stop.set()
+            keeper.join(timeout=2)
+            with _quietly():
+                self.save_checkpoints()
+            self.scheduler.shutdown()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.daemon.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with _quietly():
+            self.daemon.shutdown()
+
+
+def _alive(uri: str, secret: bytes) -> bool:
+    try:
+        with Proxy(uri, secret, timeout=1.0) as p:
+            p._pyroBind()
+        return True
+    except Exception:
+        return False
+
+
+class _quietly:
+    """Best-effort cleanup: log and swallow, never mask the error being reported."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None:
+            log.debug("ignored during cleanup: %s", exc)
+        return True

@@ -1,0 +1,90 @@
+"""The location broker process: Pyro5's name server plus the node-list registry.
+
+The registry lives in the broker's process because every host already talks to the
+broker; heartbeats land in one place and the store has a single writer (so SQLite is
+enough for a single site).  A host silent for longer than ``STALE_FACTOR`` heartbeat
+intervals is marked down — checked five times per interval, so within two intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import Pyro5.api
+import Pyro5.nameserver
+
+from masa import config, naming
+from masa.config import Settings
+from masa.security import AuthDaemonMixin
+from masa.store import Store
+
+log = logging.getLogger("masa.ns")
+
+STALE_FACTOR = 1.6
+
+
+class _NameServerDaemon(AuthDaemonMixin, Pyro5.nameserver.NameServerDaemon):
+    def __init__(self, secret: bytes, **kwargs) -> None:
+        self._masa_secret = secret
+        super().__init__(**kwargs)
+
+
+@Pyro5.api.expose
+class Registry:
+    """Receives heartbeats and answers for the node list."""
+
+    def __init__(self, store: Store, heartbeat: float) -> None:
+        self.store = store
+        self.heartbeat_interval = heartbeat
+        self._lock = threading.Lock()
+
+    def heartbeat(self, host: str, domain: str, address: str, resources: dict,
+                  agents: list[dict]) -> bool:
+        """Record a host's beat; True tells the host to register its names again."""
+        with self._lock:
+            return self.store.record_heartbeat(host, domain, address, resources, agents, time.time())
+
+    def nodes(self, type: str | None = None, domain: str | None = None) -> list[dict]:  # noqa: A002
+        return self.store.nodes(type=type, domain=domain)
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self.store.forget(name)
+
+    def sweep(self) -> list[str]:
+        with self._lock:
+            down = self.store.mark_stale_down(time.time(), STALE_FACTOR * self.heartbeat_interval)
+        for host in down:
+            log.warning("host %s missed its heartbeats: marked down", naming.short(host))
+        return down
+
+
+def serve(settings: Settings, store_url: str | None = None, ready: threading.Event | None = None) -> None:
+    """Run the broker until interrupted."""
+    config.apply(settings)
+    store = Store(store_url or f"sqlite:///{settings.home / 'masa.db'}")
+    daemon = _NameServerDaemon(settings.secret, host=settings.ns_host, port=settings.ns_port)
+    registry = Registry(store, settings.heartbeat)
+    uri = daemon.register(registry, naming.REGISTRY)
+    daemon.nameserver.register(naming.REGISTRY, uri, metadata={"masa:registry"})
+    stop = threading.Event()
+
+    def sweeper() -> None:
+        while not stop.wait(settings.heartbeat / 5):
+            try:
+                registry.sweep()
+            except Exception:
+                log.exception("node-list sweep failed")
+
+    threading.Thread(target=sweeper, name="sweeper", daemon=True).start()
+    log.info("name server at %s, store %s", settings.ns_address, store.url)
+    if ready is not None:
+        ready.set()
+    try:
+        daemon.requestLoop()
+    finally:
+        stop.set()
+        daemon.close()
+        store.close()

@@ -1,0 +1,126 @@
+"""The location broker: names and metadata in the Pyro5 name server.
+
+Hosts register as ``masa.host.<name>``, agents as ``masa.agent.<name>``; metadata tags
+(``kind:collector``, ``domain:A``, ``host:h1``) make "all collectors of domain A" one
+lookup.  Peers start in any order, so a lookup that finds nothing sleeps and retries with
+backoff until its deadline instead of failing at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import Pyro5.errors
+from Pyro5.core import URI
+
+from masa.config import Settings
+from masa.errors import AgentNotFound
+from masa.security import Proxy, refused
+
+HOST_PREFIX = "masa.host."
+AGENT_PREFIX = "masa.agent."
+REGISTRY = "masa.registry"
+
+
+def host_name(name: str) -> str:
+    return name if name.startswith(HOST_PREFIX) else HOST_PREFIX + name
+
+
+def agent_name(name: str) -> str:
+    return name if name.startswith(AGENT_PREFIX) else AGENT_PREFIX + name
+
+
+def short(name: str) -> str:
+    for prefix in (HOST_PREFIX, AGENT_PREFIX):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def tags(**meta: str) -> set[str]:
+    return {f"{k}:{v}" for k, v in meta.items() if v is not None}
+
+
+def untag(metadata: set[str] | list[str]) -> dict[str, str]:
+    return dict(m.split(":", 1) for m in metadata if ":" in m)
+
+
+def backoff(deadline: float, first: float = 0.02, cap: float = 0.5) -> Iterator[int]:
+    """Attempt numbers until ``deadline`` (monotonic), sleeping between them."""
+    attempt, delay = 0, first
+    while True:
+        yield attempt
+        attempt += 1
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, cap)
+
+
+class NameService:
+    """A thread-confined client of the name server (one per thread, as Pyro5 wants)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._proxy: Proxy | None = None
+
+    @property
+    def proxy(self) -> Proxy:
+        if self._proxy is None:
+            uri = f"PYRO:Pyro.NameServer@{self.settings.ns_host}:{self.settings.ns_port}"
+            self._proxy = Proxy(uri, self.settings.secret, timeout=self.settings.call_timeout)
+        return self._proxy
+
+    def close(self) -> None:
+        if self._proxy is not None:
+            self._proxy._pyroRelease()
+            self._proxy = None
+
+    def _call(self, method: str, *args, **kwargs):
+        try:
+            return getattr(self.proxy, method)(*args, **kwargs)
+        except Pyro5.errors.CommunicationError as exc:
+            self.close()  # reconnect on the next call
+            if auth := refused(exc):
+                raise auth from None
+            raise
+
+    def register(self, name: str, uri: str | URI, metadata: set[str]) -> None:
+        self._call("register", name, str(uri), safe=False, metadata=metadata)
+
+    def remove(self, name: str) -> None:
+        self._call("remove", name)
+
+    def lookup(self, name: str, deadline: float | None = None, wait: float = 5.0) -> URI:
+        """Resolve ``name``, retrying until ``deadline`` (monotonic) or ``wait`` seconds."""
+        deadline = deadline if deadline is not None else time.monotonic() + wait
+        last: Exception | None = None
+        for _ in backoff(deadline):
+            try:
+                return self._call("lookup", name)
+            except Pyro5.errors.NamingError as exc:
+                last = exc
+            except Pyro5.errors.CommunicationError as exc:
+                last = exc
+        what = "name server unreachable" if isinstance(last, Pyro5.errors.CommunicationError) \
+            else "not registered"
+        raise AgentNotFound(f"{short(name)!r} not found ({what}) at {self.settings.ns_address}")
+
+    def lookup_meta(self, name: str) -> tuple[URI, dict[str, str]]:
+        uri, meta = self._call("lookup", name, return_metadata=True)
+        return uri, untag(meta)
+
+    def find(self, prefix: str = "masa.", **meta: str) -> dict[str, tuple[str, dict[str, str]]]:
+        """Names under ``prefix`` whose metadata has every given ``key:value``."""
+        wanted = tags(**meta)
+        if wanted:
+            found = self._call("yplookup", meta_all=wanted, return_metadata=True)
+        else:
+            found = self._call("list", prefix=prefix, return_metadata=True)
+        return {
+            name: (str(uri), untag(m))
+            for name, (uri, m) in found.items()
+            if name.startswith(prefix)
+        }

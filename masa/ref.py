@@ -1,0 +1,148 @@
+"""Reference an agent by name, wherever it currently runs.
+
+A caller never holds an address: the reference resolves the name through the location
+broker, remembers the answer, and when the agent has moved (``AgentMoved`` carries the
+new address), its host has died or restarted, or the name is not registered yet, it
+looks again and retries until the call's deadline.  Queries arriving during a move are
+therefore answered, not dropped.
+
+Pyro5 proxies belong to one thread, so each thread gets its own proxy; the resolved
+address is shared by all threads of the process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import Pyro5.errors
+
+from masa.agent import CONFIGURE, QUERY
+from masa.config import Settings
+from masa.errors import (
+    AgentMoved,
+    AgentNotFound,
+    AgentNotHere,
+    MasaError,
+    PayloadTooLarge,
+    QueryTimeout,
+)
+from masa.naming import NameService, agent_name, short
+from masa.security import Proxy, refused
+
+_locations: dict[str, str] = {}  # agent name -> last known URI, shared by all refs
+_locations_lock = threading.Lock()
+_local = threading.local()
+
+
+def _name_service(settings: Settings) -> NameService:
+    ns = getattr(_local, "ns", None)
+    if ns is None or ns.settings is not settings:
+        ns = _local.ns = NameService(settings)
+    return ns
+
+
+class AgentRef:
+    """A by-name handle on an agent: ``ref.query("op", arg=...)``, ``ref.configure(...)``."""
+
+    def __init__(self, name: str, settings: Settings, timeout: float | None = None) -> None:
+        self.name = short(name)
+        self.settings = settings
+        self.timeout = timeout or settings.call_timeout
+        self._ns_name = agent_name(name)
+        self._local = threading.local()
+        self.retries = 0  # how often a call had to find the agent again (moves, restarts)
+
+    def __repr__(self) -> str:
+        return f"AgentRef({self.name!r})"
+
+    # -- the two interfaces -------------------------------------------------------------
+
+    def query(self, op: str, /, timeout: float | None = None, **kwargs: Any) -> Any:
+        return self.call(QUERY, op, kwargs, timeout)
+
+    def configure(self, op: str, /, timeout: float | None = None, **kwargs: Any) -> Any:
+        return self.call(CONFIGURE, op, kwargs, timeout)
+
+    def push(self, op: str, /, **kwargs: Any) -> None:
+        """One-way query: returns once sent, never waits for the agent.  Pushes are how
+        data flows *up* a cascade, so a cycle of agents can never block on itself."""
+        self._attempt(lambda proxy: proxy.push(op, kwargs), self.timeout)
+
+    def call(self, interface: str, op: str, kwargs: dict, timeout: float | None = None) -> Any:
+        budget = timeout or self.timeout
+        return self._attempt(lambda proxy: proxy.invoke(interface, op, kwargs, budget), budget)
+
+    def release(self) -> None:
+        proxy = getattr(self._local, "proxy", None)
+        if proxy is not None:
+            proxy._pyroRelease()
+            self._local.proxy = None
+
+    # -- finding the agent --------------------------------------------------------------
+
+    def _attempt(self, send, budget: float):
+        deadline = time.monotonic() + budget
+        delay = 0.01
+        last: Exception | None = None
+        while True:
+            try:
+                proxy = self._proxy(deadline)
+                proxy._pyroTimeout = max(0.05, deadline - time.monotonic()) + 1.0
+                return send(proxy)
+            except AgentMoved as moved:
+                self._relocate(str(moved.args[1]) if len(moved.args) > 1 else None)
+                last = moved
+                continue  # the new address is known: no need to wait
+            except AgentNotHere as exc:
+                last = exc
+                self._relocate(None)
+            except Pyro5.errors.TimeoutError:
+                self.release()
+                raise QueryTimeout(f"agent {self.name!r} did not answer within {budget:g} s") from None
+            except Pyro5.errors.ProtocolError as exc:
+                self.release()
+                if "too large" in str(exc):
+                    raise PayloadTooLarge(f"message to/from {self.name!r} too large: {exc}") from None
+                raise
+            except Pyro5.errors.DaemonError as exc:  # "unknown object": moved or host restarted
+                last = exc
+                self._relocate(None)
+            except Pyro5.errors.CommunicationError as exc:  # host down, restarting or moving
+                if auth := refused(exc):
+                    raise auth from None
+                last = exc
+                self._relocate(None)
+            except AgentNotFound as exc:
+                last = exc
+            self.retries += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if isinstance(last, MasaError):
+                    raise last
+                raise AgentNotFound(f"agent {self.name!r} unreachable: {last}")
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.25)
+
+    def _proxy(self, deadline: float) -> Proxy:
+        proxy = getattr(self._local, "proxy", None)
+        uri = _locations.get(self.name)
+        if proxy is not None and uri is not None and str(proxy._pyroUri) == uri:
+            return proxy
+        if uri is None:
+            uri = str(_name_service(self.settings).lookup(self._ns_name, deadline=deadline))
+            with _locations_lock:
+                _locations[self.name] = uri
+        if proxy is not None:
+            proxy._pyroRelease()
+        proxy = self._local.proxy = Proxy(uri, self.settings.secret)
+        return proxy
+
+    def _relocate(self, uri: str | None) -> None:
+        self.release()
+        with _locations_lock:
+            if uri:
+                _locations[self.name] = uri
+            else:
+                _locations.pop(self.name, None)

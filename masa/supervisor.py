@@ -1,0 +1,167 @@
+"""Start the name server and hosts of a topology as child processes; restart the dead.
+
+Used by ``masa up``, by ``masa demo`` and by the tests, so all three run the platform
+the same way: real OS processes talking over loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from masa import config, naming
+from masa.config import Settings
+from masa.errors import MasaError
+from masa.naming import NameService
+from masa.topology import Topology
+
+log = logging.getLogger("masa.supervisor")
+
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Child:
+    """One supervised process: its command line and how often it was restarted."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self.next_restart = 0.0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self.alive:
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """``kill -9``: what a crash looks like to the rest of the system."""
+        if self.alive:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def masa_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "masa", *args]
+
+
+class Supervisor:
+    """Runs a topology's processes.  Use as a context manager so they always stop."""
+
+    def __init__(self, topology: Topology, settings: Settings | None = None,
+                 log_dir: Path | None = None) -> None:
+        settings = settings or Settings.from_env()
+        if topology.ns_address:
+            host, _, port = topology.ns_address.rpartition(":")
+            settings = replace(settings, ns_host=host, ns_port=int(port))
+        self.settings = settings
+        self.topology = topology
+        self.log_dir = log_dir or settings.home / "logs"
+        env = settings.child_env()
+        ns_args = ["ns"] + (["--store", topology.store] if topology.store else [])
+        self.children: dict[str, Child] = {"ns": Child("ns", masa_argv(*ns_args), env, self.log_dir)}
+        for h in topology.hosts.values():
+            args = ["host", h.name, "--domain", h.domain, "--port", str(h.port)]
+            for kind in h.allow:
+                args += ["--allow", kind]
+            self.children[h.name] = Child(h.name, masa_argv(*args), env, self.log_dir)
+
+    def __enter__(self) -> Supervisor:
+        config.apply(self.settings)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.children["ns"].start()
+        self.wait_for(naming.REGISTRY, timeout)
+        for name, child in self.children.items():
+            if name != "ns":
+                child.start()
+        for name in self.topology.hosts:
+            self.wait_for(naming.host_name(name), timeout)
+
+    def wait_for(self, name: str, timeout: float = 30.0) -> None:
+        ns = NameService(self.settings)
+        try:
+            ns.lookup(name, wait=timeout)
+        except MasaError:
+            logs = {n: c.log_path for n, c in self.children.items()}
+            raise MasaError(f"{naming.short(name)} did not come up within {timeout:g} s; logs: {logs}") from None
+        finally:
+            ns.close()
+
+    def restart_dead(self) -> list[str]:
+        """One supervision pass: start again what died, with growing backoff."""
+        restarted = []
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.alive or now < child.next_restart:
+                continue
+            code = child.proc.returncode if child.proc else None
+            log.warning("%s exited (%s); restarting", child.name, code)
+            child.restarts += 1
+            delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF)) - 1]
+            child.next_restart = now + delay
+            child.start()
+            restarted.append(child.name)
+        return restarted
+
+    def watch(self, interval: float = 0.5) -> None:
+        """Supervise until interrupted (SIGINT/SIGTERM)."""
+        stop = False
+
+        def _stop(*_):
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            while not stop:
+                for name in self.restart_dead():
+                    print(f"up: restarted {name}", file=sys.stderr)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+
+    def stop(self) -> None:
+        for name, child in reversed(list(self.children.items())):
+            if name != "ns":
+                child.stop()
+        self.children["ns"].stop()
