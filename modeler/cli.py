@@ -1,0 +1,90 @@
+"""``masa infer``, ``masa evaluate`` and ``masa train``: the researchers' interface.
+
+Registered through the ``masa.commands`` entry-point group, so the platform CLI loads
+this module only when one of these commands is used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from masa.activity import ActivityError, read_csv
+
+
+@click.command("infer")
+@click.argument("activity", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@click.option("--format", "fmt", type=click.Choice(["json", "graphml", "dot"]), default=None,
+              help="Output format (default: from the suffix of --out, else JSON).")
+@click.option("--connections", type=click.Path(dir_okay=False),
+              help="connections.csv (source,target[,count]) from the procfs probe.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="A network trained with `masa train` (default: the shipped one).")
+@click.option("--step", type=float, default=None, help="Grid step in seconds (default: the data's).")
+def infer(activity: str, out: str, fmt: str | None, connections: str | None,
+          model_path: str | None, step: float | None) -> None:
+    """Infer the dependency model of recorded ACTIVITY (CSV: time,object,value)."""
+    from modeler import evidence, export
+    from modeler.estimator import DependencyModeler
+
+    try:
+        series = read_csv(activity)
+        conn = evidence.read_connections(connections) if connections else None
+        model = DependencyModeler.load(model_path, step=step) if model_path else DependencyModeler.default(step=step)
+        g = model.predict(series, conn)
+    except (ActivityError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    used = export.write(g, out, fmt)
+    click.echo(f"{g.number_of_nodes()} objects, {g.number_of_edges()} dependencies -> {out} ({used})")
+
+
+@click.command("evaluate")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("truth", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+def evaluate(model: str, truth: str, as_json: bool) -> None:
+    """Score a MODEL (node-link JSON) against TRUTH ({"edges": [[caller, callee], ...]})."""
+    from modeler import export, metrics
+    from modeler.training import read_truth
+
+    try:
+        g = export.read_model(model)
+        edges = read_truth(truth)
+        bad = [e for e in edges if not (isinstance(e, list) and len(e) == 2)]
+        if bad:
+            raise ValueError(f"{truth}: every edge must be [caller, callee], got {bad[0]!r}")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    scores = metrics.evaluate(g, [tuple(map(str, e)) for e in edges])
+    if as_json:
+        click.echo(json.dumps(scores))
+        return
+    for key, value in scores.items():
+        click.echo(f"{key:20s} {value:.3f}" if isinstance(value, float) else f"{key:20s} {value}")
+
+
+@click.command("train")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the network (.npz).")
+@click.option("--scenarios", type=click.IntRange(2), default=800, show_default=True,
+              help="Simulated recordings to train on.")
+@click.option("--recording", "recordings", multiple=True, type=click.Path(file_okay=False),
+              help="A testbed directory (activity.csv + truth.json) to add; repeatable.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int) -> None:
+    """Train the dependency network on simulated and recorded data."""
+    from rich.progress import Progress
+
+    from modeler import training
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("simulating and extracting features", total=scenarios)
+        try:
+            model = training.train(scenarios, seed, recordings, tick=lambda: progress.advance(task))
+        except (ActivityError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    model.save(out)
+    click.echo(f"trained on {scenarios} simulated + {len(recordings)} recorded -> {Path(out)}")

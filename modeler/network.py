@@ -1,0 +1,114 @@
+"""The pair classifier: a small MLP with temperature-calibrated probabilities.
+
+Trained with scikit-learn, stored as plain arrays in ``.npz`` (no pickle, so loading a
+model file cannot run code) and evaluated with numpy.  Three classes per ordered pair
+``(i, j)``: no dependency, ``i`` depends on ``j``, ``j`` depends on ``i``.
+
+Calibration matters because the decision threshold is fixed at probability 0.5: the
+method picks its own threshold and never looks at the truth of the data it models.
+A single temperature fitted on held-out topologies (Guo et al. 2017) keeps the ranking
+of the network and corrects its over-confidence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import StandardScaler
+
+FORMAT_VERSION = 1
+
+
+class PairNetwork:
+    """Feature standardisation + MLP weights + temperature, evaluated in numpy."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, weights: list[np.ndarray],
+                 biases: list[np.ndarray], temperature: float = 1.0,
+                 feature_names: tuple[str, ...] = (), meta: dict | None = None) -> None:
+        self.mean = np.asarray(mean, float)
+        self.scale = np.asarray(scale, float)
+        self.weights = [np.asarray(w, float) for w in weights]
+        self.biases = [np.asarray(b, float) for b in biases]
+        self.temperature = float(temperature)
+        self.feature_names = tuple(feature_names)
+        self.meta = dict(meta or {})
+
+    # -- training -------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, x: np.ndarray, y: np.ndarray, x_cal: np.ndarray, y_cal: np.ndarray, *,
+              hidden: tuple[int, ...] = (64, 32), alpha: float = 1e-3, max_iter: int = 300,
+              random_state: int = 0, feature_names: tuple[str, ...] = ()) -> PairNetwork:
+        """Fit on ``(x, y)``; fit the temperature on ``(x_cal, y_cal)`` from other topologies."""
+        scaler = StandardScaler().fit(x)
+        mlp = MLPClassifier(hidden_layer_sizes=hidden, alpha=alpha, max_iter=max_iter,
+                            early_stopping=True, n_iter_no_change=15, random_state=random_state)
+        mlp.fit(scaler.transform(x), y)
+        if list(mlp.classes_) != [0, 1, 2]:
+            raise ValueError("training data must contain all three classes (none, forward, backward)")
+        net = cls(scaler.mean_, scaler.scale_, mlp.coefs_, mlp.intercepts_,
+                  feature_names=feature_names)
+        net.temperature = net._fit_temperature(x_cal, y_cal)
+        return net
+
+    def _fit_temperature(self, x: np.ndarray, y: np.ndarray) -> float:
+        logits = self.logits(x)
+        y = np.asarray(y, int)
+
+        def nll(log_t: float) -> float:
+            z = logits / np.exp(log_t)
+            z = z - z.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            return -float(logp[np.arange(len(y)), y].mean())
+
+        res = minimize_scalar(nll, bounds=(-3, 3), method="bounded")
+        return float(np.exp(res.x))
+
+    # -- inference ------------------------------------------------------------------
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        h = (np.asarray(x, float) - self.mean) / self.scale
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            h = np.maximum(h @ w + b, 0.0)
+        return h @ self.weights[-1] + self.biases[-1]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of (none, forward, backward), one row per pair."""
+        if len(x) == 0:
+            return np.zeros((0, 3))
+        z = self.logits(x) / self.temperature
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    # -- storage --------------------------------------------------------------------
+
+    def save(self, path: str | Path, **extra: float) -> None:
+        arrays = {
+            "format_version": np.array(FORMAT_VERSION),
+            "mean": self.mean, "scale": self.scale,
+            "temperature": np.array(self.temperature),
+            "feature_names": np.array(self.feature_names, dtype=str),
+            "n_layers": np.array(len(self.weights)),
+        }
+        for k, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            arrays[f"w{k}"], arrays[f"b{k}"] = w, b
+        for key, value in {**self.meta, **extra}.items():
+            arrays[f"meta_{key}"] = np.array(value)
+        with Path(path).open("wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PairNetwork:
+        with np.load(Path(path), allow_pickle=False) as data:
+            version = int(data["format_version"])
+            if version != FORMAT_VERSION:
+                raise ValueError(f"{path}: model format {version}, this masa reads {FORMAT_VERSION}")
+            n = int(data["n_layers"])
+            meta = {k[5:]: data[k].item() for k in data.files if k.startswith("meta_")}
+            return cls(data["mean"], data["scale"], [data[f"w{k}"] for k in range(n)],
+                       [data[f"b{k}"] for k in range(n)], float(data["temperature"]),
+                       tuple(str(s) for s in data["feature_names"]), meta)

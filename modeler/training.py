@@ -1,0 +1,68 @@
+"""Training corpora and the recipe behind the shipped default network (``masa train``).
+
+Simulated scenarios give volume and variety (shapes, loads, steps, metrics); recorded
+testbed directories (``activity.csv`` + ``truth.json``) can be added so that what the
+simulator teaches is anchored on real processes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from masa.activity import read_csv
+from modeler.estimator import DependencyModeler, check_truth, recording_features
+from modeler.simulator import random_scenario
+
+Block = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def read_recording(directory: str | Path) -> tuple[dict, list[tuple[str, str]]]:
+    """A recorded directory: ``activity.csv`` and ``truth.json`` (``{"edges": [...]}``)."""
+    directory = Path(directory)
+    series = read_csv(directory / "activity.csv")
+    truth = read_truth(directory / "truth.json")
+    return series, check_truth(truth, series)
+
+
+def read_truth(path: str | Path) -> list[list[str]]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read truth {path}: {exc}") from None
+    edges = data.get("edges") if isinstance(data, dict) else None
+    if not isinstance(edges, list):
+        raise ValueError(f"{path}: expected a JSON object with an 'edges' list")
+    return edges
+
+
+def simulated_blocks(n: int, seed: int = 0,
+                     tick: Callable[[], None] | None = None) -> list[Block]:
+    """Feature blocks of ``n`` random simulated scenarios."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        sc = random_scenario(rng)
+        out.append(recording_features(sc.series, sc.truth))
+        if tick:
+            tick()
+    return out
+
+
+def recorded_blocks(directories: Iterable[str | Path]) -> list[Block]:
+    out = []
+    for d in directories:
+        series, truth = read_recording(d)
+        out.append(recording_features(series, truth))
+    return out
+
+
+def train(n_simulated: int = 600, seed: int = 0, recordings: Iterable[str | Path] = (),
+          tick: Callable[[], None] | None = None, **params) -> DependencyModeler:
+    """Train a modeler on simulated scenarios plus any recorded testbed directories."""
+    blocks = simulated_blocks(n_simulated, seed, tick) + recorded_blocks(recordings)
+    xs, ys, ss = (list(t) for t in zip(*blocks, strict=True))
+    return DependencyModeler(random_state=seed, **params).fit_features(xs, ys, ss)
