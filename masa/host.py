@@ -388,8 +388,11 @@ class AgentHost:
 
     def _register(self, slot: Slot, uri: str | None = None, host: str | None = None) -> None:
         a = slot.agent
-        meta = naming.tags(kind=a.kind, domain=a.domain, host=host or self.name) | {"masa:agent"}
-        self.ns.register(naming.agent_name(a.name), uri or self._uri(a.name), meta)
+        self._announce(a.name, a.kind, a.domain, uri or self._uri(a.name), host or self.name)
+
+    def _announce(self, name: str, kind: str, domain: str, uri: str, host: str) -> None:
+        meta = naming.tags(kind=kind, domain=domain, host=host) | {"masa:agent"}
+        self.ns.register(naming.agent_name(name), uri, meta)
 
     def register_all(self) -> None:
         self.ns.register(naming.host_name(self.name), self.control_uri,
@@ -566,7 +569,10 @@ class AgentHost:
         return {"agent": agent.name, "from": self.name, "to": target, "seconds": seconds}
 
     def _handover_clone(self, proxy: Proxy, package: dict, target: str) -> dict:
-        proxy.receive(package)
+        if self._name_taken(package["name"]):
+            raise AgentExists(f"an agent named {package['name']!r} is already running")
+        uri = proxy.receive(package)
+        self._announce(package["name"], package["kind"], package["domain"], uri, target)
         proxy.commit(package["name"], self.name)
         return {"agent": package["name"], "from": self.name, "to": target}
 

@@ -2,12 +2,15 @@
 
 An agent can only run where its code is installed (weak migration carries no code), so
 the set of kinds is the installed entry points; a host narrows it with its allow-list.
+``MASA_KINDS="name=module:Class,..."`` adds kinds without packaging them, for agents
+under development (and the test suite's deliberately faulty agents).
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from masa.agent import Agent
 from masa.errors import UnknownKind
@@ -15,7 +18,12 @@ from masa.errors import UnknownKind
 
 @cache
 def _entry_points() -> dict:
-    return {ep.name: ep for ep in entry_points(group="masa.agents")}
+    found = {ep.name: ep for ep in entry_points(group="masa.agents")}
+    for item in filter(None, os.environ.get("MASA_KINDS", "").split(",")):
+        name, _, target = item.partition("=")
+        if name.strip() and target.strip():
+            found[name.strip()] = EntryPoint(name.strip(), target.strip(), "masa.agents")
+    return found
 
 
 def installed() -> list[str]:
