@@ -16,7 +16,7 @@ from Pyro5.core import URI
 
 from masa.config import Settings
 from masa.errors import AgentNotFound
-from masa.security import Proxy, refused
+from masa.security import Proxy
 
 HOST_PREFIX = "masa.host."
 AGENT_PREFIX = "masa.agent."
@@ -81,10 +81,8 @@ class NameService:
     def _call(self, method: str, *args, **kwargs):
         try:
             return getattr(self.proxy, method)(*args, **kwargs)
-        except Pyro5.errors.CommunicationError as exc:
+        except Pyro5.errors.CommunicationError:
             self.close()  # reconnect on the next call
-            if auth := refused(exc):
-                raise auth from None
             raise
 
     def register(self, name: str, uri: str | URI, metadata: set[str]) -> None:

@@ -29,7 +29,7 @@ from masa.errors import (
     QueryTimeout,
 )
 from masa.naming import NameService, agent_name, short
-from masa.security import Proxy, refused
+from masa.security import Proxy
 
 _locations: dict[str, str] = {}  # agent name -> last known URI, shared by all refs
 _locations_lock = threading.Lock()
@@ -110,8 +110,6 @@ class AgentRef:
                 last = exc
                 self._relocate(None)
             except Pyro5.errors.CommunicationError as exc:  # host down, restarting or moving
-                if auth := refused(exc):
-                    raise auth from None
                 last = exc
                 self._relocate(None)
             except AgentNotFound as exc:

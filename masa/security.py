@@ -10,6 +10,7 @@ Pyro5's two-way TLS (see :mod:`masa.tls`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -83,6 +84,16 @@ def refused(exc: Exception) -> AuthenticationError | None:
     return None
 
 
+@contextlib.contextmanager
+def _auth_errors():
+    try:
+        yield
+    except Pyro5.errors.CommunicationError as exc:
+        if auth := refused(exc):
+            raise auth from None
+        raise
+
+
 class AuthDaemonMixin:
     """Mix into a Pyro5 daemon class so every connection must authenticate first."""
 
@@ -127,6 +138,19 @@ class Proxy(Pyro5.client.Proxy):
         ):
             self._pyroRelease()
             raise AuthenticationError("server failed to prove the shared secret")
+
+    # Every path that may open a connection reports a refused handshake as such.
+    def _pyroInvoke(self, *args, **kwargs):  # noqa: N802
+        with _auth_errors():
+            return super()._pyroInvoke(*args, **kwargs)
+
+    def _pyroGetMetadata(self, *args, **kwargs):  # noqa: N802
+        with _auth_errors():
+            return super()._pyroGetMetadata(*args, **kwargs)
+
+    def _pyroBind(self):  # noqa: N802
+        with _auth_errors():
+            return super()._pyroBind()
 
     def __getstate__(self):
         raise TypeError("masa proxies are not serializable; pass agent names instead")

@@ -70,11 +70,24 @@ class Cluster:
         return {n["name"]: n for n in admin.node_list(self.settings, **kw)}
 
     def wait(self, predicate, timeout: float = 15.0, every: float = 0.05):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {timeout} s")
-            time.sleep(every)
+        return wait(predicate, timeout, every)
+
+
+def wait(predicate, timeout: float = 15.0, every: float = 0.05):
+    """Poll ``predicate`` until it returns something true (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(every)
+
+
+def attempt(fn):
+    """``fn()``, or None while the peer is not there yet."""
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001
+        return None
