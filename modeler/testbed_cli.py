@@ -1,0 +1,43 @@
+"""``masa testbed``: record real service processes with a known call graph."""
+
+from __future__ import annotations
+
+import click
+
+from modeler.testbed import TOPOLOGIES, TopologyError, load_topology, record
+
+
+@click.group("testbed")
+def testbed() -> None:
+    """Testbeds with ground truth, for training and validating dependency models."""
+
+
+@testbed.command("list")
+def list_topologies() -> None:
+    """The built-in topologies."""
+    for name, topo in TOPOLOGIES.items():
+        n_edges = sum(len(s.get("calls") or {}) for s in topo["services"].values())
+        click.echo(f"{name:10s} {len(topo['services']):3d} services {n_edges:3d} calls")
+
+
+@testbed.command("record")
+@click.argument("topology")
+@click.option("--seconds", type=click.FloatRange(5), default=120, show_default=True)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=0.5, show_default=True,
+              help="Sampling interval of the procfs probe, seconds.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: int) -> None:
+    """Run TOPOLOGY (built-in name or JSON file) and record activity, truth, connections."""
+    from rich.progress import Progress
+
+    try:
+        topo = load_topology(topology)
+    except TopologyError as exc:
+        raise click.ClickException(str(exc)) from None
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"recording {topology}", total=1.0)
+        info = record(topo, seconds, out, interval=interval, seed=seed,
+                      tick=lambda f: progress.update(task, completed=f))
+    click.echo(f"{info['objects']} objects, {info['edges']} true edges, "
+               f"{info['connections']} observed connections -> {out}")

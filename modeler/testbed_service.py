@@ -1,0 +1,133 @@
+"""One process of a testbed: a service, a client population or a background job.
+
+Run as ``python -m modeler.testbed_service ROLE CONFIG_JSON``.  Each process renames
+itself (``prctl(PR_SET_NAME)``) so the procfs probe meters it under its own name.
+
+* ``service``: a threaded TCP server on loopback; each request (one line) burns CPU for
+  a noisy amount of work, then calls each dependency with its call probability, then
+  answers.  This is the "activity of a caller includes the call" structure that real
+  request-driven services have.
+* ``client``: an open-loop population sending requests at a bursty rate (ON/OFF periods,
+  log-normal rate drift), independent of every other population.
+* ``background``: CPU work unrelated to any request (cron-like bursts or random jobs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import random
+import socket
+import socketserver
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+def set_name(name: str) -> None:
+    """Set the kernel's comm of this process (what ``/proc/PID/stat`` shows)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+def burn(seconds: float) -> None:
+    """Spend ``seconds`` of CPU time in this thread."""
+    end = time.thread_time() + seconds
+    x = 0
+    while time.thread_time() < end:
+        for _ in range(200):
+            x += 1
+
+
+class _Pool(threading.local):
+    """One persistent connection per dependency per thread."""
+
+    def __init__(self) -> None:
+        self.conns: dict[int, tuple[socket.socket, object]] = {}
+
+
+def _call(pool: _Pool, port: int) -> None:
+    for attempt in range(2):
+        conn = pool.conns.get(port)
+        try:
+            if conn is None:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                conn = pool.conns[port] = (s, s.makefile("rb"))
+            conn[0].sendall(b"x\n")
+            if not conn[1].readline():
+                raise OSError("closed")
+            return
+        except OSError:
+            pool.conns.pop(port, None)
+            if attempt:
+                return
+
+
+def run_service(cfg: dict) -> None:
+    work = cfg["work_ms"] / 1000.0
+    calls = [(int(c["port"]), float(c.get("p", 1.0))) for c in cfg.get("calls", [])]
+    pool = _Pool()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            rnd = random.Random()
+            for _line in self.rfile:
+                burn(work * rnd.lognormvariate(0, 0.3))
+                for port, p in calls:
+                    if rnd.random() < p:
+                        _call(pool, port)
+                self.wfile.write(b"ok\n")
+
+    socketserver.ThreadingTCPServer.daemon_threads = True
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    with socketserver.ThreadingTCPServer(("127.0.0.1", cfg["port"]), Handler) as server:
+        server.serve_forever()
+
+
+def run_client(cfg: dict) -> None:
+    rnd = random.Random(cfg.get("seed"))
+    port, base = int(cfg["port"]), float(cfg["rate"])
+    pool = _Pool()
+    executor = ThreadPoolExecutor(max_workers=16)
+    on, switch, drift = False, 0.0, 1.0
+    t = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now >= switch:
+            on = not on
+            switch = now + rnd.expovariate(1.0 / (cfg.get("on_s", 6) if on else cfg.get("off_s", 8)))
+            drift = min(4.0, max(0.25, drift * rnd.lognormvariate(0, 0.3)))
+        rate = base * drift * (cfg.get("burst", 4.0) if on else 0.3)
+        t += rnd.expovariate(rate)
+        delay = t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -1.0:
+            t = time.monotonic()  # overloaded: drop the backlog rather than spiral
+        executor.submit(_call, pool, port)
+
+
+def run_background(cfg: dict) -> None:
+    rnd = random.Random(cfg.get("seed"))
+    period = float(cfg.get("period_s", 15))
+    while True:
+        if cfg.get("kind") == "periodic":
+            burn(float(cfg.get("burst_s", 0.4)))
+            time.sleep(period)
+        else:
+            time.sleep(rnd.expovariate(1.0 / period))
+            burn(rnd.uniform(0.05, 0.6))
+
+
+def main() -> None:
+    role, cfg = sys.argv[1], json.loads(sys.argv[2])
+    set_name(cfg["name"])
+    {"service": run_service, "client": run_client, "background": run_background}[role](cfg)
+
+
+if __name__ == "__main__":
+    main()
