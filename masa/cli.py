@@ -28,8 +28,19 @@ class _PluginGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
         if command is None and name in (plugins := self._plugins()):
-            command = plugins[name].load()
+            try:
+                command = plugins[name].load()
+            except Exception as exc:  # a broken plugin must not take the whole CLI down
+                return _unavailable(name, plugins[name].value, exc)
         return command
+
+
+def _unavailable(name: str, target: str, exc: Exception) -> click.Command:
+    def fail() -> None:
+        raise click.ClickException(f"command {name!r} could not be loaded from {target}: {exc}")
+
+    return click.Command(name, callback=fail, help=f"(unavailable: {exc})",
+                         context_settings={"ignore_unknown_options": True})
 
 
 class _OneLineErrors(_PluginGroup):
@@ -96,11 +107,14 @@ def _print_json(data) -> None:
 @click.option("--store", "store_url", help="SQLAlchemy URL or SQLite path of the node list (default: MASA_HOME/masa.db).")
 def ns(store_url: str | None) -> None:
     """Run the location broker (Pyro5 name server) and the node-list registry."""
+    import os
+
     from masa.nameserver import serve
 
     settings = _settings()
     click.echo(f"masa name server on {settings.ns_address}", err=True)
     serve(settings, store_url)
+    os._exit(0)  # the store is closed; don't wait for workers parked on idle connections
 
 
 @main.command()
@@ -112,6 +126,7 @@ def ns(store_url: str | None) -> None:
 @click.option("--no-restore", is_flag=True, help="Do not bring back the agents of the last run.")
 def host(name: str, domain: str, bind: str, port: int, allow: tuple[str, ...], no_restore: bool) -> None:
     """Run an agent host NAME."""
+    import os
     import signal
 
     from masa.host import AgentHost
@@ -119,10 +134,9 @@ def host(name: str, domain: str, bind: str, port: int, allow: tuple[str, ...], n
     h = AgentHost(name, domain, _settings(), list(allow) or None, bind, port)
     signal.signal(signal.SIGTERM, lambda *_: h.stop())
     click.echo(f"masa host {name} ({domain or 'no domain'}) at {h.control_uri}", err=True)
-    try:
-        h.run(restore=not no_restore)
-    except KeyboardInterrupt:
-        h.stop()
+    signal.signal(signal.SIGINT, lambda *_: h.stop())
+    h.run(restore=not no_restore)
+    os._exit(0)  # state is saved; don't wait for workers parked on idle client connections
 
 
 @main.command()
@@ -239,3 +253,14 @@ def tls_init(directory: str, hosts: tuple[str, ...]) -> None:
 
     for path in make_certificates(Path(directory), list(hosts)):
         click.echo(path)
+
+
+@main.command()
+@click.option("--moves", default=12, show_default=True, help="How many times the counter agent moves.")
+def demo(moves: int) -> None:
+    """Run the platform demo: 3 hosts, a cascade, agents moving under query load."""
+    from masa.demo import run
+
+    result = run(moves=moves)
+    if result["failed"] or result["lost"]:
+        raise click.ClickException(f"demo saw {len(result['failed'])} failed and {result['lost']} lost queries")

@@ -808,12 +808,17 @@ class AgentHost:
                 self.save_checkpoints()
             self.scheduler.shutdown()
             self.executor.shutdown(wait=False, cancel_futures=True)
-            self.daemon.close()
+            # Closing the daemon would join every worker still holding a client's idle
+            # connection; the process is about to exit and the state is saved, so only
+            # the listening socket is closed here.
+            with _quietly():
+                self.daemon.sock.close()
 
     def stop(self) -> None:
+        """Ask ``run()`` to return; safe from a signal handler or a remote call."""
         self._stop.set()
         with _quietly():
-            self.daemon.shutdown()
+            self.daemon.transportServer.wakeup()
 
 
 def _alive(uri: str, secret: bytes) -> bool:

@@ -9,6 +9,7 @@ intervals is marked down — checked five times per interval, so within two inte
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 
@@ -79,12 +80,15 @@ def serve(settings: Settings, store_url: str | None = None, ready: threading.Eve
                 log.exception("node-list sweep failed")
 
     threading.Thread(target=sweeper, name="sweeper", daemon=True).start()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: (stop.set(), daemon.transportServer.wakeup()))
     log.info("name server at %s, store %s", settings.ns_address, store.url)
     if ready is not None:
         ready.set()
     try:
-        daemon.requestLoop()
+        daemon.requestLoop(lambda: not stop.is_set())
     finally:
         stop.set()
-        daemon.close()
         store.close()
+        daemon.sock.close()

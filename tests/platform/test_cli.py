@@ -1,0 +1,74 @@
+"""The command line: help everywhere, one-line errors, JSON answers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.cluster import ROOT
+
+COMMANDS = ["ns", "host", "up", "deploy", "nodes", "agents", "move", "query", "tls"]
+
+
+def masa(*args, env=None, check=False):
+    return subprocess.run([sys.executable, "-m", "masa", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=60, check=check)
+
+
+def test_help_lists_and_explains_every_platform_command():
+    top = masa("--help", check=True).stdout
+    for name in COMMANDS + ["demo"]:
+        assert name in top
+    for name in COMMANDS:
+        out = masa(name, "--help")
+        assert out.returncode == 0 and "Usage:" in out.stdout, (name, out.stderr)
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "t.toml"
+    bad.write_text('[hosts.h1]\n[agents.a]\nkind = "nonesuch"\nhost = "h1"\n')
+    out = masa("deploy", str(bad))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"masa: error: {bad}: agent a has unknown kind 'nonesuch' (installed: echo, relay)"
+    ] or "unknown kind 'nonesuch'" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    debug = masa("--debug", "deploy", str(bad))
+    assert "Traceback" in debug.stderr
+
+
+@pytest.mark.usefixtures("cluster")
+def test_query_and_nodes_from_the_command_line(cluster):
+    cluster.create("h1", "echo", "cli-echo")
+    env = cluster.settings.child_env()
+    out = masa("query", "cli-echo", "echo", "payload=[1,2]", env=env, check=True)
+    assert json.loads(out.stdout)["payload"] == [1, 2]
+    moved = masa("move", "cli-echo", "h2", env=env, check=True)
+    assert "moved cli-echo from h1 to h2" in moved.stdout
+    cluster.wait(lambda: any(n["name"] == "masa.agent.cli-echo" and n["location"] == "masa.host.h2"
+                             for n in json.loads(masa("nodes", "--json", env=env, check=True).stdout)))
+    listed = masa("agents", "--kind", "echo", env=env, check=True).stdout
+    assert "cli-echo" in listed and " h2 " in listed
+
+
+def test_demo_runs_moves_and_loses_nothing(tmp_path):
+    env = {**os.environ, "MASA_HOME": str(tmp_path), "COLUMNS": "200"}
+    out = masa("demo", "--moves", "4", env=env)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "front@alpha -> middle@beta -> back@gamma" in text
+    assert "4 moves of counter" in text and "queries lost or doubled: 0" in text
+    assert "done" in text
+
+
+def test_demo_in_process_reports_its_figures(tmp_path):
+    from rich.console import Console
+
+    from masa.demo import run
+
+    with (tmp_path / "out.txt").open("w") as out:
+        result = run(moves=3, home=tmp_path, console=Console(file=out))
+    assert result["failed"] == [] and result["lost"] == 0 and result["moves"] == 3
+    assert result["answered"] > 0 and result["chains"] > 0 and result["restarts"] == 0
