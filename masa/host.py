@@ -142,11 +142,34 @@ class Slot:
             self.cond.notify_all()
 
 
+class _Shape:
+    """An operation's keyword arguments, checked with set arithmetic on every call
+    (``Signature.bind`` costs more than the rest of the dispatch together)."""
+
+    def __init__(self, sig: inspect.Signature) -> None:
+        params = sig.parameters.values()
+        self.sig = sig
+        self.open = any(p.kind is p.VAR_KEYWORD for p in params)
+        kw = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        self.allowed = frozenset(p.name for p in kw)
+        self.required = frozenset(p.name for p in kw if p.default is p.empty)
+
+    def check(self, where: str, kwargs: dict) -> None:
+        names = kwargs.keys()
+        if self.required <= names and (self.open or names <= self.allowed):
+            return
+        try:
+            self.sig.bind(**kwargs)  # for its precise message
+        except TypeError as exc:
+            raise BadRequest(f"{where}: {exc}") from None
+        raise BadRequest(f"{where}: arguments do not match {self.sig}")
+
+
 @Pyro5.api.expose
 class AgentServant:
     """The Pyro5 object behind ``masa.agent.<name>``: admission, dispatch, checks."""
 
-    _signatures: dict[tuple[type, str], inspect.Signature] = {}
+    _shapes: dict[tuple[type, str], _Shape] = {}
 
     def __init__(self, host: AgentHost, slot: Slot) -> None:
         self._host = host
@@ -201,13 +224,10 @@ class AgentServant:
                 f"it offers: {', '.join(sorted(type(agent).operations(interface)))}")
         method = getattr(agent, attr)
         key = (type(agent), attr)
-        sig = self._signatures.get(key)
-        if sig is None:
-            sig = self._signatures[key] = inspect.signature(method)
-        try:
-            sig.bind(**kwargs)
-        except TypeError as exc:
-            raise BadRequest(f"{agent.name}.{op}: {exc}") from None
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = _Shape(inspect.signature(method))
+        shape.check(f"{agent.name}.{op}", kwargs)
         return method
 
 

@@ -78,7 +78,7 @@ class AgentRef:
         proxy = getattr(self._local, "proxy", None)
         if proxy is not None:
             proxy._pyroRelease()
-            self._local.proxy = None
+        self._local.proxy = self._local.uri = self._local.timeout = None
 
     # -- finding the agent --------------------------------------------------------------
 
@@ -89,7 +89,8 @@ class AgentRef:
         while True:
             try:
                 proxy = self._proxy(deadline)
-                proxy._pyroTimeout = max(0.05, deadline - time.monotonic()) + 1.0
+                if self._local.timeout != budget:  # a socket option: set only when it changes
+                    proxy._pyroTimeout = self._local.timeout = budget
                 return send(proxy)
             except AgentMoved as moved:
                 self._relocate(str(moved.args[1]) if len(moved.args) > 1 else None)
@@ -124,18 +125,17 @@ class AgentRef:
             delay = min(delay * 2, 0.25)
 
     def _proxy(self, deadline: float) -> Proxy:
-        proxy = getattr(self._local, "proxy", None)
+        local = self._local
         uri = _locations.get(self.name)
-        if proxy is not None and uri is not None and str(proxy._pyroUri) == uri:
-            return proxy
+        if uri is not None and getattr(local, "uri", None) == uri:
+            return local.proxy
         if uri is None:
             uri = str(_name_service(self.settings).lookup(self._ns_name, deadline=deadline))
             with _locations_lock:
                 _locations[self.name] = uri
-        if proxy is not None:
-            proxy._pyroRelease()
-        proxy = self._local.proxy = Proxy(uri, self.settings.secret)
-        return proxy
+        self.release()
+        local.proxy, local.uri, local.timeout = Proxy(uri, self.settings.secret), uri, None
+        return local.proxy
 
     def _relocate(self, uri: str | None) -> None:
         self.release()

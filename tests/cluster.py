@@ -1,88 +1,24 @@
-"""A throwaway masa deployment of real processes on loopback, for tests and benchmarks.
-
-The name server and every host run as separate OS processes started by the same
-Supervisor that ``masa up`` uses; the test process talks to them like any client.
-"""
+"""The test suite's deployment: masa's LocalCluster plus the deliberately faulty kinds."""
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import replace
 from pathlib import Path
 
-from masa import admin, config
-from masa.config import Settings
-from masa.ref import AgentRef
-from masa.supervisor import Supervisor, free_port
-from masa.topology import HostSpec, Topology
+from masa.local import LocalCluster, wait
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KINDS = "flaky=tests.kinds:FlakyAgent"
 
+__all__ = ["ROOT", "Cluster", "attempt", "wait"]
 
-class Cluster:
-    def __init__(self, home: Path, hosts: dict[str, dict] | None = None, heartbeat: float = 0.5,
-                 tls_dir: Path | None = None, store: str | None = None, secret: str = "test-secret",
-                 call_timeout: float = 10.0) -> None:
-        os.environ["MASA_KINDS"] = TEST_KINDS
+
+class Cluster(LocalCluster):
+    def __init__(self, home: Path, hosts: dict[str, dict] | None = None, **kw) -> None:
+        os.environ["MASA_KINDS"] = TEST_KINDS  # children inherit it
         os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-        hosts = hosts if hosts is not None else {"h1": {}, "h2": {}, "h3": {}}
-        specs = {name: HostSpec(name, spec.get("domain", "A"), list(spec.get("allow", [])))
-                 for name, spec in hosts.items()}
-        self.topology = Topology(specs, {}, store=store)
-        self.settings = replace(
-            Settings(home=home, secret=secret.encode()), ns_port=free_port(), heartbeat=heartbeat,
-            tls_dir=tls_dir, call_timeout=call_timeout)
-        self.sup = Supervisor(self.topology, self.settings, log_dir=home / "logs")
-
-    def __enter__(self) -> Cluster:
-        config.apply(self.settings)
-        self.sup.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.sup.stop()
-
-    def create(self, host: str, kind: str, name: str, **settings) -> dict:
-        return admin.create(self.settings, host, kind, name, settings)
-
-    def ref(self, name: str, timeout: float | None = None) -> AgentRef:
-        return AgentRef(name, self.settings, timeout=timeout)
-
-    def move(self, agent: str, target: str) -> dict:
-        return admin.move(self.settings, agent, target)
-
-    def where(self, agent: str) -> str:
-        return admin.where(self.settings, agent)
-
-    def host(self, name: str, method: str, *args):
-        return admin.host_call(self.settings, name, method, *args)
-
-    def kill(self, host: str) -> None:
-        self.sup.children[host].kill()
-
-    def restart(self, host: str) -> None:
-        self.sup.children[host].start()
-        self.sup.wait_for(f"masa.host.{host}")
-
-    def nodes(self, **kw) -> dict[str, dict]:
-        return {n["name"]: n for n in admin.node_list(self.settings, **kw)}
-
-    def wait(self, predicate, timeout: float = 15.0, every: float = 0.05):
-        return wait(predicate, timeout, every)
-
-
-def wait(predicate, timeout: float = 15.0, every: float = 0.05):
-    """Poll ``predicate`` until it returns something true (bounded in time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(every)
+        kw.setdefault("secret", "test-secret")
+        super().__init__(home, hosts, **kw)
 
 
 def attempt(fn):
