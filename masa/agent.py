@@ -162,6 +162,46 @@ class Agent:
             self.on_reconfigure(changed)
         return copy.deepcopy(self.settings)
 
+    @configure
+    def delegate(self, task: str, op: str, every: float, to: str, deliver: str,
+                 args: dict | None = None) -> dict:
+        """Run own query ``op(**args)`` every ``every`` s; push each result to ``to.deliver``.
+
+        Pushes are one-way, so a delegated task can feed an agent that queries back.  The
+        task is part of the agent's state: it moves and restarts with the agent."""
+        if op not in self._ops[QUERY]:
+            raise BadRequest(f"cannot delegate unknown query operation {op!r}")
+        if not isinstance(every, (int, float)) or not 0.05 <= every <= 86400:
+            raise BadRequest("every must be between 0.05 s and one day")
+        spec = {"op": op, "every": float(every), "to": to, "deliver": deliver, "args": args or {}}
+        with self.lock:
+            self.state.setdefault("delegated", {})[task] = spec
+        self._arm(task, spec)
+        return spec
+
+    @configure
+    def undelegate(self, task: str) -> bool:
+        with self.lock:
+            return self.state.get("delegated", {}).pop(task, None) is not None
+
+    @query
+    def delegated(self) -> dict:
+        return copy.deepcopy(self.state.get("delegated", {}))
+
+    def arm_delegated(self) -> None:
+        """Called by the host whenever the agent starts, so tasks survive moves."""
+        for task, spec in list(self.state.get("delegated", {}).items()):
+            self._arm(task, spec)
+
+    def _arm(self, task: str, spec: dict) -> None:
+        def run() -> None:
+            if self.state.get("delegated", {}).get(task) is not spec:
+                return  # undelegated or replaced since
+            result = getattr(self, self._ops[QUERY][spec["op"]])(**spec["args"])
+            self.ref(spec["to"]).push(spec["deliver"], task=task, source=self.name, result=result)
+
+        self.host.schedule(self, f"delegated:{task}", spec["every"], run)
+
     @classmethod
     def operations(cls, interface: str) -> dict[str, str]:
         return cls._ops[interface]

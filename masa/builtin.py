@@ -27,6 +27,20 @@ class EchoAgent(Agent):
         return {"agent": self.name, "host": self.host.name, "n": n, "payload": payload}
 
     @query
+    def inbox(self, task: str, source: str, result) -> None:
+        """Receives pushes (e.g. from a delegated task): keeps a count and the last one."""
+        with self.lock:
+            box = self.state.setdefault("inbox", {})
+            entry = box.setdefault(f"{source}/{task}", {"count": 0})
+            entry["count"] += 1
+            entry["last"] = result
+
+    @query
+    def received(self) -> dict:
+        with self.lock:
+            return dict(self.state.get("inbox", {}))
+
+    @query
     def sleep(self, seconds: float) -> str:
         """Hold the caller for ``seconds``: lets tests exercise deadlines and the watchdog."""
         time.sleep(float(seconds))

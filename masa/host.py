@@ -447,6 +447,7 @@ class AgentHost:
         agent = slot.agent
         agent.host = self.context
         agent.on_start()
+        agent.arm_delegated()
         if source is not None:
             agent.after_move(source)
         slot.checkpoint = agent.snapshot()
@@ -533,6 +534,7 @@ class AgentHost:
         with slot.cond:
             slot.agent = fresh
         fresh.on_start()
+        fresh.arm_delegated()
         slot.stats["restarts"] += 1
         log.warning("agent %s restarted from its last checkpoint", old.name)
 

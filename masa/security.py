@@ -78,9 +78,9 @@ def refused(exc: Exception) -> AuthenticationError | None:
     would only hide a wrong secret behind a time-out, so callers re-raise this at once."""
     if isinstance(exc, AuthenticationError):
         return exc
-    text = str(exc)
-    if isinstance(exc, Pyro5.errors.CommunicationError) and "rejected:" in text:
-        return AuthenticationError(text.split("rejected:", 1)[1].strip())
+    reason = str(exc).partition("rejected:")[2].strip()
+    if isinstance(exc, Pyro5.errors.CommunicationError) and "authentication" in reason:
+        return AuthenticationError(reason)
     return None
 
 

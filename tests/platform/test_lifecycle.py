@@ -1,0 +1,39 @@
+"""MASIF lifecycle operations and delegated tasks across moves."""
+
+import pytest
+
+from masa.errors import AgentSuspended, BadRequest
+
+
+def test_suspend_resume_terminate(cluster):
+    cluster.create("h2", "echo", "sleeper")
+    ref = cluster.ref("sleeper", timeout=2)
+    assert ref.query("echo")["n"] == 1
+    cluster.host("h2", "suspend", "sleeper")
+    with pytest.raises(AgentSuspended):
+        ref.query("echo")
+    assert {a["name"]: a["status"] for a in cluster.host("h2", "agents")}["sleeper"] == "suspended"
+    cluster.host("h2", "resume", "sleeper")
+    assert ref.query("echo")["n"] == 2  # nothing lost while suspended
+    cluster.host("h2", "terminate", "sleeper")
+    assert "sleeper" not in {a["name"] for a in cluster.host("h2", "agents")}
+    with pytest.raises(Exception, match="not found|unreachable"):
+        cluster.ref("sleeper", timeout=1).query("echo")
+
+
+def test_delegated_task_pushes_results_and_moves_with_the_agent(cluster):
+    cluster.create("h1", "echo", "worker")
+    cluster.create("h2", "echo", "sink")
+    worker = cluster.ref("worker")
+    with pytest.raises(BadRequest, match="unknown query operation"):
+        worker.configure("delegate", task="t", op="nope", every=1, to="sink", deliver="inbox")
+    worker.configure("delegate", task="beat", op="ping", every=0.1, to="sink", deliver="inbox")
+    sink = cluster.ref("sink")
+    cluster.wait(lambda: sink.query("received").get("worker/beat", {}).get("count", 0) >= 3)
+    cluster.move("worker", "h2")
+    before = sink.query("received")["worker/beat"]["count"]
+    cluster.wait(lambda: sink.query("received")["worker/beat"]["count"] >= before + 3)
+    assert sink.query("received")["worker/beat"]["last"] == "worker"
+    assert worker.query("delegated")["beat"]["to"] == "sink"
+    assert worker.configure("undelegate", task="beat") is True
+    assert worker.query("delegated") == {}
