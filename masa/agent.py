@@ -131,6 +131,12 @@ class Agent:
         """Ask to move to ``host``; happens after the current operation returns."""
         self.host.request_move(self, host)
 
+    def redirect(self, to: str) -> None:
+        """Refuse the current query with "ask agent ``to`` from now on"; callers follow."""
+        from masa.errors import Redirect
+
+        raise Redirect(f"{self.name} delegates this to {to}", to)
+
     def snapshot(self) -> dict:
         with self.lock:
             return copy.deepcopy(self.state)

@@ -27,6 +27,13 @@ class EchoAgent(Agent):
         return {"agent": self.name, "host": self.host.name, "n": n, "payload": payload}
 
     @query
+    def forward(self, payload=None) -> dict:
+        """Answers itself, or redirects callers to its ``successor`` setting if it has one."""
+        if self.settings.get("successor"):
+            self.redirect(self.settings["successor"])
+        return self.echo(payload)
+
+    @query
     def inbox(self, task: str, source: str, result) -> None:
         """Receives pushes (e.g. from a delegated task): keeps a count and the last one."""
         with self.lock:

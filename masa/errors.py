@@ -46,6 +46,10 @@ class AgentMoved(MasaError):
     """The agent now lives elsewhere; ``args[1]`` is its new URI (callers retry there)."""
 
 
+class Redirect(MasaError):
+    """"Ask agent ``args[1]`` from now on": callers switch to that agent and remember it."""
+
+
 class AgentNotHere(MasaError):
     """The agent is not (or no longer) on this host; callers look its name up again."""
 
@@ -72,7 +76,7 @@ class TopologyError(MasaError):
 
 WIRE_ERRORS = (
     MasaError, AgentNotFound, AgentExists, UnknownKind, KindNotAllowed, UnknownOperation,
-    BadRequest, PayloadTooLarge, AgentMoved, AgentNotHere, AgentSuspended, QueryTimeout,
+    BadRequest, PayloadTooLarge, AgentMoved, Redirect, AgentNotHere, AgentSuspended, QueryTimeout,
     MoveFailed, AuthenticationError, TopologyError,
 )
 

@@ -27,9 +27,12 @@ from masa.errors import (
     MasaError,
     PayloadTooLarge,
     QueryTimeout,
+    Redirect,
 )
 from masa.naming import NameService, agent_name, short
 from masa.security import Proxy
+
+MAX_REDIRECTS = 8  # a longer chain of "ask X instead" is a loop
 
 _locations: dict[str, str] = {}  # agent name -> last known URI, shared by all refs
 _locations_lock = threading.Lock()
@@ -53,6 +56,7 @@ class AgentRef:
         self._ns_name = agent_name(name)
         self._local = threading.local()
         self.retries = 0  # how often a call had to find the agent again (moves, restarts)
+        self.redirected_from: list[str] = []  # agents that told us to ask this one instead
 
     def __repr__(self) -> str:
         return f"AgentRef({self.name!r})"
@@ -86,12 +90,19 @@ class AgentRef:
         deadline = time.monotonic() + budget
         delay = 0.01
         last: Exception | None = None
+        redirects = 0
         while True:
             try:
                 proxy = self._proxy(deadline)
                 if self._local.timeout != budget:  # a socket option: set only when it changes
                     proxy._pyroTimeout = self._local.timeout = budget
                 return send(proxy)
+            except Redirect as redirect:
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise Redirect(f"more than {MAX_REDIRECTS} redirects from {self.name!r}") from None
+                self._follow(str(redirect.args[1]))
+                continue
             except AgentMoved as moved:
                 self._relocate(str(moved.args[1]) if len(moved.args) > 1 else None)
                 last = moved
@@ -136,6 +147,12 @@ class AgentRef:
         self.release()
         local.proxy, local.uri, local.timeout = Proxy(uri, self.settings.secret), uri, None
         return local.proxy
+
+    def _follow(self, name: str) -> None:
+        """Switch this reference to another agent for good ("ask X from now on")."""
+        self.release()
+        self.redirected_from.append(self.name)
+        self.name, self._ns_name = short(name), agent_name(name)
 
     def _relocate(self, uri: str | None) -> None:
         self.release()

@@ -37,3 +37,18 @@ def test_delegated_task_pushes_results_and_moves_with_the_agent(cluster):
     assert worker.query("delegated")["beat"]["to"] == "sink"
     assert worker.configure("undelegate", task="beat") is True
     assert worker.query("delegated") == {}
+
+
+def test_redirect_is_followed_and_remembered(cluster):
+    cluster.create("h1", "echo", "old-office", successor="new-office")
+    cluster.create("h2", "echo", "new-office")
+    ref = cluster.ref("old-office")
+    assert ref.query("forward", payload=1)["agent"] == "new-office"
+    assert ref.name == "new-office" and ref.redirected_from == ["old-office"]
+    assert ref.query("echo")["agent"] == "new-office"  # remembered: asks new-office directly
+    cluster.create("h1", "echo", "loop-a", successor="loop-b")
+    cluster.create("h2", "echo", "loop-b", successor="loop-a")
+    from masa.errors import Redirect
+
+    with pytest.raises(Redirect, match="more than 8 redirects"):
+        cluster.ref("loop-a").query("forward")
