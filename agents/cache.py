@@ -1,0 +1,165 @@
+"""A report cache that knows which stretches of time it holds, per object.
+
+Report requests overlap heavily: a modeler refreshes with ``since`` = the last
+``until``, several consumers ask for the same recent window, a cascade above asks again
+what a cascade below already answered.  The cache therefore remembers, per object, the
+ranges of sample *end* times ``(a, b]`` for which it holds every sample the source had
+(the report contract: samples with ``since < end <= until``), and a request is split
+into what is held (served locally) and the missing ranges (fetched below, stored).
+
+It holds raw samples as they came from below; whatever a mediator does to them is done
+on the way out, so one cached stretch serves every pipeline and every request shape.
+It is a cache, not state: it does not travel with a moving agent and refills on demand.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from agents.domain_join import merge
+from masa.activity import Series
+
+EPS = 1e-9
+INF = float("inf")
+
+
+class Ranges:
+    """Disjoint ranges ``(a, b]`` kept sorted and merged when they touch."""
+
+    def __init__(self, items: Iterable[tuple[float, float]] = ()) -> None:
+        self.items: list[tuple[float, float]] = []
+        for a, b in items:
+            self.add(a, b)
+
+    def __repr__(self) -> str:
+        return f"Ranges({self.items})"
+
+    def add(self, a: float, b: float) -> None:
+        if b <= a:
+            return
+        out: list[tuple[float, float]] = []
+        for x, y in self.items:
+            if y < a - EPS or x > b + EPS:
+                out.append((x, y))
+            else:
+                a, b = min(a, x), max(b, y)
+        out.append((a, b))
+        out.sort()
+        self.items = out
+
+    def missing(self, a: float, b: float) -> list[tuple[float, float]]:
+        """The parts of ``(a, b]`` not held."""
+        gaps, cursor = [], a
+        for x, y in self.items:
+            if y <= cursor + EPS:
+                continue
+            if x >= b - EPS:
+                break
+            if x > cursor + EPS:
+                gaps.append((cursor, x))
+            cursor = max(cursor, y)
+        if cursor < b - EPS:
+            gaps.append((cursor, b))
+        return gaps
+
+    def reach(self, a: float) -> float:
+        """How far the held ranges extend contiguously from ``a`` (``a`` if not held)."""
+        for x, y in self.items:
+            if x <= a + EPS < y + EPS:
+                return y
+        return a
+
+    def cut(self, before: float) -> None:
+        """Forget everything up to ``before``."""
+        self.items = [(max(x, before), y) for x, y in self.items if y > before]
+
+
+#: ``fetch(objects, since, until) -> ([Series], until_answered)``; ``until`` None = latest.
+Fetch = Callable[[list[str], float, "float | None"], tuple[list[Series], float]]
+
+
+class ReportCache:
+    """Per-object samples plus the end-time ranges they are complete for."""
+
+    def __init__(self, retain: float = 3600.0, max_samples: int = 200_000) -> None:
+        self.retain = retain
+        self.max_samples = max_samples
+        self.series: dict[str, Series] = {}
+        self.held: dict[str, Ranges] = {}
+        self.lock = threading.Lock()
+        self.stats = {"requests": 0, "hits": 0, "fetches": 0, "fetched_samples": 0, "served_samples": 0}
+
+    def plan(self, objects: Sequence[str], since: float, until: float | None) -> list[tuple[list[str], float, float | None]]:
+        """The fetches a request needs: objects grouped by identical missing range."""
+        top = INF if until is None else until
+        groups: dict[tuple[float, float], list[str]] = {}
+        with self.lock:
+            for obj in objects:
+                held = self.held.get(obj) or Ranges()
+                for a, b in held.missing(since, top):
+                    groups.setdefault((a, b), []).append(obj)
+        return [(objs, a, None if b == INF else b) for (a, b), objs in sorted(groups.items())]
+
+    def store(self, fetched: Iterable[Series], objects: Sequence[str], since: float, until: float) -> None:
+        """Take what a fetch of ``objects`` over ``(since, until]`` returned."""
+        with self.lock:
+            for s in fetched:
+                s = s.since(since)
+                s = Series(s.object, s.unit, *(x[s.end <= until + EPS] for x in (s.start, s.end, s.value)))
+                held = self.series.get(s.object)
+                self.series[s.object] = s if held is None else merge(held, s)
+                self.stats["fetched_samples"] += len(s)
+            for obj in objects:
+                self.held.setdefault(obj, Ranges()).add(since, until)
+
+    def read(self, objects: Sequence[str], since: float, until: float | None) -> tuple[list[Series], float]:
+        """Held samples of ``objects`` with ``since < end <= bound``, and the bound: the
+        requested ``until`` or, if less is held for some object, how far all are held."""
+        bound = INF if until is None else until
+        with self.lock:
+            for obj in objects:
+                reach = (self.held.get(obj) or Ranges()).reach(since)
+                bound = min(bound, reach)
+            out = []
+            for obj in objects:
+                s = self.series.get(obj)
+                if s is None:
+                    continue
+                s = s.since(since)
+                k = int(np.searchsorted(s.end, bound + EPS, side="right"))
+                if k:
+                    out.append(Series(s.object, s.unit, s.start[:k], s.end[:k], s.value[:k]))
+                    self.stats["served_samples"] += k
+        return out, (since if bound == INF else bound)
+
+    def report(self, objects: Sequence[str], since: float, until: float | None, fetch: Fetch) -> tuple[list[Series], float]:
+        """Answer a report request, fetching only the missing stretches through ``fetch``."""
+        needed = self.plan(objects, since, until)
+        with self.lock:
+            self.stats["requests"] += 1
+            if not needed:
+                self.stats["hits"] += 1
+        for objs, a, b in needed:
+            got, answered = fetch(objs, a, b)
+            with self.lock:
+                self.stats["fetches"] += 1
+            self.store(got, objs, a, answered if b is None else min(answered, b))
+        answer = self.read(objects, since, until)
+        with self.lock:  # after reading: an old stretch asked for again is served first
+            self._evict(objects)
+        return answer
+
+    def _evict(self, objects: Iterable[str]) -> None:
+        for obj in objects:
+            s = self.series.get(obj)
+            if s is None or not len(s):
+                continue
+            cut = s.end[-1] - self.retain
+            if len(s) > self.max_samples:
+                cut = max(cut, float(s.end[-self.max_samples - 1]))
+            if s.end[0] <= cut:
+                self.series[obj] = s.since(cut)
+                self.held[obj].cut(cut)
