@@ -17,6 +17,7 @@ import copy
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from masa.errors import BadRequest
@@ -44,6 +45,7 @@ class HostContext:
 
     name: str = ""
     domain: str = ""
+    state_dir: Path = Path(".")
 
     def ref(self, name: str) -> AgentRef:  # pragma: no cover - replaced by the host
         raise RuntimeError("agent is not running on a host")

@@ -251,6 +251,7 @@ class _Context(HostContext):
         self._host = host
         self.name = host.name
         self.domain = host.domain
+        self.state_dir = host.state_dir  # where an agent may keep files on this host
 
     def ref(self, name: str) -> AgentRef:
         return self._host.ref(name)

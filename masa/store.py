@@ -21,6 +21,7 @@ from sqlalchemy import (
     CheckConstraint,
     Float,
     Index,
+    Integer,
     String,
     create_engine,
     event,
@@ -42,6 +43,7 @@ __all__ = [
     "NODE_TYPES",
     "Base",
     "Node",
+    "SampleRow",
     "Store",
     "default_url",
 ]
@@ -105,6 +107,28 @@ class Node(Base):
         CheckConstraint(f"status IN ({_in(NODE_STATUSES)})", name="ck_nodes_status"),
         Index("ix_nodes_location", "location"),
         Index("ix_nodes_type_status", "type", "status"),
+    )
+
+
+class SampleRow(Base):
+    """One activity sample: a rate over ``[start, end)`` of one object.
+
+    Indexed on (object, end) because every read is "these objects, samples ending after t"
+    (report requests, standing-request batches) and pruning is by ``end``."""
+
+    __tablename__ = "activity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object: Mapped[str] = mapped_column(String(512))
+    unit: Mapped[str] = mapped_column(String(32), default="")
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ux_activity_object_start", "object", "start", unique=True),
+        Index("ix_activity_object_end", "object", "end"),
+        Index("ix_activity_end", "end"),
     )
 
 
@@ -371,6 +395,52 @@ class Store:
                 where=(table.c.location == ex.location) | (ex.status != "moving"),
             )
             s.execute(stmt)
+
+    # -- activity -------------------------------------------------------------------------
+
+    def add_samples(self, rows: Iterable[tuple[str, str, float, float, float]]) -> int:
+        """Append ``(object, unit, start, end, value)`` rows in one transaction.
+
+        A sample already held (same object and start) is skipped, so a stream replayed
+        after a restart lands exactly once."""
+        batch = [{"object": o, "unit": u, "start": a, "end": b, "value": v} for o, u, a, b, v in rows]
+        if batch:
+            dialect = self.engine.dialect.name
+            if dialect in ("sqlite", "postgresql"):
+                mod = sqlite if dialect == "sqlite" else postgresql
+                stmt = mod.insert(SampleRow).on_conflict_do_nothing(index_elements=["object", "start"])
+            else:
+                stmt = sa_insert(SampleRow)
+            with self.session() as s:
+                for i in range(0, len(batch), _CHUNK):
+                    s.execute(stmt, batch[i : i + _CHUNK])
+        return len(batch)
+
+    def samples(self, since: float = float("-inf"), until: float | None = None,
+                objects: Iterable[str] | None = None) -> list[tuple[str, str, float, float, float]]:
+        """Rows with ``since < end <= until``, ordered by object then time."""
+        q = select(SampleRow.object, SampleRow.unit, SampleRow.start, SampleRow.end, SampleRow.value)
+        q = q.where(SampleRow.end > since)
+        if until is not None:
+            q = q.where(SampleRow.end <= until)
+        if objects is not None:
+            wanted = list(objects)
+            if not wanted:
+                return []
+            q = q.where(SampleRow.object.in_(wanted))
+        q = q.order_by(SampleRow.object, SampleRow.end)
+        with self._read() as s:
+            return [tuple(r) for r in s.execute(q)]
+
+    def activity_objects(self) -> list[tuple[str, str]]:
+        """Every ``(object, unit)`` with samples in the store."""
+        with self._read() as s:
+            return [tuple(r) for r in s.execute(select(SampleRow.object, SampleRow.unit).distinct())]
+
+    def prune_samples(self, before: float) -> int:
+        """Drop samples that ended before ``before`` (the retention horizon)."""
+        with self.session() as s:
+            return s.execute(sa_delete(SampleRow).where(SampleRow.end < before)).rowcount or 0
 
     def _upsert_portable(self, s: Session, rows: list[dict[str, Any]]) -> None:
         names = [r["name"] for r in rows]

@@ -1,0 +1,136 @@
+"""What every agent that hands out activity has in common: its store and its interface.
+
+Collectors, recorders, mediators and domain agents all keep what they hold in an activity
+store and answer the collection query interface (docs/ARCHITECTURE.md) from it:
+``catalog``, ``report``, ``subscribe``, ``quit``, ``status``.  Subclasses only decide how
+samples arrive (a meter, a stream from below) and call :meth:`ActivitySource.record`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from agents.standing import Subscriptions, filtered, series_from_rows
+from masa.activity import Series
+from masa.agent import Agent, query
+from masa.errors import BadRequest
+from masa.store import Store
+
+MAX_REPORT_SAMPLES = 500_000  # one report answer; ask again with a later `since` for more
+DEFAULTS = {"retention": 3600.0, "store": None}
+
+
+class ActivitySource(Agent):
+    """Base of agents that serve activity.  Settings: ``retention`` (s), ``store`` (URL;
+    default a SQLite file in the host's state folder, one per agent)."""
+
+    defaults: dict[str, Any] = DEFAULTS
+
+    def setup(self, **settings: Any) -> None:
+        super().setup(**{**DEFAULTS, **self.defaults, **settings})
+
+    def on_start(self) -> None:
+        self._store_lock = threading.Lock()
+        self._store: Store | None = None
+        self._complete = self.state.setdefault("complete_until", time.time())
+        self._last_prune = 0.0
+        self.subscriptions = Subscriptions(self, self._read)
+        self.every(self.delivery_period(), self._deliver, name="deliver")
+
+    def delivery_period(self) -> float:
+        return 0.5
+
+    # -- the store -----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        with self._store_lock:
+            if self._store is None:
+                url = self.settings.get("store") or \
+                    f"sqlite:///{self.host.state_dir / f'activity-{self.name}.db'}"
+                self._store = Store(url)
+            return self._store
+
+    def record(self, rows: list[tuple], complete_until: float | None = None) -> None:
+        """Keep ``(object, unit, start, end, value)`` rows; everything ending up to
+        ``complete_until`` (default: the newest row) is now held and may be delivered."""
+        if rows:
+            self.store.add_samples(rows)
+        newest = complete_until if complete_until is not None else max((r[3] for r in rows), default=None)
+        if newest is not None and newest > self._complete:
+            self._complete = self.state["complete_until"] = newest
+        now = time.time()
+        if now - self._last_prune > 60:
+            self._last_prune = now
+            self.store.prune_samples(now - float(self.settings.get("retention", 3600)))
+
+    def _read(self, since: float, until: float, objects: list[str] | None = None) -> list[Series]:
+        return series_from_rows(self.store.samples(since, until, objects))
+
+    def _deliver(self) -> None:
+        self.subscriptions.deliver_all(horizon=self._complete)
+
+    def release(self) -> None:
+        """Close the store (before a move, at stop); it reopens on first use."""
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def before_move(self, target: str) -> None:
+        self.release()
+
+    def on_stop(self) -> None:
+        self.release()
+
+    # -- the collection query interface -------------------------------------------------------
+
+    @query
+    def catalog(self) -> list[dict]:
+        return [{"object": o, "unit": u} for o, u in sorted(self.store.activity_objects())]
+
+    @query
+    def report(self, objects: list[str] | None = None, since: float = 0.0,
+               until: float | None = None) -> dict:
+        """All samples of ``objects`` (names or globs; None: all) ending after ``since``.
+
+        The answer's ``until`` is where a refreshed report continues, so polling for
+        new data costs one indexed range read, never a new setup."""
+        if objects is not None and (not isinstance(objects, list) or not all(isinstance(o, str) for o in objects)):
+            raise BadRequest("objects must be a list of names or globs")
+        if not isinstance(since, (int, float)) or (until is not None and not isinstance(until, (int, float))):
+            raise BadRequest("since and until must be numbers (seconds since the epoch)")
+        horizon = self._complete if until is None else min(float(until), self._complete)
+        exact = None if objects is None or any(any(c in o for c in "*?[") for o in objects) else objects
+        rows = self.store.samples(float(since), horizon, exact)
+        if len(rows) > MAX_REPORT_SAMPLES:
+            rows = sorted(rows, key=lambda r: r[3])[:MAX_REPORT_SAMPLES]
+            horizon = rows[-1][3]
+        series = filtered(series_from_rows(sorted(rows)), objects, [])
+        return {"series": [s.to_wire() for s in series], "until": horizon}
+
+    @query
+    def subscribe(self, request: str, subscriber: str, objects: list[str] | None = None,
+                  predicates: list[str] | None = None, interval: float | None = None,
+                  deliver: str = "deliver", resume_seq: int | None = None,
+                  resume_until: float | None = None) -> dict:
+        """Open (or re-open) a standing request; samples are pushed to ``subscriber``."""
+        answer = self.subscriptions.subscribe(request, subscriber, objects, predicates, interval,
+                                              deliver, resume_seq, resume_until)
+        self.host.checkpoint(self)  # a standing request must survive a restart at once
+        return answer
+
+    @query
+    def quit(self, request: str) -> bool:
+        found = self.subscriptions.quit(request)
+        self.host.checkpoint(self)
+        return found
+
+    @query
+    def status(self) -> dict:
+        return {"kind": self.kind, "complete_until": self._complete,
+                "requests": sorted(self.subscriptions.requests),
+                "delivered": self.subscriptions.delivered,
+                "delivery_errors": self.state.get("delivery_errors", 0)}

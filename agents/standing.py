@@ -1,0 +1,298 @@
+"""Standing requests: predicates, the source's subscriptions, the subscriber's inbox.
+
+A standing request asks a source (collector, mediator, domain agent) to push matching
+samples to a subscriber, batch after batch.  What makes it lossless and duplicate-free
+across restarts and moves of either side is that a request's whole delivery state is
+two numbers, ``(acked_seq, acked_until)``: batch ``seq`` carries the matching samples
+that ended in ``(until[seq-1], until[seq]]``, and the source can *regenerate* any batch
+from its activity store.  So:
+
+* a subscriber that is unreachable just leaves the source at its last acked batch (the
+  samples wait in the store, on disk, bounded by retention) and gets everything in order
+  when it returns;
+* a subscriber restarted from an older checkpoint re-subscribes with its own last
+  ``(seq, until)`` and the source replays from there;
+* the subscriber ignores a ``seq`` it has already taken, so nothing is applied twice.
+
+Both sides keep their part in ``agent.state``, which the platform checkpoints and moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import operator
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from masa.activity import Series
+from masa.errors import BadRequest
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
+    "<": operator.lt, ">": operator.gt,
+}
+_PREDICATE = re.compile(r"^\s*(?:(?P<glob>\S+)\s+)?(?P<op><=|>=|==|!=|<|>)\s*(?P<num>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+
+MAX_BATCH_SPAN = 60.0  # seconds of samples in one batch, so a long outage replays in pieces
+MAX_REQUESTS = 256  # standing requests one source accepts
+DELIVERY_TIMEOUT = 2.0  # a subscriber slower than this is retried on the next round
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """``[OBJECT_GLOB] OP NUMBER``, e.g. ``"*/cpu > 0.2"``; no glob means every object."""
+
+    glob: str
+    op: str
+    number: float
+
+    @classmethod
+    def parse(cls, text: str) -> Predicate:
+        if not isinstance(text, str) or len(text) > 300:
+            raise BadRequest(f"predicate must be a short string, got {text!r}")
+        m = _PREDICATE.match(text)
+        if not m:
+            raise BadRequest(f"bad predicate {text!r}: expected '[OBJECT_GLOB] OP NUMBER' "
+                             f"with OP one of {' '.join(_OPS)}")
+        try:
+            number = float(m["num"])
+        except ValueError:
+            raise BadRequest(f"bad number in predicate {text!r}") from None
+        return cls(m["glob"] or "*", m["op"], number)
+
+    def applies(self, obj: str) -> bool:
+        return fnmatch.fnmatchcase(obj, self.glob)
+
+    def holds(self, values: np.ndarray) -> np.ndarray:
+        return _OPS[self.op](values, self.number)
+
+
+def parse_predicates(texts: Iterable[str] | None) -> list[Predicate]:
+    return [Predicate.parse(t) for t in (texts or [])]
+
+
+def any_holds(predicates: list[Predicate], obj: str, values: np.ndarray) -> np.ndarray:
+    """The source's partial check: keep a sample if *any* predicate for its object holds."""
+    relevant = [p for p in predicates if p.applies(obj)]
+    if not predicates:
+        return np.ones(len(values), bool)
+    keep = np.zeros(len(values), bool)
+    for p in relevant:
+        keep |= p.holds(values)
+    return keep
+
+
+def all_hold(predicates: list[Predicate], obj: str, values: np.ndarray) -> np.ndarray:
+    """The requester's full check: every predicate that concerns the object holds."""
+    keep = np.ones(len(values), bool)
+    for p in predicates:
+        if p.applies(obj):
+            keep &= p.holds(values)
+    return keep
+
+
+def matches(objects: list[str] | None, obj: str) -> bool:
+    return objects is None or any(fnmatch.fnmatchcase(obj, g) for g in objects)
+
+
+def series_from_rows(rows: Iterable[tuple[str, str, float, float, float]]) -> list[Series]:
+    """Store rows (sorted by object, then time) into one series per object."""
+    out: list[Series] = []
+    current, unit, buf = None, "", []
+    for obj, u, a, b, v in rows:
+        if obj != current:
+            if buf:
+                out.append(_series(current, unit, buf))
+            current, unit, buf = obj, u, []
+        buf.append((a, b, v))
+    if buf:
+        out.append(_series(current, unit, buf))
+    return out
+
+
+def _series(obj: str, unit: str, buf: list[tuple[float, float, float]]) -> Series:
+    arr = np.asarray(buf, dtype=np.float64)
+    return Series(obj, unit, arr[:, 0], arr[:, 1], arr[:, 2])
+
+
+def filtered(series: Iterable[Series], objects: list[str] | None, predicates: list[Predicate],
+             check: Callable = any_holds) -> list[Series]:
+    """Series restricted to the wanted objects and the samples the predicates keep."""
+    out = []
+    for s in series:
+        if not matches(objects, s.object):
+            continue
+        keep = check(predicates, s.object, s.value)
+        if keep.all():
+            out.append(s)
+        elif keep.any():
+            out.append(Series(s.object, s.unit, s.start[keep], s.end[keep], s.value[keep]))
+    return out
+
+
+# -- the source side -------------------------------------------------------------------------
+
+
+class Subscriptions:
+    """The standing requests a source serves, kept in ``state["requests"]``.
+
+    ``read(since, until)`` returns the source's series for a time window; the source
+    calls :meth:`deliver_all` from a periodic task (never from inside a handler)."""
+
+    def __init__(self, agent, read: Callable[[float, float], list[Series]]) -> None:
+        self.agent = agent
+        self.read = read
+        self.requests: dict[str, dict] = agent.state.setdefault("requests", {})
+        self.delivered = 0  # samples delivered since start, for benchmarks and tests
+
+    def subscribe(self, request: str, subscriber: str, objects: list[str] | None = None,
+                  predicates: list[str] | None = None, interval: float | None = None,
+                  deliver: str = "deliver", resume_seq: int | None = None,
+                  resume_until: float | None = None) -> dict:
+        if not isinstance(request, str) or not request or not isinstance(subscriber, str):
+            raise BadRequest("a standing request needs a request id and a subscriber name")
+        if objects is not None and (not isinstance(objects, list) or not all(isinstance(o, str) for o in objects)):
+            raise BadRequest("objects must be a list of names or globs")
+        parse_predicates(predicates)  # validate now, not at delivery time
+        if interval is not None and not (isinstance(interval, (int, float)) and 0.05 <= interval <= 3600):
+            raise BadRequest("interval must be between 0.05 s and one hour (or omitted: every sample)")
+        with self.agent.lock:
+            old = self.requests.get(request)
+            if old is None and len(self.requests) >= MAX_REQUESTS:
+                raise BadRequest(f"source already serves {MAX_REQUESTS} standing requests")
+            now = time.time()
+            spec = {
+                "subscriber": subscriber, "deliver": deliver, "objects": objects,
+                "predicates": list(predicates or []), "interval": interval,
+                "acked_seq": 0, "acked_until": now, "next_due": 0.0,
+            }
+            if old is not None:  # a re-sent request (the subscriber restarted): keep the stream
+                spec["acked_seq"], spec["acked_until"] = old["acked_seq"], old["acked_until"]
+            if resume_seq is not None and resume_until is not None:
+                spec["acked_seq"], spec["acked_until"] = int(resume_seq), float(resume_until)
+            self.requests[request] = spec
+        return {"request": request, "resume_seq": spec["acked_seq"], "resume_until": spec["acked_until"]}
+
+    def quit(self, request: str) -> bool:
+        with self.agent.lock:
+            return self.requests.pop(request, None) is not None
+
+    def deliver_all(self, now: float | None = None, horizon: float | None = None) -> int:
+        """Push every due batch; returns the number of batches acknowledged.
+
+        ``horizon``: newest time up to which the source's data is complete (samples ending
+        later may still arrive); defaults to now."""
+        now = time.time() if now is None else now
+        horizon = now if horizon is None else horizon
+        acked = 0
+        for request, spec in list(self.requests.items()):
+            if spec["interval"] and now < spec["next_due"]:
+                continue
+            spec["next_due"] = now + (spec["interval"] or 0)
+            while spec["acked_until"] < horizon and request in self.requests:
+                until = min(horizon, spec["acked_until"] + MAX_BATCH_SPAN)
+                if not self._send(request, spec, until):
+                    break  # unreachable: everything stays in the store for the next try
+                acked += 1
+        return acked
+
+    def _send(self, request: str, spec: dict, until: float) -> bool:
+        series = filtered(self.read(spec["acked_until"], until), spec["objects"],
+                          parse_predicates(spec["predicates"]))
+        seq = spec["acked_seq"] + 1
+        try:
+            taken = self.agent.ref(spec["subscriber"]).query(
+                spec["deliver"], timeout=DELIVERY_TIMEOUT, request=request, source=self.agent.name, seq=seq,
+                until=until, series=[s.to_wire() for s in series])
+        except Exception as exc:  # noqa: BLE001 - a dead or slow peer only delays the stream
+            self.agent.state.setdefault("delivery_errors", 0)
+            self.agent.state["delivery_errors"] += 1
+            self.last_error = repr(exc)
+            return False
+        with self.agent.lock:
+            if isinstance(taken, int) and taken >= seq:
+                spec["acked_seq"], spec["acked_until"] = seq, until
+                self.delivered += sum(len(s) for s in series)
+                return True
+        return False
+
+
+# -- the subscriber side ---------------------------------------------------------------------
+
+
+class Inbox:
+    """What a subscriber keeps per standing request, in ``state["subscriptions"]``.
+
+    ``accept`` applies the requester's full predicate check and drops repeated batches;
+    ``resubscribe`` re-sends every pending request with the position reached, which the
+    platform calls through the agent's ``on_start`` after a restart or a move."""
+
+    def __init__(self, agent) -> None:
+        self.agent = agent
+        self.subs: dict[str, dict] = agent.state.setdefault("subscriptions", {})
+
+    def subscribe(self, request: str, source: str, objects: list[str] | None = None,
+                  predicates: list[str] | None = None, interval: float | None = None,
+                  deliver: str = "deliver") -> dict:
+        parse_predicates(predicates)
+        with self.agent.lock:
+            sub = self.subs.setdefault(request, {"seq": 0, "until": None})
+            sub.update({"source": source, "objects": objects, "predicates": list(predicates or []),
+                        "interval": interval, "deliver": deliver})
+        return self._send(request, sub)
+
+    def _send(self, request: str, sub: dict) -> dict:
+        kwargs = {"request": request, "subscriber": self.agent.name, "objects": sub["objects"],
+                  "predicates": sub["predicates"], "interval": sub["interval"], "deliver": sub["deliver"]}
+        if sub["until"] is not None:
+            kwargs.update(resume_seq=sub["seq"], resume_until=sub["until"])
+        answer = self.agent.ref(sub["source"]).query("subscribe", **kwargs)
+        with self.agent.lock:
+            if sub["until"] is None:
+                sub["until"] = answer["resume_until"]
+                sub["seq"] = answer["resume_seq"]
+        return answer
+
+    def resubscribe(self, requests: Iterable[str] | None = None) -> list[str]:
+        """Send pending requests again (all by default) with the position reached;
+        returns those whose source is unreachable (call again later)."""
+        failed = []
+        for request, sub in list(self.subs.items()):
+            if requests is not None and request not in requests:
+                continue
+            try:
+                self._send(request, sub)
+            except Exception:  # noqa: BLE001
+                failed.append(request)
+        return failed
+
+    def quit(self, request: str) -> bool:
+        with self.agent.lock:
+            sub = self.subs.pop(request, None)
+        if sub is None:
+            return False
+        # an unreachable source keeps pushing until it learns otherwise; the pushes are
+        # then refused ("no standing request here") and do no harm
+        with contextlib.suppress(Exception):
+            self.agent.ref(sub["source"]).query("quit", request=request)
+        return True
+
+    def accept(self, request: str, source: str, seq: int, until: float, series: list) -> tuple[int, list[Series]]:
+        """Take one batch; returns (highest seq taken, new series or [] if a repeat)."""
+        if not isinstance(seq, int) or not isinstance(series, list):
+            raise BadRequest("deliver needs an integer seq and a list of series")
+        with self.agent.lock:
+            sub = self.subs.get(request)
+            if sub is None:
+                raise BadRequest(f"no standing request {request!r} here")
+            if seq <= sub["seq"]:
+                return sub["seq"], []  # already taken: acknowledge again, apply nothing
+            parsed = [Series.from_wire(w) for w in series]
+            kept = filtered(parsed, sub["objects"], parse_predicates(sub["predicates"]), check=all_hold)
+            sub["seq"], sub["until"] = seq, float(until)
+            return seq, kept
