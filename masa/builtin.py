@@ -62,6 +62,12 @@ class EchoAgent(Agent):
             self.state["blob"] = "x" * int(size)
         return len(self.state["blob"])
 
+    @configure
+    def relocate(self, host: str) -> str:
+        """Ask the agent to move itself to ``host`` (it leaves after this call returns)."""
+        self.move_to(host)
+        return host
+
     def after_move(self, source: str) -> None:
         delay = float(self.settings.get("arrival_delay", 0))
         if delay and source != self.host.name:

@@ -52,3 +52,13 @@ def test_redirect_is_followed_and_remembered(cluster):
 
     with pytest.raises(Redirect, match="more than 8 redirects"):
         cluster.ref("loop-a").query("forward")
+
+
+def test_agent_moves_itself(cluster):
+    cluster.create("h1", "echo", "wanderer")
+    ref = cluster.ref("wanderer")
+    ref.query("echo")
+    assert ref.configure("relocate", host="h2") == "h2"
+    cluster.wait(lambda: cluster.where("wanderer") == "h2")
+    answer = ref.query("echo")
+    assert answer["host"] == "h2" and answer["n"] == 2
