@@ -1,0 +1,160 @@
+"""Connection evidence: which local process talks TCP to which remote endpoint.
+
+The modeler uses this as evidence of a dependency (``web`` on hostA holds connections to
+hostB:5432, so it likely depends on the database).  Read from ``/proc/net/tcp`` and
+``/proc/net/tcp6`` of the caller's network namespace, and attributed to processes via
+the socket inodes found in ``/proc/PID/fd``.
+
+Attributing a socket to a PID needs read access to that process's ``fd`` directory, so
+without root only the caller's own processes are attributed.  Other connections are
+still reported, with ``pid=None`` and the socket owner's ``uid`` from the kernel table,
+and :attr:`ConnectionProbe.complete` says whether attribution could be complete.
+
+Costs tens of milliseconds with many processes (every fd link of every process is read),
+so sample it far less often than CPU — :class:`ConnectionProbe` only rescans the fds
+when it sees a socket inode it has not attributed yet.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import NamedTuple
+
+from probes import procread
+
+#: Kernel TCP states (include/net/tcp_states.h) we report.
+STATES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
+}
+LISTEN = 10
+
+
+class Connection(NamedTuple):
+    """One TCP socket seen at ``seen`` (wall-clock seconds).
+
+    ``direction`` is ``"out"`` when the local port is not one we listen on (we called
+    out to ``remote``), ``"in"`` when a client reached one of our listening ports, and
+    ``"listen"`` for a listening socket (``remote`` is then ``("", 0)``)."""
+
+    pid: int | None
+    name: str | None
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    state: str
+    direction: str
+    uid: int
+    inode: int
+    seen: float
+
+
+class _Raw(NamedTuple):
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    state: int
+    uid: int
+    inode: int
+
+
+def _addr(hexaddr: bytes) -> tuple[str, int]:
+    host, port = hexaddr.split(b":")
+    raw = bytes.fromhex(host.decode())
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1]), int(port, 16)
+    # IPv6: four 32-bit words, each in host (little-endian) order
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    text = socket.inet_ntop(socket.AF_INET6, words)
+    if text.startswith("::ffff:") and "." in text:  # IPv4-mapped: report as IPv4
+        text = text[7:]
+    return text, int(port, 16)
+
+
+def read_tcp_table(proc: str = procread.PROC) -> list[_Raw]:
+    """All TCP sockets of our network namespace, IPv4 and IPv6."""
+    out = []
+    for name in ("tcp", "tcp6"):
+        try:
+            raw = procread.read_whole(f"{proc}/net/{name}")
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+        for line in raw.splitlines()[1:]:
+            f = line.split()
+            if len(f) < 10:
+                continue
+            out.append(_Raw(_addr(f[1]), _addr(f[2]), int(f[3], 16), int(f[7]), int(f[9])))
+    return out
+
+
+def socket_owners(proc: str = procread.PROC, wanted: set[int] | None = None) -> dict[int, int]:
+    """Map socket inode -> pid by reading the fd links of every process we may read.
+
+    Stops early once every inode in ``wanted`` is found."""
+    owners: dict[int, int] = {}
+    for pid in procread.pids(proc):
+        fddir = f"{proc}/{pid}/fd"
+        try:
+            fds = os.listdir(fddir)
+        except OSError:  # not ours (EACCES) or gone
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"{fddir}/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                owners[int(link[8:-1])] = pid
+        if wanted is not None and wanted.issubset(owners.keys()):
+            break
+    return owners
+
+
+def _comm(pid: int, proc: str) -> str | None:
+    st = procread.read_stat(pid, proc)
+    return st.comm if st else None
+
+
+class ConnectionProbe:
+    """Samples TCP connections with their owning process; keeps an inode -> pid cache."""
+
+    def __init__(self, proc: str = procread.PROC, *, listening: bool = False) -> None:
+        self.proc = proc
+        self.listening = listening
+        self._owner: dict[int, tuple[int, str | None]] = {}
+
+    @property
+    def complete(self) -> bool:
+        """Whether every socket can be attributed: only root may read others' fds."""
+        return os.geteuid() == 0
+
+    def sample(self) -> list[Connection]:
+        """Connections now (states other than LISTEN; LISTEN too if ``listening``)."""
+        seen = time.time()
+        table = read_tcp_table(self.proc)
+        listen_ports = {r.local[1] for r in table if r.state == LISTEN}
+        inodes = {r.inode for r in table if r.inode}
+        unknown = inodes - self._owner.keys()
+        if unknown:
+            for inode, pid in socket_owners(self.proc, unknown).items():
+                if inode in unknown or inode not in self._owner:
+                    self._owner[inode] = (pid, _comm(pid, self.proc))
+        self._owner = {i: o for i, o in self._owner.items() if i in inodes}
+        out = []
+        for r in table:
+            if r.state == LISTEN:
+                if not self.listening:
+                    continue
+                direction = "listen"
+            else:
+                direction = "in" if r.local[1] in listen_ports else "out"
+            pid, name = self._owner.get(r.inode, (None, None))
+            remote = ("", 0) if r.state == LISTEN else r.remote
+            out.append(Connection(pid, name, r.local, remote, STATES.get(r.state, str(r.state)),
+                                  direction, r.uid, r.inode, seen))
+        return out
+
+
+def read_connections(proc: str = procread.PROC, *, listening: bool = False) -> list[Connection]:
+    """One-shot: the TCP connections of this network namespace with their processes."""
+    return ConnectionProbe(proc, listening=listening).sample()
