@@ -1,0 +1,111 @@
+"""The domain agent: a whole domain (or distributed application) as one object.
+
+Towards the layer above it behaves like a mediator, but its catalog holds one collective
+object per unit (``B/cpu``, ``B/bytes``): the activity of all member objects joined
+exactly (:mod:`agents.domain_join`: intervals united, rates summed where they overlap,
+gaps left out).  Asked by name or glob (``report(objects=["b1/*"])``, ``members()``) it
+also hands out the member data it joined, so a detailed model of the domain and a model
+in which the domain is one object share one collection.
+
+A collective segment is final only when every live member's samples have arrived past
+it, so the stream up runs at the pace of the slowest live member (``max_lag`` bounds
+how long a silent member is waited for).  A sample arriving later than that is kept and
+shows in reports, but the stream has passed it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from agents import preprocess
+from agents.domain_join import join
+from agents.mediator import MediatorAgent
+from masa.activity import Series
+from masa.agent import query
+from masa.errors import BadRequest
+
+SLUGS = {"cpu": "cpu", "B/s": "bytes", "req/s": "requests"}
+
+
+def slug(unit: str) -> str:
+    """One path segment for a unit (units such as ``B/s`` contain slashes)."""
+    return SLUGS.get(unit) or (unit.replace("/", "_per_") if unit else "activity")
+
+
+class DomainAgent(MediatorAgent):
+    """Settings as a mediator's, plus ``label`` (collective objects are ``LABEL/UNIT``;
+    default: the domain's name) and ``members`` (globs of the objects to join; default
+    all: list host-level objects only if per-process ones would count twice)."""
+
+    defaults = {"label": None, "members": None}
+
+    def setup(self, **settings: Any) -> None:
+        members = settings.get("members")
+        if members is not None and not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
+            raise BadRequest("members must be a list of object names or globs")
+        super().setup(**settings)
+        if not self.settings.get("label"):
+            self.settings["label"] = self.domain or self.name
+
+    @property
+    def label(self) -> str:
+        return self.settings["label"]
+
+    def _needs_object_horizon(self) -> bool:
+        return True
+
+    def _pushdown(self, predicates: list[str] | None) -> list[str]:
+        return []  # predicates speak of collective values, which do not exist below
+
+    def _down_objects(self, objects: list[str] | None) -> list[str] | None:
+        return self.settings.get("members")
+
+    def _up_objects(self, objects: list[str] | None) -> list[str] | None:
+        return objects if objects is not None else [f"{self.label}/*"]
+
+    def _is_member(self, obj: str) -> bool:
+        members = self.settings.get("members")
+        return members is None or any(fnmatch.fnmatchcase(obj, g) for g in members)
+
+    def _resolve(self, objects: list[str] | None) -> list[str]:
+        return [n for n in self._below() if self._is_member(n)]
+
+    def _collective_steps(self) -> list[dict]:
+        return list(self.settings["steps"])
+
+    def _outgoing(self, raw: dict[str, Series]) -> list[Series]:
+        by_unit: dict[str, list[Series]] = {}
+        members = []
+        for obj, s in raw.items():
+            if self._is_member(obj):
+                by_unit.setdefault(s.unit, []).append(s)
+                members.append(preprocess.apply(self._steps_for(obj), s))
+        steps = self._collective_steps()
+        collective = [preprocess.apply(steps, join(group, f"{self.label}/{slug(unit)}", unit))
+                      for unit, group in sorted(by_unit.items())]
+        return collective + members
+
+    @query
+    def catalog(self) -> list[dict]:
+        """One object per unit: the domain as one object."""
+        self._maybe_redirect()
+        units: dict[str, list[str]] = {}
+        for obj, entry in sorted(self._below().items()):
+            if self._is_member(obj):
+                units.setdefault(entry["unit"], []).append(obj)
+        tags = [preprocess.tag(s) for s in self._collective_steps()]
+        return [{"object": f"{self.label}/{slug(u)}", "unit": u, "members": len(objs), "applied": tags}
+                for u, objs in sorted(units.items())]
+
+    @query
+    def members(self) -> list[dict]:
+        """The member objects behind the collective ones (ask for them by name or glob)."""
+        self._maybe_redirect()
+        out = []
+        for obj, entry in sorted(self._below().items()):
+            if self._is_member(obj):
+                mine = [preprocess.tag(s) for s in self._steps_for(obj)]
+                out.append({"object": obj, "unit": entry["unit"], "applied": entry["applied"] + mine,
+                            "collective": f"{self.label}/{slug(entry['unit'])}"})
+        return out
