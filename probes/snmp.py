@@ -1,0 +1,395 @@
+"""SNMP poller: host CPU and interface traffic of one agent, one GETBULK per poll.
+
+Asyncio (pysnmp 7, ``pysnmp.hlapi.v3arch.asyncio``) so one event loop polls many
+agents concurrently; :meth:`SnmpPoller.poll_sync` wraps it for callers with no loop.
+
+Each poll asks, in a single multi-column GETBULK (never GETNEXT walks), for
+sysUpTime and the UCD ``ssCpuRaw*`` counters as non-repeaters, and the IF-MIB columns
+``ifHCInOctets``, ``ifHCOutOctets``, ``ifInOctets``, ``ifOutOctets`` and
+HOST-RESOURCES ``hrProcessorLoad`` as repeaters (plus ``ifName``/``ifDescr`` when the
+interface set is new or changed).  Columns are cut where they leave their subtree, so
+GETBULK overshoot never leaks into the data.  OIDs are numeric, ``lookupMib=False``.
+
+Rates: per interface the 64-bit counters when the agent has them, else the 32-bit ones
+with wrap handling (:mod:`probes.counters`); host CPU from ``ssCpuRaw*`` deltas, or
+from ``hrProcessorLoad`` (a 1-minute average, served by net-snmp only about a minute
+after it starts).  An agent restart (sysUpTime went back) raises
+:class:`~probes.errors.AgentRestart` once and never becomes a rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+
+from pyasn1.type.univ import Null
+from pysnmp.hlapi.v3arch.asyncio import (
+    ContextData,
+    ObjectIdentity,
+    ObjectType,
+    SnmpEngine,
+    Udp6TransportTarget,
+    UdpTransportTarget,
+    bulk_cmd,
+)
+from pysnmp.proto import errind
+from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
+
+from masa.activity import BYTES_PER_S, CPU
+from probes import snmp_oids as O
+from probes.counters import counter_delta, uptime_went_back
+from probes.errors import AgentRestart, AuthFailure, GarbageResponse, ProbeError, ProbeTimeout
+from probes.samples import Sample, safe_name
+from probes.snmp_auth import Credentials
+
+_AUTH_ERRORS = (
+    errind.UnknownUserName, errind.WrongDigest, errind.AuthenticationFailure,
+    errind.AuthenticationError, errind.DecryptionError, errind.UnknownSecurityName,
+    errind.UnsupportedSecurityLevel, errind.UnknownCommunityName, errind.NotInTimeWindow,
+    errind.UnsupportedAuthProtocol, errind.UnsupportedPrivProtocol,
+)
+_ABSENT = (EndOfMibView, NoSuchInstance, NoSuchObject, Null)
+_CPU_KEYS = tuple(O.SS_CPU_RAW)
+NON_REPEATERS = (O.SYS_UPTIME, O.SS_CPU_NUM, *O.SS_CPU_RAW.values())
+COUNTER_COLUMNS = (O.IF_HC_IN_OCTETS, O.IF_HC_OUT_OCTETS, O.IF_IN_OCTETS, O.IF_OUT_OCTETS)
+NAME_COLUMNS = (O.IF_NAME, O.IF_DESCR)
+REDISCOVER_EVERY = 360  # polls between re-reading interface names (ifIndex may be reused)
+
+
+def parse_target(target: str) -> tuple[str, int, bool]:
+    """``udp:HOST:PORT``, ``udp6:[ADDR]:PORT`` or ``HOST[:PORT]`` -> (host, port, ipv6)."""
+    text = target.strip()
+    ipv6 = text.startswith("udp6:")
+    for prefix in ("udp6:", "udp:"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+            break
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or "161"
+        ipv6 = True
+    elif text.count(":") > 1:
+        host, port, ipv6 = text, "161", True
+    else:
+        host, _, port = text.partition(":")
+        port = port or "161"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad SNMP target {target!r}: use udp:HOST:PORT")
+    return host, int(port), ipv6
+
+
+class SnmpPoller:
+    """Polls one agent; each :meth:`poll` returns rates since the previous poll.
+
+    ``label`` names the objects (``LABEL/cpu``, ``LABEL/if/eth0/in``); by default the
+    target's host (with ``_PORT`` when not 161).  ``engine``: share one
+    :class:`SnmpEngine` among many pollers on the same event loop (one UDP socket, one
+    USM state); by default each poller makes its own on first use.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        credentials: Credentials,
+        *,
+        label: str | None = None,
+        timeout: float = 1.0,
+        retries: int = 1,
+        engine: SnmpEngine | None = None,
+        interfaces: bool = True,
+        cpu: bool = True,
+    ) -> None:
+        self.target = target
+        self.host, self.port, self.ipv6 = parse_target(target)
+        self.credentials = credentials
+        self.label = label or (self.host if self.port == 161 else f"{self.host}_{self.port}")
+        self.timeout = timeout
+        self.retries = retries
+        self.engine = engine
+        self._own_engine = engine is None
+        self._columns = (COUNTER_COLUMNS if interfaces else ()) + ((O.HR_PROCESSOR_LOAD,) if cpu else ())
+        self._cpu = cpu
+        self._auth = credentials.pysnmp()
+        self._transport = None
+        self._context = ContextData()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.max_repetitions = 8  # adapted to the longest column seen
+        self.polls = 0
+        self.varbinds = 0  # received, for the benchmarks
+        self._names: dict[int, str] = {}
+        self._need_names = interfaces
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._prev_t: float | None = None
+        self._prev_uptime: int | None = None
+        self._prev_if: dict[tuple[int, int], tuple[int, int]] = {}  # (ifIndex, dir) -> (value, bits)
+        self._prev_cpu: tuple[float, dict[str, int]] | None = None
+
+    def __repr__(self) -> str:
+        return f"SnmpPoller({self.target!r}, {self.credentials!r}, label={self.label!r})"
+
+    # -- the request -------------------------------------------------------------------------
+
+    async def _bulk(self, non_rep: Sequence[tuple], columns: Sequence[tuple], reps: int) -> list:
+        if self.engine is None:
+            self.engine = SnmpEngine()
+        if self._transport is None:
+            cls = Udp6TransportTarget if self.ipv6 else UdpTransportTarget
+            try:
+                self._transport = await cls.create((self.host, self.port), timeout=self.timeout,
+                                                   retries=self.retries)
+            except Exception as exc:  # noqa: BLE001 - resolution errors of all kinds
+                raise ProbeError(f"cannot resolve: {exc}", self.target) from None
+        oids = [ObjectType(ObjectIdentity(o)) for o in (*non_rep, *columns)]
+        limit = self.timeout * (self.retries + 1) + 2.0
+        try:
+            err, status, index, vbs = await asyncio.wait_for(
+                bulk_cmd(self.engine, self._auth, self._transport, self._context,
+                         len(non_rep), reps, *oids, lookupMib=False),
+                limit)
+        except TimeoutError:
+            raise ProbeTimeout(f"no answer within {limit:.1f} s", self.target) from None
+        except ProbeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pysnmp raises many kinds on bad input
+            raise GarbageResponse(f"unusable response: {exc}", self.target) from None
+        if err:
+            if isinstance(err, errind.RequestTimedOut):
+                v2 = " (or wrong community: a v2c agent stays silent)" if self.credentials.community else ""
+                raise ProbeTimeout(f"no answer after {self.retries + 1} tries of {self.timeout:g} s{v2}", self.target)
+            if isinstance(err, _AUTH_ERRORS):
+                raise AuthFailure(f"SNMPv3 credentials refused: {err}", self.target)
+            raise ProbeError(f"SNMP error: {err}", self.target)
+        if status:
+            text = status.prettyPrint() if hasattr(status, "prettyPrint") else str(status)
+            if "authorization" in text.lower():
+                raise AuthFailure(f"agent refused access: {text}", self.target)
+            raise GarbageResponse(f"agent error {text} at varbind {index}", self.target)
+        return list(vbs)
+
+    async def _fetch(self, columns: tuple) -> tuple[list, dict[tuple, dict[int, object]]]:
+        """Non-repeater values and each column's rows ({index: value}), cut at its subtree."""
+        non_rep = NON_REPEATERS if self._cpu else (O.SYS_UPTIME,)
+        vbs = await self._bulk(non_rep, columns, self.max_repetitions)
+        n = len(non_rep)
+        if len(vbs) < n:
+            raise GarbageResponse(f"expected at least {n} varbinds, got {len(vbs)}", self.target)
+        self.varbinds += len(vbs)
+        scalars = []
+        for want, (name, value) in zip(non_rep, vbs[:n], strict=True):
+            t = name.asTuple()
+            ok = len(t) == len(want) + 1 and t[: len(want)] == want and not isinstance(value, _ABSENT)
+            scalars.append(value if ok else None)
+        rows: dict[tuple, dict[int, object]] = {c: {} for c in columns}
+        open_cols = list(columns)
+        last: dict[tuple, tuple] = {}
+        # Follow-up GETBULKs only while some column did not end (table longer than
+        # max_repetitions); the repetition count is then raised so the next poll is one.
+        for _round in range(16):
+            rest = vbs[n:] if _round == 0 else vbs
+            m = len(open_cols)
+            done = set()
+            for i, (name, value) in enumerate(rest):
+                col = open_cols[i % m]
+                if col in done:
+                    continue
+                t = name.asTuple()
+                if t[: len(col)] != col or isinstance(value, EndOfMibView) or len(t) != len(col) + 1:
+                    done.add(col)
+                    continue
+                last[col] = t
+                if not isinstance(value, _ABSENT):
+                    rows[col][t[-1]] = value
+            unfinished = [c for c in open_cols if c not in done and c in last]
+            if not unfinished or len(rest) < m:
+                break
+            longest = max(len(r) for r in rows.values())
+            self.max_repetitions = min(max(self.max_repetitions, longest + 1), 256)
+            open_cols = unfinished
+            vbs = await self._bulk((), [last[c] for c in open_cols], self.max_repetitions)
+            self.varbinds += len(vbs)
+            # rebase: the follow-up asks from the last OID seen, column ids stay the same
+        longest = max((len(r) for r in rows.values()), default=0)
+        if longest + 1 > self.max_repetitions:
+            self.max_repetitions = min(longest + 1, 256)
+        return scalars, rows
+
+    # -- the poll ---------------------------------------------------------------------------
+
+    async def poll(self) -> list[Sample]:
+        """Rates since the previous poll ([] on the first, or after a restart was reported).
+
+        Raises ProbeTimeout, AuthFailure, GarbageResponse or AgentRestart."""
+        columns = self._columns + (NAME_COLUMNS if self._need_names else ())
+        scalars, rows = await self._fetch(columns)
+        now = time.time()
+        self.polls += 1
+        uptime = scalars[0]
+        try:
+            uptime = int(uptime)
+        except (TypeError, ValueError):
+            raise GarbageResponse("no usable sysUpTime in the response", self.target) from None
+        if self._need_names:
+            self._learn_names(rows)
+        prev_t, prev_up = self._prev_t, self._prev_uptime
+        if prev_t is not None and prev_up is not None and uptime_went_back(prev_up, uptime, now - prev_t):
+            self._reset_state()
+            self._need_names = O.IF_HC_IN_OCTETS in self._columns
+            self._remember(now, uptime, scalars, rows)
+            raise AgentRestart(f"agent restarted (sysUpTime {prev_up} -> {uptime} ticks); "
+                               "counters re-baselined, no rate for this interval", self.target)
+        out = self._rates(now, scalars, rows) if prev_t is not None and now > prev_t else []
+        self._remember(now, uptime, scalars, rows)
+        if self.polls % REDISCOVER_EVERY == 0 and O.IF_HC_IN_OCTETS in self._columns:
+            self._need_names = True
+        return out
+
+    def _learn_names(self, rows: dict) -> None:
+        names: dict[int, str] = {}
+        for col in (O.IF_DESCR, O.IF_NAME):  # ifName wins over ifDescr
+            for idx, v in rows.get(col, {}).items():
+                text = v.prettyPrint() if hasattr(v, "prettyPrint") else str(v)
+                if text:
+                    names[idx] = safe_name(text)
+        seen = set()
+        for idx in sorted(names):  # two interfaces with one name: keep them apart
+            if names[idx] in seen:
+                names[idx] = f"{names[idx]}.{idx}"
+            seen.add(names[idx])
+        self._names = names
+        self._need_names = False
+
+    def _if_readings(self, rows: dict) -> dict[tuple[int, int], tuple[int, int]]:
+        """(ifIndex, 0=in/1=out) -> (counter, bits): 64-bit where present, else 32-bit."""
+        out = {}
+        for d, (hc, lo) in enumerate(((O.IF_HC_IN_OCTETS, O.IF_IN_OCTETS), (O.IF_HC_OUT_OCTETS, O.IF_OUT_OCTETS))):
+            for idx, v in rows.get(lo, {}).items():
+                try:
+                    out[(idx, d)] = (int(v), 32)
+                except (TypeError, ValueError):
+                    continue
+            for idx, v in rows.get(hc, {}).items():
+                try:
+                    out[(idx, d)] = (int(v), 64)
+                except (TypeError, ValueError):
+                    continue
+        return out
+
+    def _rates(self, now: float, scalars: list, rows: dict) -> list[Sample]:
+        t0 = self._prev_t
+        dt = now - t0
+        out: list[Sample] = []
+        for key, (value, bits) in self._if_readings(rows).items():
+            prev = self._prev_if.get(key)
+            name = self._names.get(key[0])
+            if prev is None or prev[1] != bits:
+                continue
+            if name is None:
+                self._need_names = True
+                continue
+            delta = counter_delta(prev[0], value, bits)
+            if delta is None:
+                continue
+            out.append(Sample(f"{self.label}/if/{name}/{'out' if key[1] else 'in'}", BYTES_PER_S, t0, now, delta / dt))
+        cpu = self._cpu_sample(now, scalars, rows)
+        if cpu is not None:
+            out.append(cpu)
+        return out
+
+    def _cpu_raw(self, scalars: list) -> dict[str, int] | None:
+        raw = {}
+        for key, v in zip(_CPU_KEYS, scalars[2:], strict=False):
+            if v is not None:
+                try:
+                    raw[key] = int(v)
+                except (TypeError, ValueError):
+                    continue
+        return raw if {"user", "system", "idle"} <= raw.keys() else None
+
+    def _ncpu(self, scalars: list, rows: dict) -> int | None:
+        if self._cpu and scalars[1] is not None:
+            try:
+                n = int(scalars[1])
+                if n > 0:
+                    return n
+            except (TypeError, ValueError):
+                pass
+        loads = rows.get(O.HR_PROCESSOR_LOAD, {})
+        return len(loads) or None
+
+    def _cpu_sample(self, now: float, scalars: list, rows: dict) -> Sample | None:
+        if not self._cpu:
+            return None
+        raw = self._cpu_raw(scalars)
+        if raw is not None and self._prev_cpu is not None:
+            t0, prev = self._prev_cpu
+            deltas = {}
+            for k, v in raw.items():
+                if k in prev:
+                    d = counter_delta(prev[k], v, 32)
+                    if d is not None:
+                        deltas[k] = d
+            idle = sum(deltas.get(k, 0) for k in O.SS_CPU_IDLE_KEYS)
+            busy = sum(v for k, v in deltas.items() if k not in O.SS_CPU_IDLE_KEYS)
+            total = busy + idle
+            if total > 0:
+                ncpu = self._ncpu(scalars, rows) or max(1, round(total / (100.0 * (now - t0))))
+                return Sample(f"{self.label}/cpu", CPU, t0, now, ncpu * busy / total)
+            return None
+        loads = rows.get(O.HR_PROCESSOR_LOAD, {})
+        if raw is None and loads and self._prev_t is not None:
+            try:
+                return Sample(f"{self.label}/cpu", CPU, self._prev_t, now, sum(int(v) for v in loads.values()) / 100.0)
+            except (TypeError, ValueError):
+                raise GarbageResponse("hrProcessorLoad is not a number", self.target) from None
+        return None
+
+    def _remember(self, now: float, uptime: int, scalars: list, rows: dict) -> None:
+        self._prev_t, self._prev_uptime = now, uptime
+        self._prev_if = self._if_readings(rows)
+        raw = self._cpu_raw(scalars) if self._cpu else None
+        # net-snmp serves zeros until its first read; and while it serves a cached
+        # (unchanged) reading the older baseline is kept, so the next CPU sample spans the
+        # whole time those ticks were counted over
+        fresh = raw is not None and any(raw.values())
+        if fresh and (self._prev_cpu is None or sum(raw.values()) != sum(self._prev_cpu[1].values())):
+            self._prev_cpu = (now, raw)
+
+    # -- sync use -----------------------------------------------------------------------------
+
+    def poll_sync(self) -> list[Sample]:
+        """:meth:`poll` for callers without an event loop (a private loop is kept)."""
+        if self._loop is None:
+            if not self._own_engine:
+                raise RuntimeError("a poller sharing an engine must be polled on that engine's loop")
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self.poll())
+
+    def close(self) -> None:
+        """Release the socket (and the private loop of :meth:`poll_sync`)."""
+        if self._own_engine and self.engine is not None:
+            with contextlib.suppress(Exception):  # closing twice or never opened
+                self.engine.close_dispatcher()
+            self.engine = None
+            self._transport = None
+        if self._loop is not None:
+            self._loop.run_until_complete(asyncio.sleep(0))  # let the dispatcher's timer task end
+            self._loop.close()
+            self._loop = None
+
+
+async def poll_all(pollers: Iterable[SnmpPoller]) -> list[list[Sample] | ProbeError]:
+    """Poll many agents concurrently on the running loop; a failure is returned in the
+    place of that agent's samples rather than cancelling the others."""
+    pollers = list(pollers)
+
+    async def one(p: SnmpPoller) -> list[Sample] | ProbeError:
+        try:
+            return await p.poll()
+        except ProbeError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(one(p) for p in pollers)))

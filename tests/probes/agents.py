@@ -1,0 +1,180 @@
+"""Real SNMP agents for the tests: Debian's snmpd and snmpsim, run unprivileged on
+loopback high ports, each stopped when its test module ends."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COMMUNITY = "masatest"
+V3_USERS = {  # user -> (auth protocol, priv protocol)
+    "shauser": ("SHA", "AES"),
+    "sha256user": ("SHA-256", "AES"),
+}
+AUTH_KEY = "authpass123"
+PRIV_KEY = "privpass123"
+
+
+def free_udp_port() -> int:
+    """A loopback UDP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_udp(port: int, proc: subprocess.Popen, what: str, limit: float = 15.0) -> None:
+    """Wait until an SNMP GET of sysUpTime on the port is answered."""
+    from tests.probes.agents import snmpget_raw
+
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        if snmpget_raw(port) is not None:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer on udp:127.0.0.1:{port}")
+
+
+def snmpget_raw(port: int, community: str = COMMUNITY) -> bytes | None:
+    """A minimal hand-built v2c GET of sysUpTime.0 (no dependence on the code under test)."""
+    c = community.encode()
+    oid = bytes([0x06, 0x08, 0x2B, 6, 1, 2, 1, 1, 3, 0])
+    vb = bytes([0x30, len(oid) + 2]) + oid + b"\x05\x00"
+    vbl = bytes([0x30, len(vb)]) + vb
+    pdu_body = b"\x02\x01\x01\x02\x01\x00\x02\x01\x00" + vbl
+    pdu = bytes([0xA0, len(pdu_body)]) + pdu_body
+    body = b"\x02\x01\x01" + bytes([0x04, len(c)]) + c + pdu
+    msg = bytes([0x30, len(body)]) + body
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        s.sendto(msg, ("127.0.0.1", port))
+        try:
+            return s.recv(4096)
+        except OSError:
+            return None
+
+
+class Snmpd:
+    """Debian's net-snmp agent serving this machine's IF-MIB and CPU."""
+
+    def __init__(self) -> None:
+        self.exe = shutil.which("snmpd") or ("/usr/sbin/snmpd" if os.path.exists("/usr/sbin/snmpd") else None)
+        if self.exe is None:
+            raise FileNotFoundError("snmpd")
+        self.port = free_udp_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="masa-snmpd-"))
+        conf = [
+            f"agentAddress udp:127.0.0.1:{self.port}",
+            f"rocommunity {COMMUNITY} 127.0.0.1",
+            "dontLogTCPWrappersConnects yes",
+        ]
+        for user, (auth, priv) in V3_USERS.items():
+            conf.append(f'createUser {user} {auth} "{AUTH_KEY}" {priv} "{PRIV_KEY}"')
+            conf.append(f"rouser {user} priv")
+        (self.dir / "snmpd.conf").write_text("\n".join(conf) + "\n")
+        cmd = [self.exe, "-f", "-C", "-c", str(self.dir / "snmpd.conf"), "-I", "-smux",
+               "-Lf", str(self.dir / "snmpd.log")]
+        if os.geteuid() == 0:
+            try:
+                user = pwd.getpwnam("Debian-snmp")
+                os.chown(self.dir, user.pw_uid, user.pw_gid)
+                cmd += ["-u", "Debian-snmp", "-g", str(user.pw_gid)]
+            except KeyError:
+                pass
+        env = {**os.environ, "MIBS": "", "SNMP_PERSISTENT_DIR": str(self.dir / "persist")}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.started = time.time()
+        try:
+            _wait_udp(self.port, self.proc, "snmpd")
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def target(self) -> str:
+        return f"udp:127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def net_snmp(tool: str, port: int, *oids: str, v3: str | None = None, extra: tuple = ()) -> str:
+    """Run one of Debian's net-snmp tools (snmpget, snmpbulkwalk) against the agent."""
+    auth = ["-v2c", "-c", COMMUNITY]
+    if v3:
+        a, p = V3_USERS[v3]
+        auth = ["-v3", "-l", "authPriv", "-u", v3, "-a", a, "-A", AUTH_KEY, "-x", p, "-X", PRIV_KEY]
+    out = subprocess.run([tool, *auth, "-On", "-Oe", "-t", "2", "-r", "1", *extra,
+                          f"udp:127.0.0.1:{port}", *oids],
+                         capture_output=True, text=True, timeout=30, env={**os.environ, "MIBS": ""})
+    if out.returncode != 0:
+        raise RuntimeError(f"{tool} failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def parse_net_snmp(text: str) -> dict[str, str]:
+    """'.1.3.6... = Counter32: 5' lines -> {'1.3.6...': '5'}."""
+    out = {}
+    for line in text.splitlines():
+        oid, _, rest = line.partition(" = ")
+        if not rest:
+            continue
+        value = rest.split(": ", 1)[-1].strip()
+        if value.startswith("(") and ")" in value:  # Timeticks: (123) 0:00:01.23
+            value = value[1 : value.index(")")]
+        out[oid.strip().lstrip(".")] = value.strip('"')
+    return out
+
+
+class Snmpsim:
+    """snmpsim serving .snmprec data files from a directory (community = file name)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, extra: tuple = ()) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_udp_port()
+        exe = Path(sys.executable).with_name("snmpsim-command-responder")
+        if not exe.exists():
+            raise FileNotFoundError("snmpsim-command-responder (pip install snmpsim)")
+        self.cache = Path(tempfile.mkdtemp(prefix="masa-snmpsim-"))
+        cmd = [str(exe), f"--data-dir={data_dir}", f"--agent-udpv4-endpoint=127.0.0.1:{self.port}",
+               f"--cache-dir={self.cache}", *extra]
+        if os.geteuid() == 0:
+            cmd += ["--process-user=nobody", "--process-group=nogroup"]
+            os.chmod(self.cache, 0o777)
+        self.log = self.cache / "log"
+        self._log = self.log.open("w")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            _wait_udp(self.port, self.proc, "snmpsim", limit=30)
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        shutil.rmtree(self.cache, ignore_errors=True)
