@@ -53,6 +53,7 @@ from masa.errors import (
 from masa.naming import NameService
 from masa.ref import AgentRef
 from masa.security import Daemon, Proxy
+from masa.store import Store
 
 log = logging.getLogger("masa.host")
 
@@ -387,6 +388,8 @@ class AgentHost:
         self.daemon = Daemon(self.settings.secret, host=bind, port=port)
         self.control_uri = str(self.daemon.register(HostControl(self), naming.host_name(name)))
         self.moves = {"out": 0, "in": 0, "failed": 0}
+        self._store: Store | None = None
+        self._save_lock = threading.Lock()
         psutil.cpu_percent(None)  # prime the non-blocking CPU measurement
 
     # -- naming ----------------------------------------------------------------------------
@@ -702,25 +705,29 @@ class AgentHost:
     def save_checkpoints(self) -> None:
         entries = [
             {"kind": s.agent.kind, "name": s.name, "domain": s.agent.domain,
-             "state": s.checkpoint, "suspended": s.status == SUSPENDED}
+             "state": msgpack.packb(s.checkpoint, use_bin_type=True), "suspended": s.status == SUSPENDED}
             for s in list(self.slots.values()) if s.status in (RUNNING, SUSPENDED)
         ]
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / "agents.msgpack"
-        tmp = path.with_suffix(f".tmp{threading.get_ident()}")
-        tmp.write_bytes(msgpack.packb(entries, use_bin_type=True))
-        os.replace(tmp, path)
+        with self._save_lock:
+            self.store.save_checkpoints(entries, time.time())
+
+    @property
+    def store(self) -> Store:
+        """This host's own store (agent checkpoints): a SQLite file in its state folder."""
+        if self._store is None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._store = Store(f"sqlite:///{self.state_dir / 'host.db'}")
+        return self._store
 
     def restore(self) -> list[str]:
         """Bring back the agents this host ran before it stopped, unless they now run
         elsewhere (moved away while this host was down)."""
-        path = self.state_dir / "agents.msgpack"
-        if not path.exists():
-            return []
         try:
-            entries = msgpack.unpackb(path.read_bytes(), raw=False)
+            entries = self.store.load_checkpoints()
+            for e in entries:
+                e["state"] = msgpack.unpackb(e["state"], raw=False)
         except Exception:
-            log.exception("unreadable checkpoint file %s; starting empty", path)
+            log.exception("unreadable checkpoints in %s; starting empty", self.state_dir)
             return []
         restored = []
         for e in entries:

@@ -18,10 +18,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Float,
     Index,
     Integer,
+    LargeBinary,
     String,
     create_engine,
     event,
@@ -130,6 +132,20 @@ class SampleRow(Base):
         Index("ix_activity_object_end", "object", "end"),
         Index("ix_activity_end", "end"),
     )
+
+
+class CheckpointRow(Base):
+    """The last saved state of an agent on a host (standing requests included), so a
+    restarted host brings its agents back as they were."""
+
+    __tablename__ = "checkpoints"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(128))
+    domain: Mapped[str] = mapped_column(String(255), default="")
+    suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    saved: Mapped[float] = mapped_column(Float)
 
 
 _COLUMNS = (
@@ -395,6 +411,22 @@ class Store:
                 where=(table.c.location == ex.location) | (ex.status != "moving"),
             )
             s.execute(stmt)
+
+    # -- agent checkpoints --------------------------------------------------------------------
+
+    def save_checkpoints(self, entries: list[dict[str, Any]], now: float) -> None:
+        """Replace the saved agents by ``entries`` ({name, kind, domain, suspended, state
+        as msgpack bytes}) in one transaction: a crash mid-save keeps the previous set."""
+        with self.session() as s:
+            s.execute(sa_delete(CheckpointRow))
+            if entries:
+                s.execute(sa_insert(CheckpointRow), [{**e, "saved": now} for e in entries])
+
+    def load_checkpoints(self) -> list[dict[str, Any]]:
+        with self._read() as s:
+            rows = s.execute(select(CheckpointRow)).scalars().all()
+            return [{"name": r.name, "kind": r.kind, "domain": r.domain,
+                     "suspended": r.suspended, "state": r.state} for r in rows]
 
     # -- activity -------------------------------------------------------------------------
 
