@@ -127,6 +127,7 @@ class SnmpPoller:
         self._prev_uptime: int | None = None
         self._prev_if: dict[tuple[int, int], tuple[int, int]] = {}  # (ifIndex, dir) -> (value, bits)
         self._prev_cpu: tuple[float, dict[str, int]] | None = None
+        self._last_cpu: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"SnmpPoller({self.target!r}, {self.credentials!r}, label={self.label!r})"
@@ -347,10 +348,20 @@ class SnmpPoller:
                 raise GarbageResponse("hrProcessorLoad is not a number", self.target) from None
         return None
 
+    @property
+    def last_readings(self) -> dict:
+        """Raw values of the last poll, to check against other tools: ``uptime`` (ticks),
+        ``interfaces`` ({name: {"in"|"out": (counter, bits)}}), ``cpu`` (ssCpuRaw* ticks)."""
+        ifs: dict[str, dict[str, tuple[int, int]]] = {}
+        for (idx, d), reading in self._prev_if.items():
+            ifs.setdefault(self._names.get(idx, str(idx)), {})["out" if d else "in"] = reading
+        return {"uptime": self._prev_uptime, "interfaces": ifs, "cpu": dict(self._last_cpu)}
+
     def _remember(self, now: float, uptime: int, scalars: list, rows: dict) -> None:
         self._prev_t, self._prev_uptime = now, uptime
         self._prev_if = self._if_readings(rows)
         raw = self._cpu_raw(scalars) if self._cpu else None
+        self._last_cpu = raw or {}
         # net-snmp serves zeros until its first read; and while it serves a cached
         # (unchanged) reading the older baseline is kept, so the next CPU sample spans the
         # whole time those ticks were counted over

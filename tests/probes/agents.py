@@ -30,15 +30,14 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_udp(port: int, proc: subprocess.Popen, what: str, limit: float = 15.0) -> None:
+def _wait_udp(port: int, proc: subprocess.Popen, what: str, limit: float = 15.0,
+              community: str = COMMUNITY) -> None:
     """Wait until an SNMP GET of sysUpTime on the port is answered."""
-    from tests.probes.agents import snmpget_raw
-
     deadline = time.time() + limit
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
-        if snmpget_raw(port) is not None:
+        if snmpget_raw(port, community) is not None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not answer on udp:127.0.0.1:{port}")
@@ -156,14 +155,17 @@ class Snmpsim:
         self.cache = Path(tempfile.mkdtemp(prefix="masa-snmpsim-"))
         cmd = [str(exe), f"--data-dir={data_dir}", f"--agent-udpv4-endpoint=127.0.0.1:{self.port}",
                f"--cache-dir={self.cache}", *extra]
+        env = dict(os.environ)
         if os.geteuid() == 0:
-            cmd += ["--process-user=nobody", "--process-group=nogroup"]
-            os.chmod(self.cache, 0o777)
+            # snmpsim would drop to 'nobody', who cannot read this venv's interpreter under
+            # /root; it serves only loopback here, so let it keep root
+            env["SNMPSIM_ALLOW_ROOT"] = "true"
         self.log = self.cache / "log"
         self._log = self.log.open("w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         try:
-            _wait_udp(self.port, self.proc, "snmpsim", limit=30)
+            first = sorted(data_dir.glob("*.snmprec"))[0].stem  # community = data file name
+            _wait_udp(self.port, self.proc, "snmpsim", limit=30, community=first)
         except Exception:
             self.stop()
             raise

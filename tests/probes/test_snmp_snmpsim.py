@@ -1,0 +1,123 @@
+"""The SNMP poller against snmpsim: counters that wrap, an agent that restarts, an agent
+with only 32-bit counters and hrProcessorLoad, and one that answers garbage."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from probes.errors import AgentRestart, GarbageResponse
+from probes.snmp import SnmpPoller
+from probes.snmp_auth import Credentials
+from tests.probes.agents import Snmpsim
+
+RATE = 40_000_000  # bytes/s on the wrapping interface: a 32-bit counter wraps every ~107 s
+START = 2**32 - 2 * RATE  # ... so start it 2 s before the wrap
+
+# community "wrap": sysUpTime counts from 0 when the simulator starts (so a restart sends
+# it back); eth0 has only Counter32 octets that wrap; eth1 has Counter64 too (preferred).
+WRAP = f"""\
+1.3.6.1.2.1.1.3.0|67:numeric|rate=100,initial=0
+1.3.6.1.2.1.2.2.1.2.1|4|eth0
+1.3.6.1.2.1.2.2.1.2.2|4|eth1
+1.3.6.1.2.1.2.2.1.10.1|65:numeric|rate={RATE},initial={START},max=4294967296,wrap=1
+1.3.6.1.2.1.2.2.1.10.2|65:numeric|rate=1000,initial=5
+1.3.6.1.2.1.2.2.1.16.1|65:numeric|rate=1000,initial=0
+1.3.6.1.2.1.2.2.1.16.2|65:numeric|rate=1000,initial=0
+1.3.6.1.2.1.25.3.3.1.2.196608|2|30
+1.3.6.1.2.1.25.3.3.1.2.196609|2|50
+1.3.6.1.2.1.31.1.1.1.1.2|4|eth1
+1.3.6.1.2.1.31.1.1.1.6.2|70:numeric|rate=2000,initial=10000000000000
+1.3.6.1.2.1.31.1.1.1.10.2|70:numeric|rate=3000,initial=0
+"""
+# community "garbage": sysUpTime is a string
+GARBAGE = """\
+1.3.6.1.2.1.1.3.0|4|not a number
+1.3.6.1.2.1.2.2.1.10.1|65|1
+"""
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    data = tmp_path_factory.mktemp("snmprec")
+    (data / "wrap.snmprec").write_text(WRAP)
+    (data / "garbage.snmprec").write_text(GARBAGE)
+    try:
+        agent = Snmpsim(data)
+    except FileNotFoundError as exc:
+        pytest.skip(f"snmpsim is not installed: {exc}")
+    yield agent
+    agent.stop()
+
+
+def poller(sim, community="wrap", **kw) -> SnmpPoller:
+    return SnmpPoller(f"udp:127.0.0.1:{sim.port}", Credentials(community=community), label="sim",
+                      timeout=2.0, retries=1, **kw)
+
+
+def test_counter32_wrap_gives_the_true_rate(sim):
+    """eth0's 32-bit counter wraps during the polls: every rate stays near RATE."""
+    p = poller(sim)
+    try:
+        raw, rates = [], []
+        deadline = time.time() + 20
+        p.poll_sync()
+        raw.append(p.last_readings["interfaces"]["eth0"]["in"][0])
+        while time.time() < deadline and not (len(raw) > 2 and min(raw[1:]) < raw[0]):
+            time.sleep(0.7)
+            out = {s.object: s for s in p.poll_sync()}
+            raw.append(p.last_readings["interfaces"]["eth0"]["in"][0])
+            rates.append(out["sim/if/eth0/in"].value)
+            assert p.last_readings["interfaces"]["eth0"]["in"][1] == 32
+        assert any(b < a for a, b in zip(raw, raw[1:], strict=False)), f"counter never wrapped: {raw}"
+        # request-to-response jitter on a loaded machine moves single rates a little;
+        # a mishandled wrap would be off by 2^32 / 0.7 s, ~150 times RATE
+        assert all(0.5 * RATE < r < 1.5 * RATE for r in rates), rates
+    finally:
+        p.close()
+
+
+def test_64bit_counters_preferred_and_hr_processor_load_fallback(sim):
+    p = poller(sim)
+    try:
+        p.poll_sync()
+        time.sleep(0.5)
+        out = {s.object: s for s in p.poll_sync()}
+        eth1 = p.last_readings["interfaces"]["eth1"]
+        assert eth1["in"][1] == 64 and eth1["out"][1] == 64
+        assert out["sim/if/eth1/in"].value == pytest.approx(2000, rel=0.5)
+        assert out["sim/if/eth1/out"].value == pytest.approx(3000, rel=0.5)
+        # no ssCpuRaw here: host CPU is the sum of hrProcessorLoad percentages
+        assert out["sim/cpu"].value == pytest.approx(0.8)
+    finally:
+        p.close()
+
+
+def test_agent_restart_is_detected_and_never_a_rate(sim):
+    p = poller(sim)
+    try:
+        p.poll_sync()
+        time.sleep(1.5)
+        assert p.poll_sync()
+        before = p.last_readings["uptime"]
+        port, data = sim.port, sim.data_dir
+        sim.stop()
+        sim.__init__(data, port=port)  # same agent, same port, fresh start
+        with pytest.raises(AgentRestart, match="restarted"):
+            p.poll_sync()
+        assert p.last_readings["uptime"] < before
+        time.sleep(0.5)
+        out = p.poll_sync()  # rates again, from the new baseline
+        assert out and all(s.value < 1.5 * RATE for s in out)
+    finally:
+        p.close()
+
+
+def test_garbage_uptime_is_garbage_response(sim):
+    p = poller(sim, community="garbage")
+    try:
+        with pytest.raises(GarbageResponse, match="sysUpTime"):
+            p.poll_sync()
+    finally:
+        p.close()
