@@ -13,7 +13,15 @@ import pytest
 from probes.errors import AuthFailure, ProbeTimeout
 from probes.snmp import SnmpPoller, poll_all
 from probes.snmp_auth import Credentials
-from tests.probes.agents import AUTH_KEY, COMMUNITY, PRIV_KEY, V3_USERS, Snmpd, net_snmp, parse_net_snmp
+from tests.probes.agents import (
+    AUTH_KEY,
+    COMMUNITY,
+    PRIV_KEY,
+    V3_USERS,
+    Snmpd,
+    net_snmp,
+    parse_net_snmp,
+)
 
 pytestmark = pytest.mark.snmpd
 
