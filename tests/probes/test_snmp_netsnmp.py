@@ -212,3 +212,42 @@ def test_credentials_validation():
     with pytest.raises(ValueError, match="auth protocol"):
         Credentials(v3_user="u", auth_key=AUTH_KEY, auth_protocol="SHA-3")
     assert "authpass" not in repr(v3("shauser"))
+
+
+def test_collect_snmp_cli_v3_and_a_dead_target(snmpd, tmp_path):
+    """`masa collect snmp` with two targets, one silent: rows for the live one, the
+    failures counted on the progress line, exit 0 because something was recorded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from masa.activity import read_csv
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        auth, priv = V3_USERS["sha256user"]
+        out = tmp_path / "snmp.csv"
+        run = subprocess.run(
+            [str(Path(sys.executable).with_name("masa")), "collect", "snmp", snmpd.target,
+             f"udp:127.0.0.1:{silent.getsockname()[1]}", "--v3-user", "sha256user", "--auth-key", AUTH_KEY,
+             "--priv-key", PRIV_KEY, "--auth-protocol", auth, "--priv-protocol", priv, "--timeout", "0.3",
+             "--retries", "0", "--interval", "1", "--seconds", "2", "--out", str(out)],
+            capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "errors" in run.stderr and "failed polls" in run.stderr
+    series = read_csv(out)
+    label = f"127.0.0.1_{snmpd.port}"
+    assert f"{label}/if/lo/in" in series and all(o.startswith(label + "/") for o in series)
+
+
+def test_snmp_meter_for_collector_agents(snmpd):
+    from probes.snmp_meter import SnmpMeter
+
+    meter = SnmpMeter({"target": snmpd.target, "community": COMMUNITY, "label": "r1"})
+    try:
+        assert meter.sample() == []
+        time.sleep(0.3)
+        rows = meter.sample()
+        assert rows and all(len(r) == 5 and r[0].startswith("r1/") for r in rows)
+    finally:
+        meter.close()
