@@ -50,6 +50,7 @@ class Settings:
             max_message=int(env.get("MASA_MAX_MESSAGE", base.max_message)),
             call_timeout=float(env.get("MASA_CALL_TIMEOUT", base.call_timeout)),
             heartbeat=float(env.get("MASA_HEARTBEAT", base.heartbeat)),
+            idle_timeout=float(env.get("MASA_IDLE_TIMEOUT", base.idle_timeout)),
         )
         s = replace(s, **overrides)
         if not s.secret:
@@ -70,6 +71,7 @@ class Settings:
             "MASA_HEARTBEAT": str(self.heartbeat),
             "MASA_MAX_MESSAGE": str(self.max_message),
             "MASA_CALL_TIMEOUT": str(self.call_timeout),
+            "MASA_IDLE_TIMEOUT": str(self.idle_timeout),
         })
         if self.tls_dir:
             env["MASA_TLS_DIR"] = str(self.tls_dir)

@@ -1,0 +1,53 @@
+"""Standing-request semantics: the source's partial check, the requester's full check."""
+
+import numpy as np
+import pytest
+
+from agents.standing import (
+    Predicate,
+    all_hold,
+    any_holds,
+    filtered,
+    parse_predicates,
+    series_from_rows,
+)
+from masa.activity import Series
+from masa.errors import BadRequest
+
+
+def test_predicate_grammar():
+    assert Predicate.parse("*/cpu > 0.2") == Predicate("*/cpu", ">", 0.2)
+    assert Predicate.parse(">= -1e-3") == Predicate("*", ">=", -0.001)
+    assert Predicate.parse("h/if/eth0/in != 0") == Predicate("h/if/eth0/in", "!=", 0.0)
+    for bad in ["cpu is hot", "> x", "", "cpu >", "import os", 3, "a > 1 > 2"]:
+        with pytest.raises(BadRequest):
+            Predicate.parse(bad)
+
+
+def test_source_sends_if_any_predicate_holds_requester_keeps_if_all_hold():
+    values = np.array([0.05, 0.3, 0.9])
+    preds = parse_predicates(["*/cpu > 0.2", "*/cpu < 0.5"])
+    np.testing.assert_array_equal(any_holds(preds, "h/cpu", values), [True, True, True])
+    np.testing.assert_array_equal(all_hold(preds, "h/cpu", values), [False, True, False])
+    # predicates about other objects neither admit nor exclude this one
+    other = parse_predicates(["*/if/* > 100"])
+    np.testing.assert_array_equal(any_holds(other, "h/cpu", values), [False, False, False])
+    np.testing.assert_array_equal(all_hold(other, "h/cpu", values), [True, True, True])
+    # no predicate at all: everything passes
+    np.testing.assert_array_equal(any_holds([], "h/cpu", values), [True, True, True])
+
+
+def test_filtered_by_objects_and_predicates():
+    a = Series("h/cpu", "cpu", [0, 1, 2], [1, 2, 3], [0.1, 0.5, 0.9])
+    b = Series("h/if/eth0/in", "B/s", [0, 1], [1, 2], [10, 20])
+    out = filtered([a, b], ["*/cpu"], parse_predicates(["> 0.3"]))
+    assert [s.object for s in out] == ["h/cpu"]
+    np.testing.assert_array_equal(out[0].value, [0.5, 0.9])
+    assert filtered([a, b], ["nothing*"], []) == []
+
+
+def test_series_from_rows_groups_by_object_in_time_order():
+    rows = [("a", "cpu", 0, 1, 0.1), ("a", "cpu", 1, 2, 0.2), ("b", "B/s", 0, 2, 5.0)]
+    out = {s.object: s for s in series_from_rows(rows)}
+    np.testing.assert_array_equal(out["a"].value, [0.1, 0.2])
+    assert out["b"].unit == "B/s" and len(out["b"]) == 1
