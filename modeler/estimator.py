@@ -75,7 +75,7 @@ def recording_features(series: Mapping[str, Series], truth: Iterable[tuple[str, 
 class DependencyModeler:
     """Neural dependency inference from activity series, in the style of scikit-learn."""
 
-    def __init__(self, hidden: tuple[int, ...] = (64, 32), alpha: float = 1e-3,
+    def __init__(self, hidden: tuple[int, ...] = (96, 48), alpha: float = 1e-3,
                  step: float | None = None, threshold: float | str = "f1",
                  screen_recall: float = 0.99, random_state: int = 0) -> None:
         self.hidden = hidden

@@ -85,8 +85,11 @@ class Prepared:
         return self.level.shape[0]
 
     def screen_score(self) -> np.ndarray:
-        """Cheap symmetric bound: no association at any lag, no dependency to look for."""
-        return np.maximum(np.abs(self.r_level), np.abs(self.r_burst))
+        """Cheap symmetric bound: no burst association at any lag, no dependency to look for.
+
+        The high-passed series, because slow trends (daily cycles) correlate everything
+        with everything and would let most pairs through."""
+        return np.abs(self.r_burst)
 
 
 def _lagged(x: np.ndarray, lags: int) -> list[np.ndarray]:
@@ -149,7 +152,8 @@ def screen(prep: Prepared, threshold: float, keep_top: int = 3) -> np.ndarray:
     among each object's ``keep_top`` strongest partners (so nobody is left unexamined)."""
     score = prep.screen_score().copy()
     np.fill_diagonal(score, -1.0)
-    keep = score >= threshold
+    # never below what four standard errors of a correlation allow at this length
+    keep = score >= max(threshold, 4.0 / np.sqrt(prep.grid.n_bins))
     if keep_top and prep.n > 1:
         k = min(keep_top, prep.n - 1)
         top = np.argpartition(-score, k - 1, axis=1)[:, :k]
@@ -218,9 +222,34 @@ def _relevant_corr(level: np.ndarray, act: np.ndarray, pairs: np.ndarray, batch:
     return out
 
 
-def pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
-    """Feature matrix, one row per ordered pair (i, j), columns as :data:`FEATURE_NAMES`."""
+def _node_stats(prep: Prepared) -> tuple[np.ndarray, ...]:
+    """Per-object volume, duty cycle, burst skewness and burst share (computed once)."""
+    cached = getattr(prep, "_node_cache", None)
+    if cached is None:
+        raw = prep.grid.values
+        t = raw.shape[1]
+        mean = np.maximum(np.abs(raw.mean(axis=1)), 1e-12)
+        duty = np.clip(prep.act.mean(axis=1), 1.0 / t, 1.0)
+        skew = np.clip(_skew(prep.burst), -10, 10)
+        hp_var = highpass(raw).var(axis=1)
+        tot_var = raw.var(axis=1)
+        burst_share = np.divide(hp_var, tot_var, out=np.zeros_like(hp_var), where=tot_var > 1e-18)
+        cached = prep._node_cache = (mean, duty, skew, burst_share)
+    return cached
+
+
+def pair_features(prep: Prepared, pairs: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """Feature matrix, one row per ordered pair (i, j), columns as :data:`FEATURE_NAMES`.
+
+    Pairs go through in batches: the per-pair series gathers cost ``batch x bins``."""
     pairs = np.asarray(pairs, dtype=np.intp).reshape(-1, 2)
+    if len(pairs) > batch:
+        return np.concatenate([_pair_features(prep, pairs[s : s + batch])
+                               for s in range(0, len(pairs), batch)])
+    return _pair_features(prep, pairs)
+
+
+def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
     i, j = pairs[:, 0], pairs[:, 1]
     n, t = prep.level.shape
     rl, rb = prep.r_level, prep.r_burst
@@ -246,13 +275,7 @@ def pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
     np.fill_diagonal(absb, 0.0)
     row_max = np.maximum(absb.max(axis=1), 1e-9)
 
-    raw = prep.grid.values
-    mean = np.maximum(np.abs(raw.mean(axis=1)), 1e-12)
-    duty = np.clip(prep.act.mean(axis=1), 1.0 / t, 1.0)
-    skew = np.clip(_skew(prep.burst), -10, 10)
-    hp_var = highpass(raw).var(axis=1)
-    tot_var = raw.var(axis=1)
-    burst_share = np.divide(hp_var, tot_var, out=np.zeros_like(hp_var), where=tot_var > 1e-18)
+    mean, duty, skew, burst_share = _node_stats(prep)
 
     cols = [
         prep.lag_level[0][i, j],

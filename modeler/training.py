@@ -52,11 +52,23 @@ def simulated_blocks(n: int, seed: int = 0,
     return out
 
 
-def recorded_blocks(directories: Iterable[str | Path]) -> list[Block]:
+def recorded_blocks(directories: Iterable[str | Path], windows: int = 8, seed: int = 0) -> list[Block]:
+    """Feature blocks of real recordings: the whole recording plus random windows of it
+    at 1 s and 2 s steps, so a few minutes of real processes weigh enough next to the
+    simulated volume."""
+    rng = np.random.default_rng(seed)
     out = []
     for d in directories:
         series, truth = read_recording(d)
         out.append(recording_features(series, truth))
+        t0 = min(s.start[0] for s in series.values() if len(s))
+        t1 = max(s.end[-1] for s in series.values() if len(s))
+        for _ in range(windows):
+            step = float(rng.choice([1.0, 2.0]))
+            length = rng.uniform(min(150 * step, t1 - t0) * 0.9, t1 - t0)
+            a = rng.uniform(t0, t1 - length)
+            part = {k: s.window(a, a + length) for k, s in series.items()}
+            out.append(recording_features(part, truth, step))
     return out
 
 

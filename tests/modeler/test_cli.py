@@ -1,0 +1,100 @@
+"""`masa infer` / `masa evaluate` round trip and their errors on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from masa.activity import write_csv
+from masa.cli import main
+from modeler.simulator import random_topology, simulate
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rec")
+    rng = np.random.default_rng(7)
+    sc = simulate(random_topology(rng, 5, "shared_db"), seconds=600, step=1.0, rng=rng, background=2)
+    write_csv(d / "activity.csv", sc.series.values())
+    (d / "truth.json").write_text(json.dumps({"edges": [list(e) for e in sc.truth]}))
+    with (d / "connections.csv").open("w") as f:
+        f.write("source,target,count\n" + "".join(f"{a},{b},3\n" for a, b in sc.truth))
+    return d
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_infer_then_evaluate_round_trip(recording, tmp_path):
+    out = tmp_path / "model.json"
+    r = invoke("infer", recording / "activity.csv", "--out", out)
+    assert r.exit_code == 0, r.output
+    model = json.loads(out.read_text())
+    assert model["directed"] is True
+    assert {n["id"] for n in model["nodes"]} >= {"svc0", "bg0"}
+    for e in model["edges"]:
+        assert 0.0 <= e["confidence"] <= 1.0 and 0.5 <= e["direction_confidence"] <= 1.0
+        assert e["evidence"]
+    r = invoke("evaluate", out, recording / "truth.json", "--json")
+    assert r.exit_code == 0, r.output
+    scores = json.loads(r.output)
+    assert set(scores) >= {"precision", "recall", "f1", "skeleton_f1", "shd"}
+
+
+def test_connections_make_the_model_exact_and_say_so(recording, tmp_path):
+    out = tmp_path / "model.json"
+    r = invoke("infer", recording / "activity.csv", "--out", out,
+               "--connections", recording / "connections.csv")
+    assert r.exit_code == 0, r.output
+    r = invoke("evaluate", out, recording / "truth.json", "--json")
+    assert json.loads(r.output)["f1"] == 1.0
+    edges = json.loads(out.read_text())["edges"]
+    assert all("connection" in e["evidence"] for e in edges)
+
+
+@pytest.mark.parametrize("fmt", ["graphml", "dot"])
+def test_other_formats_are_readable_by_networkx(recording, tmp_path, fmt):
+    import networkx as nx
+
+    out = tmp_path / f"model.{fmt}"
+    assert invoke("infer", recording / "activity.csv", "--out", out).exit_code == 0
+    if fmt == "graphml":
+        g = nx.read_graphml(out)
+    else:
+        import pydot
+
+        g = nx.nx_pydot.from_pydot(pydot.graph_from_dot_file(str(out))[0])
+    assert g.number_of_nodes() >= 5
+
+
+BAD = {
+    "missing_columns": ("when,who,value\n1,a,1\n", "header must contain"),
+    "non_numeric": ("time,object,value\n1,a,1\n2,a,lots\n", "value is not a number"),
+    "nan": ("time,object,value\n1,a,1\n2,a,nan\n", "not finite"),
+    "duplicate_times": ("time,object,value\n1,a,1\n1,a,2\n", "two samples at time 1"),
+    "single_object": ("time,object,value\n" + "".join(f"{t},a,{t % 3}\n" for t in range(1, 50)),
+                      "at least two objects"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_infer_explains_bad_input(tmp_path, case):
+    text, message = BAD[case]
+    (tmp_path / "a.csv").write_text(text)
+    r = invoke("infer", tmp_path / "a.csv", "--out", tmp_path / "m.json")
+    assert r.exit_code != 0
+    assert message in r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_explains_bad_model_and_truth(recording, tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    r = invoke("evaluate", tmp_path / "bad.json", recording / "truth.json")
+    assert r.exit_code != 0 and "not JSON" in r.output
+    (tmp_path / "model.json").write_text(json.dumps({"directed": True, "nodes": [], "edges": []}))
+    (tmp_path / "truth.json").write_text(json.dumps({"edges": [["a"]]}))
+    r = invoke("evaluate", tmp_path / "model.json", tmp_path / "truth.json")
+    assert r.exit_code != 0 and "[caller, callee]" in r.output
