@@ -1,0 +1,382 @@
+"""The modeler agent: activity from its sources in, versioned dependency models out.
+
+A modeling run (a *job*) collects a window of activity from the sources, fetches the
+finished sub-models of other modelers (hierarchical models), computes pair features,
+has its pool of neural agents score the pairs nobody else has scored, decides the model
+and keeps it as a new version with its provenance.  Jobs run in the agent's own thread,
+never inside a handler: a run takes longer than any caller should wait, and a handler
+overrunning its deadline is restarted by the host's watchdog.
+
+An *enterprise* modeler is the same kind with ``submodels``: objects that one sub-model
+already covers are not paired with each other again (their edges come from that
+sub-model), so only pairs across domains reach the network.  Remote domains appear as
+one object each, the collective activity their domain agents serve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from masa import admin
+from masa.agent import Agent, configure, query
+from masa.errors import BadRequest
+from masa.store import Store
+from modeler import interface
+from modeler.agents import scoring
+from modeler.agents.neural import load_network
+from modeler.agents.pool import Pool, PoolReport
+from modeler.agents.sources import collect, parse_sources
+from modeler.estimator import DependencyModeler
+from modeler.versions import Provenance, Versions
+
+DEFAULTS: dict[str, Any] = {
+    "sources": [], "submodels": [], "window": 600.0, "every": 60.0, "step": None,
+    "pool": [], "pool_timeout": 10.0, "batch_rows": 2000, "store": None, "http": 0,
+    "http_bind": "127.0.0.1", "autostart": False,
+}
+#: points per object kept for the supervision page's activity plots
+PLOT_POINTS = 240
+
+
+def _positive(settings: dict, key: str) -> None:
+    value = settings[key]
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise BadRequest(f"{key} must be a positive number")
+
+
+class ModelerAgent(Agent):
+    """Settings: ``sources`` (agent names or ``{agent, objects}``), ``submodels`` (modeler
+    names), ``window`` (s of activity per model), ``every`` (s between scheduled runs),
+    ``step`` (grid step, None: the data's), ``pool`` (neural agent names; empty: score
+    here), ``pool_timeout`` (s per batch), ``batch_rows``, ``store`` (URL of the version
+    store; default a SQLite file in the host's state folder), ``http`` (port of the
+    supervision page, 0: any free port, None: no page), ``autostart`` (schedule at once)."""
+
+    def setup(self, **settings: Any) -> None:
+        merged = {**DEFAULTS, **settings}
+        merged["sources"] = parse_sources(merged["sources"])
+        if not merged["sources"]:
+            raise BadRequest("a modeler needs 'sources': the agents it reads activity from")
+        self._check(merged)
+        super().setup(**merged)
+        self.state["running"] = bool(merged["autostart"])
+
+    def _check(self, s: dict) -> None:
+        for key in ("window", "every", "pool_timeout", "batch_rows"):
+            _positive(s, key)
+        for key in ("pool", "submodels"):
+            if not isinstance(s[key], list) or not all(isinstance(x, str) and x for x in s[key]):
+                raise BadRequest(f"{key} must be a list of agent names")
+        if self.name in s["submodels"]:
+            raise BadRequest("a modeler cannot be its own sub-model")
+        if s["http"] is not None and not (isinstance(s["http"], int) and 0 <= s["http"] < 65536):
+            raise BadRequest("http must be a port number (0: any free port) or None")
+
+    def on_reconfigure(self, changed: dict) -> None:
+        if "sources" in changed:
+            self.settings["sources"] = parse_sources(self.settings["sources"])
+        self._check({**DEFAULTS, **self.settings})
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._estimator = DependencyModeler(step=self.settings.get("step"))
+        self._estimator.network_ = load_network(self.state.get("network"))
+        meta = self._estimator.network_.meta
+        self._estimator.screen_threshold_ = float(meta.get("screen_threshold", 0.0))
+        self._network = scoring.network_id(self._estimator.network_)
+        self._versions: Versions | None = None
+        self._job_lock = threading.Lock()
+        self._job: threading.Thread | None = None
+        self._progress: dict[str, Any] = {"state": "idle"}
+        self._plots: dict[str, dict] = {}
+        self._stopping = False
+        self.state.setdefault("pending", False)
+        self.state.setdefault("last_run", 0.0)
+        self.state.setdefault("jobs", 0)
+        self.state.setdefault("created_neural", [])
+        self._web = None
+        if self.settings.get("http") is not None:
+            from modeler.web.server import serve_agent
+
+            self._web = serve_agent(self)
+        self.every(0.5, self._tick, name="schedule")
+
+    def _release(self) -> None:
+        self._stopping = True
+        if self._web is not None:
+            self._web.stop()
+            self._web = None
+        if self._versions is not None:
+            self._versions.store.close()
+            self._versions = None
+
+    def before_move(self, target: str) -> None:
+        if self._job is not None and self._job.is_alive():
+            self.state["pending"] = True  # redo at the target what was cut short here
+        self._release()
+
+    def on_stop(self) -> None:
+        self._release()
+
+    @property
+    def versions(self) -> Versions:
+        if self._versions is None:
+            url = self.settings.get("store") or f"sqlite:///{self.host.state_dir / f'models-{self.name}.db'}"
+            self._versions = Versions(Store(url))
+        return self._versions
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        due = self.state["running"] and time.time() - self.state["last_run"] >= float(self.settings["every"])
+        if (due or self.state["pending"]) and not self._stopping:
+            self._launch()
+
+    def _launch(self) -> bool:
+        with self._job_lock:
+            if self._job is not None and self._job.is_alive():
+                return False
+            self.state["pending"] = False
+            self.state["last_run"] = time.time()
+            self._job = threading.Thread(target=self._run_job, daemon=True, name=f"job-{self.name}")
+            self._job.start()
+            return True
+
+    def _run_job(self) -> None:
+        self.state["jobs"] += 1
+        number = self.state["jobs"]
+        self._progress = {"state": "collecting", "job": number, "started": time.time()}
+        try:
+            version = self._model_once(number)
+            self._progress = {**self._progress, "state": "done", "version": version,
+                              "finished": time.time()}
+        except Exception as exc:  # noqa: BLE001 - a failed run is reported, the next one tries again
+            self._progress = {**self._progress, "state": "failed", "error": f"{type(exc).__name__}: {exc}",
+                              "finished": time.time()}
+        self.host.checkpoint(self)
+
+    # -- one modeling run ----------------------------------------------------------------------
+
+    def _model_once(self, number: int) -> int:
+        t_start = time.perf_counter()
+        now = time.time()
+        window = float(self.settings["window"])
+        series, by_source = collect(self.ref, self.settings["sources"], now - window)
+        t_collected = time.perf_counter()
+        self._remember_plots(series)
+
+        subs: dict[str, tuple[nx.DiGraph, dict]] = {}
+        for name in self.settings["submodels"]:
+            answer = self.ref(name).query("model", timeout=30.0)
+            subs[name] = (interface.from_json(answer["model"]), answer["version"])
+        covered = [set(g) for g, _ in subs.values()]
+
+        keep = None
+        if covered:
+            def keep(names: list[str], pairs: np.ndarray) -> np.ndarray:
+                """Skip a pair when one sub-model already holds both of its objects."""
+                member = np.array([[n in c for c in covered] for n in names], dtype=bool)
+                both = member[pairs[:, 0]] & member[pairs[:, 1]]
+                return ~both.any(axis=1)
+
+        self._progress = {**self._progress, "state": "features", "objects": len(series)}
+        job = scoring.make_job(self._estimator, series, keep)
+        t_features = time.perf_counter()
+
+        self._progress = {**self._progress, "state": "scoring", "pairs": len(job.pairs)}
+        pool = Pool({n: self.ref(n) for n in self.settings["pool"]}, self._network,
+                    self._estimator.network_, batch_rows=int(self.settings["batch_rows"]),
+                    timeout=float(self.settings["pool_timeout"]), progress=self._on_batch)
+        proba, report = pool.score(job.features)
+        t_scored = time.perf_counter()
+
+        g = scoring.decide(self._estimator, scoring.combine(job, proba))
+        for name, (sub, head) in subs.items():
+            for v, data in sub.nodes(data=True):
+                g.add_node(v, **{**data, "submodel": name})
+            for a, b, data in sub.edges(data=True):
+                if not g.has_edge(a, b):
+                    g.add_edge(a, b, **{**data, "submodel": name, "submodel_version": head["version"]})
+        for source, objects in by_source.items():
+            for obj in objects:
+                if obj in g:
+                    g.nodes[obj]["source"] = source
+        g.graph.update(pairs_scored=len(job.pairs), modeler=self.name)
+        t_decided = time.perf_counter()
+
+        info = {
+            "job": number, "objects": len(series), "pairs_scored": int(len(job.pairs)),
+            "candidate_pairs": int(job.n_candidates), "pool": report.as_dict(),
+            "submodels": {n: h["version"] for n, (_, h) in subs.items()},
+            "objects_by_source": by_source,
+            "seconds": {"collect": round(t_collected - t_start, 4),
+                        "features": round(t_features - t_collected, 4),
+                        "score": round(t_scored - t_features, 4),
+                        "decide": round(t_decided - t_scored, 4),
+                        "total": round(t_decided - t_start, 4)},
+        }
+        sources = [s["agent"] for s in self.settings["sources"]] + list(subs)
+        return self.versions.add(self.name, g, Provenance(sources, job.t0, job.t1, self._network, info))
+
+    def _on_batch(self, report: PoolReport) -> None:
+        self._progress = {**self._progress, "pool": report.as_dict()}
+
+    def _remember_plots(self, series: dict) -> None:
+        plots = {}
+        for obj, s in series.items():
+            k = max(1, -(-len(s) // PLOT_POINTS))
+            end, value = s.end[::k], s.value[::k]
+            plots[obj] = {"unit": s.unit, "t": [round(float(t), 3) for t in end],
+                          "v": [float(v) for v in value]}
+        self._plots = plots
+
+    # -- control (configuration interface) ---------------------------------------------------
+
+    @configure
+    def run(self) -> dict:
+        """Model now (on demand); a run already going is not started twice."""
+        started = self._launch()
+        if not started:
+            self.state["pending"] = True
+        return {"started": started, "job": self.state["jobs"] + (0 if started else 1)}
+
+    @configure
+    def start(self) -> dict:
+        """Model every ``every`` seconds from now on."""
+        self.state["running"] = True
+        return {"running": True}
+
+    @configure
+    def stop(self) -> dict:
+        """No more scheduled runs (a run going on finishes)."""
+        self.state["running"] = False
+        return {"running": False}
+
+    @configure
+    def pool_add(self, names: list[str]) -> list[str]:
+        """Add existing neural agents to the pool (from the next job on)."""
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise BadRequest("names must be a list of agent names")
+        with self.lock:
+            pool = self.settings["pool"]
+            pool.extend(n for n in names if n not in pool)
+            return list(pool)
+
+    @configure
+    def pool_remove(self, names: list[str]) -> list[str]:
+        with self.lock:
+            self.settings["pool"] = [n for n in self.settings["pool"] if n not in names]
+            return list(self.settings["pool"])
+
+    @configure
+    def pool_grow(self, hosts: list[str], follow: bool = False) -> list[str]:
+        """Start one neural agent on each of ``hosts`` and add it to the pool."""
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+            raise BadRequest("hosts must be a list of host names")
+        settings = self.ref(self.name).settings
+        made = []
+        for host in hosts:
+            name = f"{self.name}-nn{len(self.state['created_neural']) + 1}"
+            spec: dict[str, Any] = {"follow": self.name if follow else None}
+            if self.state.get("network"):
+                spec["network"] = self.state["network"]
+            admin.create(settings, host, "neural", name, spec)
+            self.state["created_neural"].append(name)
+            made.append(name)
+        return self.pool_add(made)
+
+    @configure
+    def pool_shrink(self, count: int = 1) -> list[str]:
+        """Stop the ``count`` neural agents this modeler started last."""
+        if not isinstance(count, int) or count < 1:
+            raise BadRequest("count must be a positive integer")
+        settings = self.ref(self.name).settings
+        for _ in range(min(count, len(self.state["created_neural"]))):
+            name = self.state["created_neural"].pop()
+            self.pool_remove([name])
+            # already gone with its host: out of the pool anyway
+            with contextlib.suppress(Exception):
+                admin.host_call(settings, admin.where(settings, name), "terminate", name)
+        return list(self.settings["pool"])
+
+    # -- the dependency-model interface (query) --------------------------------------------------
+
+    def _graph(self, version: int | None) -> tuple[nx.DiGraph, dict]:
+        if version is not None and not isinstance(version, int):
+            raise BadRequest("version must be an integer")
+        return self.versions.get(self.name, version)
+
+    @query
+    def status(self) -> dict:
+        latest = self.versions.latest(self.name)
+        return {"name": self.name, "host": self.host.name, "running": self.state["running"],
+                "every": self.settings["every"], "pool": list(self.settings["pool"]),
+                "network": self._network, "latest": latest, "job": dict(self._progress),
+                "http": self._web.url if self._web is not None else None,
+                "sources": [s["agent"] for s in self.settings["sources"]],
+                "submodels": list(self.settings["submodels"])}
+
+    @query
+    def model(self, version: int | None = None) -> dict:
+        """The whole model (node-link JSON) and its version header with provenance."""
+        g, head = self._graph(version)
+        return {"version": head, "model": interface.whole(g)}
+
+    @query
+    def dependencies(self, object: str, min_confidence: float = 0.0, version: int | None = None) -> list[dict]:
+        return interface.dependencies(self._graph(version)[0], object, float(min_confidence))
+
+    @query
+    def dependants(self, object: str, min_confidence: float = 0.0, version: int | None = None) -> list[dict]:
+        return interface.dependants(self._graph(version)[0], object, float(min_confidence))
+
+    @query
+    def impact(self, object: str, min_confidence: float = 0.0, version: int | None = None) -> list[dict]:
+        return interface.impact_set(self._graph(version)[0], object, float(min_confidence))
+
+    @query
+    def path(self, source: str, target: str, min_confidence: float = 0.0,
+             version: int | None = None) -> dict | None:
+        return interface.path(self._graph(version)[0], source, target, float(min_confidence))
+
+    @query
+    def diff(self, old: int, new: int | None = None) -> dict:
+        if not isinstance(old, int):
+            raise BadRequest("old must be a version number")
+        return self.versions.diff(self.name, old, new)
+
+    @query
+    def export(self, format: str = "json", version: int | None = None) -> str:
+        return interface.render(self._graph(version)[0], format)
+
+    @query
+    def versions_list(self) -> list[dict]:
+        """Every version's header (provenance, counts, timings), oldest first."""
+        return self.versions.list(self.name)
+
+    @query
+    def layout(self, version: int | None = None) -> dict:
+        """Node positions in [0, 1]² for drawing the model (computed once per version)."""
+        g, head = self._graph(version)
+        pos = nx.spring_layout(g, seed=1) if g.number_of_nodes() else {}
+        xs = [p[0] for p in pos.values()] or [0.0]
+        ys = [p[1] for p in pos.values()] or [0.0]
+        sx, sy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+        return {"version": head["version"],
+                "nodes": {str(v): [round((p[0] - min(xs)) / sx, 4), round((p[1] - min(ys)) / sy, 4)]
+                          for v, p in pos.items()}}
+
+    @query
+    def activity(self, objects: list[str] | None = None) -> dict:
+        """The activity the last run used, thinned for plotting (per object)."""
+        plots = self._plots
+        if objects is None:
+            return plots
+        return {o: plots[o] for o in objects if o in plots}

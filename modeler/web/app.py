@@ -1,0 +1,125 @@
+"""The Flask app: the dependency-model interface over HTTP/JSON, and the supervision page.
+
+Every route calls the modeler's own Pyro5 operations (``call``), so a tool outside
+Python gets exactly the answer a Python client gets, and an answer during a move or a
+restart follows the agent like any other call.  Object names contain slashes
+(``h1/proc/nginx``), hence query parameters rather than path segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from masa.errors import BadRequest, MasaError
+from modeler.web.page import PAGE
+
+Call = Callable[..., Any]  # call(interface, op, **kwargs)
+MIMETYPES = {"json": "application/json", "graphml": "application/xml", "dot": "text/vnd.graphviz"}
+
+
+def _number(name: str, kind: type = float) -> Any:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a {kind.__name__}") from None
+
+
+def _required(name: str) -> str:
+    value = request.args.get(name)
+    if not value:
+        raise BadRequest(f"missing query parameter {name!r}")
+    return value
+
+
+def create_app(call: Call, nodes: Callable[[], list[dict]]) -> Flask:
+    """``call("query"|"configure", op, **kw)`` reaches the modeler; ``nodes()`` is the
+    deployment's node list (hosts and agents with their locations)."""
+    app = Flask("masa-modeler")
+
+    def q(op: str, **kw: Any) -> Any:
+        return call("query", op, **{k: v for k, v in kw.items() if v is not None})
+
+    def conf() -> float:
+        return _number("min_confidence") or 0.0
+
+    @app.errorhandler(BadRequest)
+    def bad(exc: BadRequest) -> tuple[Response, int]:
+        return jsonify(error=str(exc)), 400
+
+    @app.errorhandler(MasaError)
+    def failed(exc: MasaError) -> tuple[Response, int]:
+        return jsonify(error=f"{type(exc).__name__}: {exc}"), 502
+
+    @app.get("/")
+    def page() -> Response:
+        return Response(PAGE, mimetype="text/html")
+
+    @app.get("/api/status")
+    def status() -> Response:
+        return jsonify(q("status"))
+
+    @app.get("/api/model")
+    def model() -> Response:
+        return jsonify(q("model", version=_number("version", int)))
+
+    @app.get("/api/dependencies")
+    def dependencies() -> Response:
+        return jsonify(q("dependencies", object=_required("object"), min_confidence=conf(),
+                         version=_number("version", int)))
+
+    @app.get("/api/dependants")
+    def dependants() -> Response:
+        return jsonify(q("dependants", object=_required("object"), min_confidence=conf(),
+                         version=_number("version", int)))
+
+    @app.get("/api/impact")
+    def impact() -> Response:
+        return jsonify(q("impact", object=_required("object"), min_confidence=conf(),
+                         version=_number("version", int)))
+
+    @app.get("/api/path")
+    def path() -> Response:
+        return jsonify(q("path", source=_required("source"), target=_required("target"),
+                         min_confidence=conf(), version=_number("version", int)))
+
+    @app.get("/api/diff")
+    def diff() -> Response:
+        old = _number("old", int)
+        if old is None:
+            raise BadRequest("missing query parameter 'old'")
+        return jsonify(q("diff", old=old, new=_number("new", int)))
+
+    @app.get("/api/export")
+    def export() -> Response:
+        fmt = request.args.get("format", "json")
+        text = q("export", format=fmt, version=_number("version", int))
+        return Response(text, mimetype=MIMETYPES.get(fmt, "text/plain"))
+
+    @app.get("/api/versions")
+    def versions() -> Response:
+        return jsonify(q("versions_list"))
+
+    @app.get("/api/layout")
+    def layout() -> Response:
+        return jsonify(q("layout", version=_number("version", int)))
+
+    @app.get("/api/activity")
+    def activity() -> Response:
+        objects = request.args.getlist("object") or None
+        return jsonify(q("activity", objects=objects))
+
+    @app.get("/api/nodes")
+    def node_list() -> Response:
+        return jsonify(nodes())
+
+    @app.post("/api/<any(run, start, stop):action>")
+    def control(action: str) -> Response:
+        return jsonify(call("configure", action))
+
+    return app

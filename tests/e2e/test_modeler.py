@@ -1,0 +1,121 @@
+"""Modeler and neural agents on real processes: a pool that loses an agent mid-job, the
+dependency-model interface over Pyro5 and over HTTP, versions, grow/shrink, following."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from masa import admin
+from modeler import interface
+from modeler.estimator import DependencyModeler
+from tests.cluster import Cluster
+from tests.e2e.scenario import fill, recording
+
+HOSTS = {"m1": {"domain": "A"}, "n1": {"domain": "A"}, "n2": {"domain": "A"}, "n3": {"domain": "A"}}
+
+
+def finished(mod, job: int) -> dict | None:
+    st = mod.query("status")
+    j = st["job"]
+    if j.get("job") == job and j["state"] in ("done", "failed"):
+        assert j["state"] == "done", j.get("error")
+        return st
+    return None
+
+
+def http(base: str, path: str, raw: bool = False, **params):
+    query = urllib.parse.urlencode(params, doseq=True)
+    with urllib.request.urlopen(f"{base}{path}?{query}", timeout=10) as r:
+        body = r.read().decode()
+        return body if raw else json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e")
+    sc = recording(n_services=7, seed=5)
+    names = sorted(sc.series)
+    with Cluster(home, HOSTS, call_timeout=10.0) as c:
+        half = len(names) // 2
+        c.create("m1", "recorder", "rec-1", store=fill(home / "r1.db", {k: sc.series[k] for k in names[:half]}))
+        c.create("m1", "recorder", "rec-2", store=fill(home / "r2.db", {k: sc.series[k] for k in names[half:]}))
+        for k, host in enumerate(("n1", "n2", "n3"), start=1):
+            c.create(host, "neural", f"nn{k}", pace=0.4)
+        c.create("m1", "modeler", "mod", sources=["rec-1", "rec-2"], pool=["nn1", "nn2", "nn3"],
+                 window=900.0, pool_timeout=3.0, batch_rows=1000)
+        yield c, sc
+
+
+def test_pool_survives_a_neural_agent_killed_mid_job(deployment):
+    c, sc = deployment
+    mod = c.ref("mod", timeout=20)
+    assert mod.configure("run")["started"] is True
+    # wait until the job is mid-way: some batches scored, most still to do
+    c.wait(lambda: (p := mod.query("status")["job"].get("pool")) and sum(p["by_agent"].values()) >= 1,
+           timeout=30, every=0.02)
+    c.kill("n2")  # kill -9 the host of nn2 while the pool is using it
+    st = c.wait(lambda: finished(mod, 1), timeout=60)
+    head = mod.query("versions_list")[-1]
+    pool = head["info"]["pool"]
+    assert pool["lost"] == ["nn2"]  # dropped once, for the rest of the job
+    assert pool["redone"] >= 1 and pool["local"] == 0  # its batch was redone by the others
+    assert sum(pool["by_agent"].values()) == pool["batches"] > 4
+    assert pool["by_agent"].get("nn1", 0) > 0 and pool["by_agent"].get("nn3", 0) > 0
+    # the distributed model is exactly the one-process model of the same activity
+    local = DependencyModeler.default().predict(sc.series)
+    remote = interface.from_json(mod.query("model")["model"])
+    assert sorted(remote.edges(data="confidence")) == sorted(local.edges(data="confidence"))
+    assert remote.number_of_edges() > 0
+    # provenance: sources, the activity window, the network that scored it
+    assert head["sources"] == ["rec-1", "rec-2"] and head["version"] == st["latest"] == 1
+    t0 = min(float(s.start[0]) for s in sc.series.values())
+    assert abs(head["since"] - t0) < 2.0 and head["until"] > head["since"] + 300
+    assert head["network"] == mod.query("status")["network"]
+    assert head["info"]["pairs_scored"] == len(sc.series) * (len(sc.series) - 1)
+    c.restart("n2")
+
+
+def test_http_answers_equal_pyro5_answers(deployment):
+    c, sc = deployment
+    mod = c.ref("mod", timeout=20)
+    latest = mod.query("status")["latest"]
+    mod.configure("run")  # a second version, for diffs
+    st = c.wait(lambda: (s := mod.query("status"))["latest"] == latest + 1 and s, timeout=60)
+    base = st["http"]
+    assert base and base.startswith("http://127.0.0.1:")
+    g = interface.from_json(mod.query("model")["model"])
+    a, b = next(iter(g.edges))
+    obj = max(g, key=g.in_degree)
+    assert http(base, "api/model") == mod.query("model")
+    assert http(base, "api/model", version=1) == mod.query("model", version=1)
+    assert http(base, "api/dependencies", object=a) == mod.query("dependencies", object=a)
+    assert http(base, "api/dependants", object=b, min_confidence=0.3) == \
+        mod.query("dependants", object=b, min_confidence=0.3)
+    impact = mod.query("impact", object=obj)
+    assert impact and http(base, "api/impact", object=obj) == impact
+    assert http(base, "api/path", source=a, target=b) == mod.query("path", source=a, target=b)
+    assert http(base, "api/diff", old=1) == mod.query("diff", old=1)
+    assert http(base, "api/versions") == mod.query("versions_list")
+    for fmt in ("json", "graphml", "dot"):
+        assert http(base, "api/export", raw=True, format=fmt) == mod.query("export", format=fmt)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        http(base, "api/dependencies", object="no/such/object")
+    assert err.value.code == 400 and "unknown object" in json.loads(err.value.read())["error"]
+
+
+def test_pool_grows_shrinks_and_a_neural_agent_follows_its_modeler(deployment):
+    c, _ = deployment
+    mod = c.ref("mod", timeout=20)
+    pool = mod.configure("pool_grow", hosts=["n3"])
+    assert pool[-1] == "mod-nn1" and c.where("mod-nn1") == "n3"
+    assert "mod-nn1" in admin.find_agents(c.settings, kind="neural")
+    assert mod.configure("pool_shrink", count=1) == ["nn1", "nn2", "nn3"]
+    c.wait(lambda: "mod-nn1" not in admin.find_agents(c.settings, kind="neural"), timeout=15)
+    c.ref("nn1").configure("serve", modeler="mod")
+    c.wait(lambda: c.where("nn1") == c.where("mod"), timeout=20)
+    assert c.ref("nn1").query("status")["host"] == "m1"
