@@ -12,7 +12,7 @@ and :attr:`ConnectionProbe.complete` says whether attribution could be complete.
 
 Costs tens of milliseconds with many processes (every fd link of every process is read),
 so sample it far less often than CPU — :class:`ConnectionProbe` only rescans the fds
-when it sees a socket inode it has not attributed yet.
+when it sees a socket inode it has not tried to attribute yet.
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ class ConnectionProbe:
         self.proc = proc
         self.listening = listening
         self._owner: dict[int, tuple[int, str | None]] = {}
+        self._unowned: set[int] = set()  # inodes a scan could not attribute (others' or gone)
 
     @property
     def complete(self) -> bool:
@@ -134,12 +135,15 @@ class ConnectionProbe:
         table = read_tcp_table(self.proc)
         listen_ports = {r.local[1] for r in table if r.state == LISTEN}
         inodes = {r.inode for r in table if r.inode}
-        unknown = inodes - self._owner.keys()
+        unknown = inodes - self._owner.keys() - self._unowned
         if unknown:
             for inode, pid in socket_owners(self.proc, unknown).items():
                 if inode in unknown or inode not in self._owner:
                     self._owner[inode] = (pid, _comm(pid, self.proc))
+            self._unowned |= unknown - self._owner.keys()
+        # socket inodes are unique while the socket lives: forget the closed ones
         self._owner = {i: o for i, o in self._owner.items() if i in inodes}
+        self._unowned &= inodes
         out = []
         for r in table:
             if r.state == LISTEN:

@@ -58,6 +58,20 @@ NAME_COLUMNS = (O.IF_NAME, O.IF_DESCR)
 REDISCOVER_EVERY = 360  # polls between re-reading interface names (ifIndex may be reused)
 
 
+_OBJECT_TYPES: dict[tuple, ObjectType] = {}
+
+
+def _object_type(oid: tuple) -> ObjectType:
+    """One ObjectType per OID, reused: pysnmp resolves each against its MIB view once and
+    then keeps it clean, which saves a tenth of a poll's CPU."""
+    ot = _OBJECT_TYPES.get(oid)
+    if ot is None:
+        if len(_OBJECT_TYPES) > 4096:  # follow-up OIDs of long tables: do not grow forever
+            _OBJECT_TYPES.clear()
+        ot = _OBJECT_TYPES[oid] = ObjectType(ObjectIdentity(oid))
+    return ot
+
+
 def parse_target(target: str) -> tuple[str, int, bool]:
     """``udp:HOST:PORT``, ``udp6:[ADDR]:PORT`` or ``HOST[:PORT]`` -> (host, port, ipv6)."""
     text = target.strip()
@@ -144,7 +158,7 @@ class SnmpPoller:
                                                    retries=self.retries)
             except Exception as exc:  # noqa: BLE001 - resolution errors of all kinds
                 raise ProbeError(f"cannot resolve: {exc}", self.target) from None
-        oids = [ObjectType(ObjectIdentity(o)) for o in (*non_rep, *columns)]
+        oids = [_object_type(o) for o in (*non_rep, *columns)]
         limit = self.timeout * (self.retries + 1) + 2.0
         try:
             err, status, index, vbs = await asyncio.wait_for(

@@ -149,6 +149,7 @@ class Snmpsim:
     def __init__(self, data_dir: Path, port: int | None = None, extra: tuple = ()) -> None:
         self.data_dir = data_dir
         self.port = port or free_udp_port()
+        # (the -lite responder of snmpsim 1.2 does not run on pysnmp 7.1)
         exe = Path(sys.executable).with_name("snmpsim-command-responder")
         if not exe.exists():
             raise FileNotFoundError("snmpsim-command-responder (pip install snmpsim)")
