@@ -282,6 +282,19 @@ class Scheduler:
         with self._lock:
             self._tasks[(id(agent), name)] = [time.monotonic() + seconds, seconds, fn, agent, False]
 
+    def wait_idle(self, agent: Agent, timeout: float) -> bool:
+        """Wait until none of ``agent``'s tasks is running (new ones don't start while
+        the agent is not running); False if one is still busy at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                busy = any(t[4] for k, t in self._tasks.items() if k[0] == id(agent))
+            if not busy:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+
     def drop(self, agent: Agent) -> None:
         with self._lock:
             for key in [k for k in self._tasks if k[0] == id(agent)]:
@@ -571,6 +584,8 @@ class AgentHost:
                 return self._handover_clone(proxy, package, target)
             slot.close_gate(MOVING)
             try:
+                if not self.scheduler.wait_idle(agent, DRAIN_TIMEOUT):
+                    raise MoveFailed(f"a periodic task of {agent.name!r} did not finish")
                 agent.before_move(target)
                 package = self._package(agent, agent.snapshot())
                 new_uri = proxy.receive(package)
