@@ -103,10 +103,18 @@ class ModelerAgent(Agent):
         self.state.setdefault("created_neural", [])
         self._web = None
         if self.settings.get("http") is not None:
-            from modeler.web.server import serve_agent
-
-            self._web = serve_agent(self)
+            # importing Flask takes seconds on a busy host: not inside the create call
+            threading.Thread(target=self._serve_web, daemon=True, name=f"web-{self.name}").start()
         self.every(0.5, self._tick, name="schedule")
+
+    def _serve_web(self) -> None:
+        from modeler.web.server import serve_agent
+
+        web = serve_agent(self)
+        if self._stopping:
+            web.stop()
+        else:
+            self._web = web
 
     def _release(self) -> None:
         self._stopping = True

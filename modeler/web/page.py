@@ -77,8 +77,12 @@ async function refresh() {
     (job.pool ? " (" + Object.values(job.pool.by_agent).reduce((a, b) => a + b, 0) + "/" + job.pool.batches + " batches)" : "");
   if (st.latest && st.latest !== shown) await drawModel(st.latest);
   const nodes = await get("api/nodes");
-  $("nodes").tBodies[0].innerHTML = nodes.filter((n) => n.type === "agent" && n.status !== "gone").map((n) =>
-    `<tr><td>${n.name.replace("masa.agent.", "")}</td><td>${n.kind}</td><td>${n.location}</td><td class="${n.status}">${n.status}</td></tr>`).join("");
+  const live = nodes.filter((n) => n.status !== "gone");
+  $("nodes").tBodies[0].innerHTML =
+    live.filter((n) => n.type === "host").map((n) =>
+      `<tr class="host"><th>${n.name}</th><td>host</td><td>domain ${n.domain}</td><td class="${n.status}">${n.status}</td></tr>`).join("") +
+    live.filter((n) => n.type === "agent").map((n) =>
+      `<tr><td>${n.name}</td><td>${n.kind}</td><td>${n.location}</td><td class="${n.status}">${n.status}</td></tr>`).join("");
   const versions = await get("api/versions");
   $("versions").tBodies[0].innerHTML = versions.slice(-8).reverse().map((v) =>
     `<tr><td>v${v.version}</td><td>${new Date(v.created * 1000).toLocaleTimeString()}</td><td>${v.info.pairs_scored} pairs</td><td>${v.sources.join(", ")}</td></tr>`).join("");

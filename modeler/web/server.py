@@ -13,6 +13,7 @@ from typing import Any
 from werkzeug.serving import make_server
 
 from masa import admin
+from masa.naming import short
 from masa.ref import AgentRef
 from modeler.web.app import create_app
 
@@ -39,7 +40,10 @@ def serve_agent(agent: Any) -> WebServer:
         return ref.call(interface, op, kwargs)
 
     def nodes() -> list[dict]:
-        return admin.node_list(settings)
+        """Hosts and agents by their short names, agents located by host name."""
+        return [{**n, "name": short(n["name"]),
+                 "location": short(n.get("location") or "") if n["type"] == "agent" else n.get("location")}
+                for n in admin.node_list(settings)]
 
     app = create_app(call, nodes)
     return WebServer(app, agent.settings.get("http_bind", "127.0.0.1"), int(agent.settings["http"]))

@@ -40,7 +40,7 @@ def deployment(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e")
     sc = recording(n_services=7, seed=5)
     names = sorted(sc.series)
-    with Cluster(home, HOSTS, call_timeout=10.0) as c:
+    with Cluster(home, HOSTS, call_timeout=30.0) as c:  # sklearn imports on a busy machine
         half = len(names) // 2
         c.create("m1", "recorder", "rec-1", store=fill(home / "r1.db", {k: sc.series[k] for k in names[:half]}))
         c.create("m1", "recorder", "rec-2", store=fill(home / "r2.db", {k: sc.series[k] for k in names[half:]}))
@@ -85,7 +85,7 @@ def test_http_answers_equal_pyro5_answers(deployment):
     mod = c.ref("mod", timeout=20)
     latest = mod.query("status")["latest"]
     mod.configure("run")  # a second version, for diffs
-    st = c.wait(lambda: (s := mod.query("status"))["latest"] == latest + 1 and s, timeout=60)
+    st = c.wait(lambda: (s := mod.query("status"))["latest"] == latest + 1 and s["http"] and s, timeout=60)
     base = st["http"]
     assert base and base.startswith("http://127.0.0.1:")
     g = interface.from_json(mod.query("model")["model"])
