@@ -22,13 +22,16 @@ resumes the stream from the acknowledged position: nothing lost, nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from agents import preprocess
 from agents.cache import ReportCache
+from agents.domain_join import merge
 from agents.placement import Policy, decide
 from agents.recorder import RecorderAgent
 from agents.standing import series_from_rows
@@ -37,6 +40,8 @@ from masa.agent import configure, query
 from masa.errors import BadRequest
 
 CATALOG_TTL = 2.0  # seconds a catalog from below is trusted
+LEAVING = 15.0  # s without deliveries up after before_move (longer only if the move failed)
+STRADDLE = 3600.0  # longest sample expected (s): a batch also reads samples running past its end
 INF = float("inf")
 
 DEFAULTS: dict[str, Any] = {
@@ -87,42 +92,57 @@ class MediatorAgent(RecorderAgent):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        self._arrival = threading.Lock()
+        self._delivering = threading.Lock()
+        self._leaving = -INF
         super().on_start()
         self.cache = ReportCache(retain=float(self.settings["cache_retain"]))
         self._catalog: dict[str, dict] = {}
         self._catalog_at = 0.0
         self.state.setdefault("last_end", {})
         self.state.setdefault("placement_memo", {})
-        home = self.state.get("store_host")
-        if home is not None and home != self.host.name and not self.settings.get("store"):
-            self._rewind()
-        self.state["store_host"] = self.host.name
+        carried = self.state.pop("carry", None)
+        if carried:
+            self.store.add_samples([tuple(r) for r in carried])
         if self.settings.get("placement") is not None:
             self.every(float(self.settings["placement_every"]), self._place, name="placement")
 
-    def _rewind(self) -> None:
-        """After a move the store here is empty: ask below again for everything not yet
-        acknowledged above (and the history the steps need), and hold deliveries up to
-        there.  Samples already held are skipped by the store, so a replay is harmless."""
-        acked = [spec["acked_until"] for spec in self.subscriptions.requests.values()]
-        back = self._lookback()
-        with self.lock:
-            for sub in self.inbox.subs.values():
-                if sub.get("until") is not None and acked:
-                    sub["until"] = min(sub["until"], min(acked) - back)
-            start = min([*acked, self._complete])
-            self._complete = self.state["complete_until"] = start
-            self.state["last_end"] = {o: min(e, start) for o, e in self.state["last_end"].items()}
-        self._unsent = set(self.inbox.subs)
+    def before_move(self, target: str) -> None:
+        """Take along the samples not yet passed up (and the history the steps and the
+        join need): the store stays behind, and the sources below have already been told
+        these batches arrived.  Calls are drained by now, so nothing slips in between."""
+        with self._delivering:  # a batch going up right now must be acknowledged in the state
+            self._leaving = time.monotonic()
+            acked = [spec["acked_until"] for spec in self.subscriptions.requests.values()]
+        if acked:
+            t0 = min(acked) - self._lookback()
+            rows = self.store.samples(t0)
+            first = min((r[2] for r in rows), default=t0)
+            if first < t0:
+                rows = self.store.samples(first)
+            self.state["carry"] = [list(r) for r in rows]
+        super().before_move(target)
 
     def _deliver(self) -> None:
         """Deliver up, then checkpoint: a restart then resumes from what was acknowledged,
         not from up to five seconds earlier (the stream's batches would be regenerated
         with other boundaries, which the receiving side cannot tell apart)."""
-        if self.subscriptions.deliver_all(horizon=self._complete):
+        with self._delivering:
+            if time.monotonic() - self._leaving < LEAVING:
+                return  # moving: the state that travels must hold the last acknowledgement
+            acked = self.subscriptions.deliver_all(horizon=self._complete)
+        if acked:
             self.host.checkpoint(self)
 
     # -- what arrives from below --------------------------------------------------------------
+
+    @query
+    def deliver(self, request: str, source: str, seq: int, until: float, series: list) -> int:
+        """One batch from below.  Batches from different sources arrive on different
+        threads; taking them one at a time makes sure the horizon never passes a batch
+        whose position is recorded but whose samples are not stored yet."""
+        with self._arrival:
+            return super().deliver(request, source, seq, until, series)
 
     def record(self, rows: list[tuple], complete_until: float | None = None) -> None:
         ends: dict[str, float] = {}
@@ -167,7 +187,21 @@ class MediatorAgent(RecorderAgent):
                         "unit": entry.get("unit", ""), "applied": list(entry.get("applied", [])),
                         "source": source})
             self._catalog, self._catalog_at = out, now
+            self._anchor(out)
         return self._catalog
+
+    def _anchor(self, catalog: dict[str, dict]) -> None:
+        """An object known below but not heard from yet may have a sample running right
+        now: until it arrives, the horizon waits for it as for any live object."""
+        globs = [sub.get("objects") for sub in self.inbox.subs.values()]
+        if not globs:
+            return
+        with self.lock:
+            last = self.state["last_end"]
+            for obj in catalog:
+                if obj not in last and (None in globs or any(
+                        fnmatch.fnmatchcase(obj, g) for gs in globs if gs for g in gs)):
+                    last[obj] = self._complete
 
     def _steps_for(self, obj: str) -> list[dict]:
         applied = self._catalog.get(obj, {}).get("applied", [])
@@ -208,10 +242,11 @@ class MediatorAgent(RecorderAgent):
     def _read(self, since: float, until: float, objects: list[str] | None = None) -> list[Series]:
         """A standing request's batch ``(since, until]``, regenerated from the store."""
         t0 = since - self._lookback()
-        rows = self.store.samples(t0, until)
+        # Samples still running at ``until`` count too: they cover time before it.
+        rows = [r for r in self.store.samples(t0, until + STRADDLE) if r[2] < until]
         first = min((r[2] for r in rows), default=t0)
         if first < t0:  # a sample reaching back before t0: take what ended meanwhile too
-            rows = self.store.samples(first, until)
+            rows = [r for r in self.store.samples(first, until + STRADDLE) if r[2] < until]
         self._below()  # markers of what is applied below
         raw = {s.object: s for s in series_from_rows(rows)}
         return self._window(self._outgoing(raw), since, until)
@@ -232,14 +267,21 @@ class MediatorAgent(RecorderAgent):
                 return [Series.from_wire(w) for w in r["series"]], float(r["until"])
 
             got, u = self.cache.report(objs, t0, until, fetch)
-            first = min((float(s.start[0]) for s in got if len(s)), default=t0)
-            if first < t0:
-                got, u = self.cache.report(objs, first, until, fetch)
             answered = min(answered, u)
             raw.update({s.object: s for s in got})
+            first = min((float(s.start[0]) for s in got if len(s)), default=t0)
+            if first < t0:  # a sample reaching back before t0: what ended meanwhile cuts it
+                extra, _ = self.cache.report(objs, first, t0, fetch)
+                for s in extra:
+                    raw[s.object] = merge(raw[s.object], s) if s.object in raw else s
         if answered == INF:
             answered = since
+        if until is not None:
+            answered = min(answered, until)
         if self._needs_object_horizon():
+            # Values are final up to the earliest last sample end of the live objects: a
+            # sample running past that point has then arrived (it ends before its object's
+            # last end), so no sample that is missing here can cover time before it.
             lag = float(self.settings["max_lag"])
             live = [float(s.end[-1]) for s in raw.values() if len(s) and s.end[-1] >= answered - lag]
             if live:
@@ -290,7 +332,7 @@ class MediatorAgent(RecorderAgent):
         self._maybe_redirect()
         answer = super().subscribe(request, subscriber, self._up_objects(objects), predicates, interval,
                                    deliver, resume_seq, resume_until)
-        self._open_below(request, objects, predicates)
+        self._open_below(request, objects, predicates, float(answer["resume_until"]))
         return answer
 
     def _up_objects(self, objects: list[str] | None) -> list[str] | None:
@@ -299,13 +341,24 @@ class MediatorAgent(RecorderAgent):
     def _below_id(self, request: str, source: str) -> str:
         return f"{self.name}:{request}@{source}"
 
-    def _open_below(self, request: str, objects: list[str] | None, predicates: list[str] | None) -> None:
+    def _open_below(self, request: str, objects: list[str] | None, predicates: list[str] | None,
+                    start: float) -> None:
+        """Standing requests below for the one from above starting at ``start``.  A new
+        one asks below for history from ``start`` (less the steps' look-back), and the
+        horizon goes back there: the first batches up need samples from before now."""
+        begin = start - self._lookback()
         for source in self.settings["sources"]:
             rid = self._below_id(request, source)
+            with self.lock:
+                if rid not in self.inbox.subs:
+                    self.inbox.subs[rid] = {"seq": 0, "until": begin}
+                    self._complete = self.state["complete_until"] = min(self._complete, start)
             try:
                 self.inbox.subscribe(rid, source, self._down_objects(objects), self._pushdown(predicates))
             except Exception:  # noqa: BLE001 - registered; the resubscribe task retries it
                 self._unsent.add(rid)
+        with contextlib.suppress(Exception):  # a source not there yet is anchored later
+            self._below(refresh=True)
         self.host.checkpoint(self)
 
     @query
@@ -381,13 +434,15 @@ class MediatorAgent(RecorderAgent):
         """Gather host resources and source locations, let the policy decide, move."""
         from masa import admin
         from masa.config import Settings
+        from masa.naming import short
 
         nodes = admin.node_list(Settings.from_env())
-        hosts = {n["name"]: n["info"] or {} for n in nodes if n["type"] == "host" and n["status"] == "up"}
+        up = [n for n in nodes if n["status"] == "up"]
+        hosts = {short(n["name"]): n["info"] or {} for n in up if n["type"] == "host"}
         allowed = self.settings.get("hosts")
         if allowed:
             hosts = {h: r for h, r in hosts.items() if h in allowed}
-        where = {n["name"]: n["location"] for n in nodes if n["type"] == "agent" and n["status"] == "up"}
+        where = {short(n["name"]): short(n["location"]) for n in up if n["type"] == "agent"}
         sources = self.settings["sources"]
         local: dict[str, float] = {}
         for s in sources:

@@ -1,0 +1,158 @@
+"""Mediators and domain agents on real processes: the whole chain, cascades, redirects,
+moves.  Collectors sample real /proc on hosts of domain B; everything above is checked
+against the collectors' own data, sample by sample."""
+
+import time
+
+import numpy as np
+import pytest
+
+from agents.domain_join import reference_join
+from tests.agents.mediation_helpers import (
+    assert_same_samples,
+    gaps,
+    recorded,
+    series,
+    taken,
+    window,
+)
+from tests.cluster import Cluster
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """b1, b2: domain B with a collector each (0.3 s and 0.5 s: misaligned); m1, m2: A."""
+    hosts = {"b1": {"domain": "B"}, "b2": {"domain": "B"}, "m1": {"domain": "A"}, "m2": {"domain": "A"}}
+    with Cluster(tmp_path_factory.mktemp("masa"), hosts) as c:
+        c.create("b1", "collector", "col1", interval=0.3, per_process="none")
+        c.create("b2", "collector", "col2", interval=0.5, per_process="none")
+        yield c
+
+
+def test_domain_sum_through_a_mediator_to_a_subscriber_equals_member_data(chain):
+    c = chain
+    c.create("b2", "domain", "dom", sources=["col1", "col2"], members=["*/cpu"])
+    c.create("m1", "mediator", "med", sources=["dom"])
+    c.create("m2", "recorder", "top")
+    c.ref("top").configure("subscribe_to", request="domain", source="med")
+    c.wait(lambda: taken(c, "top", "domain") >= 3, timeout=20)
+    # a gap in b2's data: a rebuilt meter has no baseline for one interval
+    c.ref("col2").configure("reconfigure", match="no-such-process")
+    # and one long sample in b1's: a suspended collector meters nothing until resumed
+    c.host("b1", "suspend", "col1")
+    time.sleep(1.2)
+    c.host("b1", "resume", "col1")
+    dom = c.ref("dom")
+    first = recorded(c, "top", "B/cpu").start[0]
+    c.wait(lambda: dom.query("status")["complete_until"] > time.time() - 0.5 and
+           recorded(c, "top", "B/cpu").end[-1] > first + 4, timeout=30)
+    got = recorded(c, "top", "B/cpu")
+    until = got.end[-1]
+    answer = dom.query("report", objects=["b1/cpu", "b2/cpu"], since=first - 30, until=until)
+    members = series(answer)
+    direct = {name: series(c.ref(col).query("report", objects=[name], since=first - 30, until=until + 5))[name]
+              for name, col in (("b1/cpu", "col1"), ("b2/cpu", "col2"))}
+    # the domain hands out exactly the collectors' samples
+    for name in direct:
+        assert_same_samples(members[name], window(direct[name], first - 30, answer["until"]))
+    assert gaps(direct["b2/cpu"]) >= 1
+    lengths = direct["b1/cpu"].end - direct["b1/cpu"].start
+    assert lengths.max() > 0.9  # the long sample over the suspension
+    # the subscriber's collective series is the exact join of the collectors' samples
+    want = window(reference_join(list(direct.values()), "B/cpu", "cpu"), first - 1e-9, until)
+    assert_same_samples(got, want, rtol=1e-12)
+    # and a report of the collective object says the same
+    answer = c.ref("med").query("report", since=first - 1e-9, until=until)
+    assert answer["until"] > first
+    assert_same_samples(series(answer)["B/cpu"], window(want, first - 1e-9, answer["until"]), rtol=1e-12)
+    assert [e["object"] for e in c.ref("med").query("catalog")] == ["B/cpu"]
+
+
+def test_cascade_of_three_mediators_applies_each_step_once(chain):
+    c = chain
+    step = {"step": "resample", "period": 1.0}
+    c.create("m1", "mediator", "casc1", sources=["col1"], steps=[step])
+    c.create("m2", "mediator", "casc2", sources=["casc1"])
+    c.create("m1", "mediator", "casc3", sources=["casc2"], steps=[step, {"step": "normalise", "scale": 2}])
+    c.create("m2", "recorder", "casc-top")
+    c.ref("casc-top").configure("subscribe_to", request="r", source="casc3", objects=["b1/cpu"])
+    c.wait(lambda: len(recorded(c, "casc-top", "b1/cpu")) >= 5, timeout=30)
+    (entry,) = [e for e in c.ref("casc3").query("catalog") if e["object"] == "b1/cpu"]
+    assert entry["applied"] == ["resample(min_coverage=0.5,origin=0.0,period=1.0)",
+                                "normalise(offset=0.0,scale=2.0)"]
+    got = recorded(c, "casc-top", "b1/cpu")
+    raw = series(c.ref("col1").query("report", objects=["b1/cpu"], since=got.start[0] - 5,
+                                      until=got.end[-1]))["b1/cpu"]
+    edges = np.stack([got.start, got.end])
+    assert np.all(np.diff(edges, axis=0) == 1.0) and np.all(got.start == np.round(got.start))
+    rate, covered = raw.resample(got.start[0], 1.0, len(got))
+    full = covered >= 0.999
+    np.testing.assert_allclose(got.value[full], rate[full] / 2, rtol=1e-9)  # resampled once, halved
+    # a report down the cascade agrees with the stream, and the second one is a cache hit
+    answer = c.ref("casc3").query("report", objects=["b1/cpu"], since=got.start[0], until=got.end[-1])
+    assert answer["until"] >= got.end[-1] - 1  # final up to the last whole bin below
+    assert_same_samples(series(answer)["b1/cpu"], window(got, got.start[0], answer["until"]), rtol=1e-12)
+    before = c.ref("casc3").query("status")["cache"]
+    again = c.ref("casc3").query("report", objects=["b1/cpu"], since=got.start[0] + 1, until=answer["until"])
+    after = c.ref("casc3").query("status")["cache"]
+    assert after["hits"] == before["hits"] + 1 and after["fetches"] == before["fetches"]
+    assert_same_samples(series(again)["b1/cpu"], window(got, got.start[0] + 1, answer["until"]), rtol=1e-12)
+
+
+def test_a_step_handed_down_is_applied_below_and_skipped_here(chain):
+    c = chain
+    smooth = {"step": "smooth", "window": 2.0}
+    c.create("m1", "mediator", "near", sources=["col1"])
+    c.create("m2", "mediator", "far", sources=["near"], steps=[smooth])
+    assert c.ref("far").configure("hand_step", step=smooth, to="near") == []
+    (entry,) = [e for e in c.ref("far").query("catalog") if e["object"] == "b1/cpu"]
+    assert entry["applied"] == ["smooth(window=2.0)"]  # once, by "near"
+    time.sleep(1.0)
+    t = c.ref("col1").query("report", objects=["b1/cpu"])["until"]
+    far = c.ref("far").query("report", objects=["b1/cpu"], since=t - 2, until=t)
+    near = c.ref("near").query("report", objects=["b1/cpu"], since=t - 2, until=t)
+    assert far["until"] == near["until"] > t - 2, (t, far, near, c.ref("far").query("status"))
+    assert_same_samples(series(far)["b1/cpu"], series(near)["b1/cpu"])
+
+
+def test_hand_over_redirects_callers_who_remember_it(chain):
+    c = chain
+    c.create("m1", "mediator", "old-med", sources=["col1"])
+    c.create("m2", "mediator", "new-med", sources=["col1"])
+    c.ref("old-med").configure("hand_over", to="new-med")
+    ref = c.ref("old-med")
+    answer = ref.query("report", objects=["b1/cpu"])
+    assert "b1/cpu" in series(answer), answer
+    assert ref.name == "new-med" and ref.redirected_from == ["old-med"]
+    assert ref.query("status")["host"] == "m2"  # later calls go to new-med directly
+
+
+def test_mediator_moved_mid_stream_loses_and_doubles_nothing(chain):
+    c = chain
+    c.create("m1", "mediator", "mover", sources=["col1", "col2"])
+    c.create("m2", "recorder", "counter")
+    c.ref("counter").configure("subscribe_to", request="all", source="mover", objects=["*/cpu"])
+    c.wait(lambda: taken(c, "counter", "all") >= 2, timeout=20)
+    for target in ("m2", "m1", "b1", "m1"):
+        time.sleep(0.7)
+        assert c.move("mover", target)["to"] == target
+    time.sleep(1.0)
+    settle = c.ref("mover").query("status")["complete_until"]
+    c.wait(lambda: min(recorded(c, "counter", o).end[-1] for o in ("b1/cpu", "b2/cpu")) >= settle - 1,
+           timeout=20)
+    for obj, col in (("b1/cpu", "col1"), ("b2/cpu", "col2")):
+        got = recorded(c, "counter", obj)
+        direct = series(c.ref(col).query("report", objects=[obj], since=got.start[0] + 1e-6,
+                                         until=got.end[-1]))[obj]
+        assert len(got) >= 8
+        assert_same_samples(got, direct)  # every sample the collector took, once
+
+
+def test_placement_policy_moves_the_mediator_next_to_its_source_and_stays(chain):
+    c = chain
+    policy = {"w_cpu": 0.0, "w_local": 1.0, "margin": 0.5, "dwell": 2, "cooldown": 0.0}
+    c.create("m1", "mediator", "nomad", sources=["col2"], placement=policy, placement_every=0.5)
+    c.wait(lambda: c.where("nomad") == "b2", timeout=20)
+    time.sleep(2.5)  # five more evaluations: no reason to leave
+    status = c.ref("nomad").query("status")
+    assert status["host"] == "b2" and status["moves"] == 1
