@@ -4,6 +4,8 @@ dependency-model interface over Pyro5 and over HTTP, versions, grow/shrink, foll
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,7 +15,7 @@ import pytest
 from masa import admin
 from modeler import interface
 from modeler.estimator import DependencyModeler
-from tests.cluster import Cluster
+from tests.cluster import ROOT, Cluster
 from tests.e2e.scenario import fill, recording
 
 HOSTS = {"m1": {"domain": "A"}, "n1": {"domain": "A"}, "n2": {"domain": "A"}, "n3": {"domain": "A"}}
@@ -119,3 +121,28 @@ def test_pool_grows_shrinks_and_a_neural_agent_follows_its_modeler(deployment):
     c.ref("nn1").configure("serve", modeler="mod")
     c.wait(lambda: c.where("nn1") == c.where("mod"), timeout=20)
     assert c.ref("nn1").query("status")["host"] == "m1"
+
+
+def masa(c, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "masa", *args], env=c.settings.child_env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_model_cli(deployment, tmp_path):
+    c, _ = deployment
+    mod = c.ref("mod", timeout=20)
+    g = interface.from_json(mod.query("model")["model"])
+    a, b = next(iter(g.edges))
+    shown = masa(c, "model", "show", "mod")
+    assert shown.returncode == 0, shown.stderr
+    assert f"{g.number_of_nodes()} objects, {g.number_of_edges()} dependencies" in shown.stdout
+    assert f"{a} -> {b}" in shown.stdout
+    as_json = json.loads(masa(c, "model", "deps", "mod", a, "--json").stdout)
+    assert as_json == mod.query("dependencies", object=a)
+    assert json.loads(masa(c, "model", "impact", "mod", b, "--json").stdout) == mod.query("impact", object=b)
+    assert json.loads(masa(c, "model", "diff", "mod", "1", "--json").stdout) == mod.query("diff", old=1)
+    out = tmp_path / "m.graphml"
+    assert masa(c, "model", "export", "mod", "--out", str(out)).returncode == 0
+    assert out.read_text() == mod.query("export", format="graphml")
+    bad = masa(c, "model", "deps", "mod", "no/such")
+    assert bad.returncode != 0 and "unknown object 'no/such'" in bad.stderr

@@ -1,0 +1,171 @@
+"""``masa model``: ask a running modeler about its dependency model from the shell.
+
+Every subcommand is one call of the modeler's dependency-model interface through an
+``AgentRef`` (so it finds the modeler wherever it runs), printed as a readable table or,
+with ``--json``, exactly as the interface answers, for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from masa.errors import MasaError
+
+
+def _call(modeler: str, interface: str, op: str, **kwargs: Any) -> Any:
+    from masa import config
+    from masa.config import Settings
+    from masa.ref import AgentRef
+
+    settings = Settings.from_env()
+    config.apply(settings)
+    try:
+        return AgentRef(modeler, settings).call(interface, op, {k: v for k, v in kwargs.items() if v is not None})
+    except MasaError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=1, sort_keys=True))
+
+
+def _edges(rows: list[dict], key: str) -> None:
+    for e in rows:
+        click.echo(f"{e[key]:40s} confidence {e.get('confidence', 1.0):.2f}  {e.get('evidence', '')}")
+
+
+@click.group("model")
+def model() -> None:
+    """Query a modeler's dependency model: show, deps, impact, path, diff, export, run."""
+
+
+@model.command()
+@click.argument("modeler")
+@click.option("--version", type=int, help="A model version (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Node-link JSON with the version header.")
+def show(modeler: str, version: int | None, as_json: bool) -> None:
+    """The whole model of MODELER and where it came from."""
+    answer = _call(modeler, "query", "model", version=version)
+    if as_json:
+        _echo_json(answer)
+        return
+    head, m = answer["version"], answer["model"]
+    click.echo(f"{modeler} v{head['version']}: {len(m['nodes'])} objects, {len(m['edges'])} dependencies; "
+               f"network {head['network']}; sources {', '.join(head['sources'])}; "
+               f"window {head['until'] - head['since']:.0f} s")
+    for e in sorted(m["edges"], key=lambda e: -e.get("confidence", 1.0)):
+        click.echo(f"  {e['source']} -> {e['target']}  {e.get('confidence', 1.0):.2f}")
+
+
+@model.command()
+@click.argument("modeler")
+@click.argument("obj", metavar="OBJECT")
+@click.option("--dependants", is_flag=True, help="What depends on OBJECT instead.")
+@click.option("--min-confidence", type=float, default=0.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def deps(modeler: str, obj: str, dependants: bool, min_confidence: float, as_json: bool) -> None:
+    """What OBJECT depends on directly (or, with --dependants, what depends on it)."""
+    op = "dependants" if dependants else "dependencies"
+    rows = _call(modeler, "query", op, object=obj, min_confidence=min_confidence)
+    if as_json:
+        _echo_json(rows)
+    else:
+        _edges(rows, "source" if dependants else "target")
+
+
+@model.command()
+@click.argument("modeler")
+@click.argument("obj", metavar="OBJECT")
+@click.option("--min-confidence", type=float, default=0.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def impact(modeler: str, obj: str, min_confidence: float, as_json: bool) -> None:
+    """Everything that transitively depends on OBJECT (what its failure may hit)."""
+    rows = _call(modeler, "query", "impact", object=obj, min_confidence=min_confidence)
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['object']:40s} {r['distance']} hop(s)  confidence {r['confidence']:.2f}")
+
+
+@model.command()
+@click.argument("modeler")
+@click.argument("source")
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True)
+def path(modeler: str, source: str, target: str, as_json: bool) -> None:
+    """The most confident chain of dependencies from SOURCE down to TARGET."""
+    answer = _call(modeler, "query", "path", source=source, target=target)
+    if as_json:
+        _echo_json(answer)
+    elif answer is None:
+        raise click.ClickException(f"{source} does not depend on {target} in this model")
+    else:
+        click.echo(" -> ".join(answer["path"]) + f"  (confidence {answer['confidence']:.2f})")
+
+
+@model.command()
+@click.argument("modeler")
+@click.argument("old", type=int)
+@click.argument("new", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True)
+def diff(modeler: str, old: int, new: int | None, as_json: bool) -> None:
+    """What changed from version OLD to NEW (default: the latest)."""
+    d = _call(modeler, "query", "diff", old=old, new=new)
+    if as_json:
+        _echo_json(d)
+        return
+    click.echo(f"v{d['from']} -> v{d['to']}")
+    for key, sign in (("added_edges", "+"), ("removed_edges", "-")):
+        for e in d[key]:
+            click.echo(f"{sign} {e['source']} -> {e['target']}  {e.get('confidence', 1.0):.2f}")
+    for e in d["changed_edges"]:
+        click.echo(f"~ {e['source']} -> {e['target']}  {e['before']:.2f} -> {e['after']:.2f}")
+    for key, sign in (("added_objects", "+"), ("removed_objects", "-")):
+        for o in d[key]:
+            click.echo(f"{sign} object {o}")
+
+
+@model.command()
+@click.argument("modeler")
+@click.option("--format", "fmt", type=click.Choice(["json", "graphml", "dot"]), default=None,
+              help="Default: from the suffix of --out, else JSON.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
+@click.option("--version", type=int)
+def export(modeler: str, fmt: str | None, out: str | None, version: int | None) -> None:
+    """The model as GraphML, DOT or node-link JSON."""
+    from modeler.export import format_for
+
+    fmt = format_for(out, fmt) if out else (fmt or "json")
+    text = _call(modeler, "query", "export", format=fmt, version=version)
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"{modeler} -> {out} ({fmt})")
+    else:
+        click.echo(text, nl=False)
+
+
+@model.command()
+@click.argument("modeler")
+@click.option("--json", "as_json", is_flag=True)
+def versions(modeler: str, as_json: bool) -> None:
+    """Every model version with its provenance."""
+    rows = _call(modeler, "query", "versions_list")
+    if as_json:
+        _echo_json(rows)
+        return
+    for v in rows:
+        info = v["info"]
+        click.echo(f"v{v['version']}  {info.get('objects')} objects  {info.get('pairs_scored')} pairs scored  "
+                   f"network {v['network']}  sources {', '.join(v['sources'])}")
+
+
+@model.command()
+@click.argument("modeler")
+def run(modeler: str) -> None:
+    """Model now (the new version appears when the run finishes)."""
+    _echo_json(_call(modeler, "configure", "run"))
