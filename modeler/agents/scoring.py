@@ -5,8 +5,8 @@ turn features into probabilities, the modeler turns probabilities into a model.
 The middle step is the only one worth spreading over hosts (it is the one that needs the
 network and is independent per pair), so this module reproduces the first and last step
 from the core's public pieces (``align``, ``prepare``, ``screen``, ``pair_features``) and
-reuses the core's decision.  :func:`tests.modeler` pins that the split gives exactly the
-graph ``DependencyModeler.predict`` gives.
+reuses the core's decision.  ``tests/modeler/test_scoring_split.py`` pins that the split
+gives exactly the graph ``DependencyModeler.predict`` gives.
 
 What the core could offer instead (wanted): ``DependencyModeler.candidates(series) ->
 (prepared, pairs)``, ``DependencyModeler.combine(prepared, pairs, proba) -> PairScores``

@@ -47,9 +47,9 @@ def deployment(tmp_path_factory):
         c.create("m1", "recorder", "rec-1", store=fill(home / "r1.db", {k: sc.series[k] for k in names[:half]}))
         c.create("m1", "recorder", "rec-2", store=fill(home / "r2.db", {k: sc.series[k] for k in names[half:]}))
         for k, host in enumerate(("n1", "n2", "n3"), start=1):
-            c.create(host, "neural", f"nn{k}", pace=0.4)
+            c.create(host, "neural", f"nn{k}", pace=0.8)
         c.create("m1", "modeler", "mod", sources=["rec-1", "rec-2"], pool=["nn1", "nn2", "nn3"],
-                 window=900.0, pool_timeout=3.0, batch_rows=1000)
+                 window=900.0, pool_timeout=6.0, batch_rows=4)
         yield c, sc
 
 
