@@ -55,7 +55,7 @@ class ModelerAgent(Agent):
     names), ``window`` (s of activity per model), ``every`` (s between scheduled runs),
     ``step`` (grid step, None: the data's), ``pool`` (neural agent names; empty: score
     here), ``pool_timeout`` (s per batch), ``batch_rows``, ``store`` (URL of the version
-    store; default a SQLite file in the host's state folder), ``http`` (port of the
+    store; default ``MASA_HOME/models.db``), ``http`` (port of the
     supervision page, 0: any free port, None: no page), ``autostart`` (schedule at once)."""
 
     def setup(self, **settings: Any) -> None:
@@ -136,7 +136,10 @@ class ModelerAgent(Agent):
     @property
     def versions(self) -> Versions:
         if self._versions is None:
-            url = self.settings.get("store") or f"sqlite:///{self.host.state_dir / f'models-{self.name}.db'}"
+            # default: one file per deployment home, not per host, so versions stay
+            # reachable after the modeler moves (across machines, give a PostgreSQL URL)
+            home = self.ref(self.name).settings.home
+            url = self.settings.get("store") or f"sqlite:///{home / 'models.db'}"
             self._versions = Versions(Store(url))
         return self._versions
 

@@ -146,3 +146,22 @@ def test_model_cli(deployment, tmp_path):
     assert out.read_text() == mod.query("export", format="graphml")
     bad = masa(c, "model", "deps", "mod", "no/such")
     assert bad.returncode != 0 and "unknown object 'no/such'" in bad.stderr
+
+
+def test_schedule_and_a_modeler_that_moves_keeps_its_versions(deployment):
+    c, _ = deployment
+    mod = c.ref("mod", timeout=30)
+    before = mod.query("status")
+    mod.configure("reconfigure", every=1.0)
+    mod.configure("start")
+    c.wait(lambda: mod.query("status")["latest"] >= before["latest"] + 2, timeout=60)  # on its own
+    mod.configure("stop")
+    c.wait(lambda: mod.query("status")["job"]["state"] in ("done", "failed"), timeout=60)
+    st = mod.query("status")
+    model = mod.query("model")
+    c.move("mod", "n3")
+    after = c.wait(lambda: (s := mod.query("status"))["http"] and s, timeout=30)
+    assert after["host"] == "n3" and after["latest"] == st["latest"] and after["running"] is False
+    assert mod.query("model") == model and len(mod.query("versions_list")) == st["latest"]
+    assert http(after["http"], "api/status")["host"] == "n3"  # the page moved with it
+    assert http(after["http"], "api/model") == model
