@@ -150,19 +150,21 @@ class ModelerAgent(Agent):
         if (due or self.state["pending"]) and not self._stopping:
             self._launch()
 
-    def _launch(self) -> bool:
+    def _launch(self) -> int | None:
+        """Start a job unless one runs; returns its number."""
         with self._job_lock:
             if self._job is not None and self._job.is_alive():
-                return False
+                return None
             self.state["pending"] = False
             self.state["last_run"] = time.time()
-            self._job = threading.Thread(target=self._run_job, daemon=True, name=f"job-{self.name}")
+            self.state["jobs"] += 1
+            number = self.state["jobs"]
+            self._job = threading.Thread(target=self._run_job, args=(number,), daemon=True,
+                                         name=f"job-{self.name}")
             self._job.start()
-            return True
+            return number
 
-    def _run_job(self) -> None:
-        self.state["jobs"] += 1
-        number = self.state["jobs"]
+    def _run_job(self, number: int) -> None:
         self._progress = {"state": "collecting", "job": number, "started": time.time()}
         try:
             version = self._model_once(number)
@@ -184,8 +186,13 @@ class ModelerAgent(Agent):
         self._remember_plots(series)
 
         subs: dict[str, tuple[nx.DiGraph, dict]] = {}
+        missing = []
         for name in self.settings["submodels"]:
-            answer = self.ref(name).query("model", timeout=30.0)
+            try:
+                answer = self.ref(name).query("model", timeout=30.0)
+            except BadRequest:  # no model there yet: score its pairs here this time
+                missing.append(name)
+                continue
             subs[name] = (interface.from_json(answer["model"]), answer["version"])
         covered = [set(g) for g, _ in subs.values()]
 
@@ -226,6 +233,7 @@ class ModelerAgent(Agent):
             "job": number, "objects": len(series), "pairs_scored": int(len(job.pairs)),
             "candidate_pairs": int(job.n_candidates), "pool": report.as_dict(),
             "submodels": {n: h["version"] for n, (_, h) in subs.items()},
+            "submodels_missing": missing,
             "objects_by_source": by_source,
             "seconds": {"collect": round(t_collected - t_start, 4),
                         "features": round(t_features - t_collected, 4),
@@ -253,10 +261,11 @@ class ModelerAgent(Agent):
     @configure
     def run(self) -> dict:
         """Model now (on demand); a run already going is not started twice."""
-        started = self._launch()
-        if not started:
-            self.state["pending"] = True
-        return {"started": started, "job": self.state["jobs"] + (0 if started else 1)}
+        number = self._launch()
+        if number is None:
+            self.state["pending"] = True  # right after the one going on
+            return {"started": False, "job": self.state["jobs"] + 1}
+        return {"started": True, "job": number}
 
     @configure
     def start(self) -> dict:

@@ -37,10 +37,15 @@ def test_enterprise_modeler_reuses_sub_models(tmp_path):
         c.create("a1", "modeler", "ent", window=900.0, http=None, submodels=["mod-a", "mod-b"],
                  sources=["rec-a", {"agent": "dom-b", "objects": ["B/*"]}])
         mod_a, mod_b, ent = c.ref("mod-a", 30), c.ref("mod-b", 30), c.ref("ent", 30)
+        n_a = len(a)
+        # before the local modelers have a model, the enterprise modeler scores everything
+        first = run(c, ent)
+        assert first["info"]["submodels_missing"] == ["mod-a", "mod-b"]
+        assert first["info"]["pairs_scored"] == (n_a + 1) * n_a
+
         head_a, head_b = run(c, mod_a), run(c, mod_b)
         head = run(c, ent)
-
-        n_a = len(a)
+        assert head["info"]["submodels_missing"] == []
         assert head_a["info"]["pairs_scored"] == n_a * (n_a - 1)
         assert head["info"]["objects_by_source"] == {"dom-b": ["B/cpu"], "rec-a": sorted(a)}
         # only pairs across domains reach the network: A's objects with B, both orders
