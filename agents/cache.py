@@ -107,8 +107,9 @@ class ReportCache:
         """Take what a fetch of ``objects`` over ``(since, until]`` returned."""
         with self.lock:
             for s in fetched:
-                s = s.since(since)
-                s = Series(s.object, s.unit, *(x[s.end <= until + EPS] for x in (s.start, s.end, s.value)))
+                k = (s.end > since) & (s.end <= until + EPS)
+                if not k.all():
+                    s = Series(s.object, s.unit, s.start[k], s.end[k], s.value[k])
                 held = self.series.get(s.object)
                 self.series[s.object] = s if held is None else merge(held, s)
                 self.stats["fetched_samples"] += len(s)
@@ -128,11 +129,12 @@ class ReportCache:
                 s = self.series.get(obj)
                 if s is None:
                     continue
-                s = s.since(since)
-                k = int(np.searchsorted(s.end, bound + EPS, side="right"))
-                if k:
-                    out.append(Series(s.object, s.unit, s.start[:k], s.end[:k], s.value[:k]))
-                    self.stats["served_samples"] += k
+                i = int(np.searchsorted(s.end, since, side="right"))
+                j = int(np.searchsorted(s.end, bound + EPS, side="right"))
+                if j > i:
+                    out.append(s if (i, j) == (0, len(s)) else
+                               Series(s.object, s.unit, s.start[i:j], s.end[i:j], s.value[i:j]))
+                    self.stats["served_samples"] += j - i
         return out, (since if bound == INF else bound)
 
     def report(self, objects: Sequence[str], since: float, until: float | None, fetch: Fetch) -> tuple[list[Series], float]:

@@ -39,6 +39,7 @@ class DomainAgent(MediatorAgent):
     all: list host-level objects only if per-process ones would count twice)."""
 
     defaults = {"label": None, "members": None}
+    joins = True
 
     def setup(self, **settings: Any) -> None:
         members = settings.get("members")

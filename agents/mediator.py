@@ -34,7 +34,7 @@ from agents.cache import ReportCache
 from agents.domain_join import merge
 from agents.placement import Policy, decide
 from agents.recorder import RecorderAgent
-from agents.standing import series_from_rows
+from agents.standing import all_hold, filtered, parse_predicates, series_from_rows
 from masa.activity import Series
 from masa.agent import configure, query
 from masa.errors import BadRequest
@@ -57,6 +57,9 @@ class MediatorAgent(RecorderAgent):
     (s), ``own_load`` (share of a host's CPU this mediator uses, for the policy)."""
 
     defaults = DEFAULTS
+    #: whether outgoing values join several objects: then a segment can be cut by a sample
+    #: that ended before the window, and reads reach back to the earliest sample start
+    joins = False
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -104,6 +107,8 @@ class MediatorAgent(RecorderAgent):
         carried = self.state.pop("carry", None)
         if carried:
             self.store.add_samples([tuple(r) for r in carried])
+        self._refresher = False
+        self.every(CATALOG_TTL, self._refresh_catalog, name="catalog")
         if self.settings.get("placement") is not None:
             self.every(float(self.settings["placement_every"]), self._place, name="placement")
 
@@ -142,7 +147,29 @@ class MediatorAgent(RecorderAgent):
         threads; taking them one at a time makes sure the horizon never passes a batch
         whose position is recorded but whose samples are not stored yet."""
         with self._arrival:
+            self._take_tail(request, seq, until, series)
             return super().deliver(request, source, seq, until, series)
+
+    def _take_tail(self, request: str, seq: int, until: float, series: list) -> None:
+        """A repeat of the last batch taken that reaches further than the first copy.
+
+        A source regenerates a batch it does not know was taken (its call timed out
+        while the batch arrived, or it restarted from a checkpoint taken before the
+        acknowledgement) up to its *current* horizon.  The receiving side drops the
+        repeat by ``seq``, and the source then counts the longer batch as delivered:
+        without this, what lies between the two ends would never arrive."""
+        sub = self.inbox.subs.get(request)
+        if not (sub and isinstance(seq, int) and seq == sub["seq"] and sub.get("until") is not None
+                and isinstance(until, (int, float)) and until > sub["until"] and isinstance(series, list)):
+            return
+        since = sub["until"]
+        parsed = [Series.from_wire(w) for w in series]
+        kept = filtered(parsed, sub["objects"], parse_predicates(sub["predicates"]), check=all_hold)
+        rows = [(s.object, s.unit, a, b, v) for s in kept
+                for a, b, v in zip(s.start.tolist(), s.end.tolist(), s.value.tolist(), strict=True) if b > since]
+        with self.lock:
+            sub["until"] = float(until)
+        self.record(rows, complete_until=self._horizon())
 
     def record(self, rows: list[tuple], complete_until: float | None = None) -> None:
         ends: dict[str, float] = {}
@@ -179,7 +206,7 @@ class MediatorAgent(RecorderAgent):
     def _below(self, refresh: bool = False) -> dict[str, dict]:
         """Object -> {"unit", "applied", "source"} from every source's catalog."""
         now = time.monotonic()
-        if refresh or now - self._catalog_at > CATALOG_TTL or not self._catalog:
+        if refresh or not self._catalog or (now - self._catalog_at > CATALOG_TTL and not self._refresher):
             out: dict[str, dict] = {}
             for source in self.settings["sources"]:
                 for entry in self.ref(source).query("catalog"):
@@ -189,6 +216,12 @@ class MediatorAgent(RecorderAgent):
             self._catalog, self._catalog_at = out, now
             self._anchor(out)
         return self._catalog
+
+    def _refresh_catalog(self) -> None:
+        """Keep the catalog below fresh off the request path (a cache hit then makes no
+        call below at all)."""
+        self._refresher = True
+        self._below(refresh=True)
 
     def _anchor(self, catalog: dict[str, dict]) -> None:
         """An object known below but not heard from yet may have a sample running right
@@ -235,7 +268,9 @@ class MediatorAgent(RecorderAgent):
         out = []
         for s in series:
             k = (s.end > since) & (s.end <= until)
-            if k.any():
+            if k.all() and len(s):
+                out.append(s)
+            elif k.any():
                 out.append(Series(s.object, s.unit, s.start[k], s.end[k], s.value[k]))
         return out
 
@@ -245,7 +280,7 @@ class MediatorAgent(RecorderAgent):
         # Samples still running at ``until`` count too: they cover time before it.
         rows = [r for r in self.store.samples(t0, until + STRADDLE) if r[2] < until]
         first = min((r[2] for r in rows), default=t0)
-        if first < t0:  # a sample reaching back before t0: take what ended meanwhile too
+        if self.joins and first < t0:  # a sample reaching back before t0: take what ended meanwhile too
             rows = [r for r in self.store.samples(first, until + STRADDLE) if r[2] < until]
         self._below()  # markers of what is applied below
         raw = {s.object: s for s in series_from_rows(rows)}
@@ -270,7 +305,7 @@ class MediatorAgent(RecorderAgent):
             answered = min(answered, u)
             raw.update({s.object: s for s in got})
             first = min((float(s.start[0]) for s in got if len(s)), default=t0)
-            if first < t0:  # a sample reaching back before t0: what ended meanwhile cuts it
+            if self.joins and first < t0:  # a sample reaching back before t0: what ended meanwhile cuts it
                 extra, _ = self.cache.report(objs, first, t0, fetch)
                 for s in extra:
                     raw[s.object] = merge(raw[s.object], s) if s.object in raw else s
@@ -299,8 +334,7 @@ class MediatorAgent(RecorderAgent):
         self._maybe_redirect()
         out = []
         for obj, entry in sorted(self._below().items()):
-            mine = [preprocess.tag(s) for s in self._steps_for(obj)]
-            out.append({"object": obj, "unit": entry["unit"], "applied": entry["applied"] + mine})
+            out.append({"object": obj, "unit": entry["unit"], "applied": self._applied(obj)})
         return out
 
     @query
@@ -319,9 +353,15 @@ class MediatorAgent(RecorderAgent):
         wanted = self._up_objects(objects)
         if wanted is not None:
             out = [s for s in out if any(fnmatch.fnmatchcase(s.object, g) for g in wanted)]
-        catalog = {e["object"]: e["applied"] for e in self.catalog()} if out else {}
-        return {"series": [{**s.to_wire(), "applied": catalog.get(s.object, [])} for s in out],
+        return {"series": [{**s.to_wire(), "applied": self._applied(s.object)} for s in out],
                 "until": answered}
+
+    def _applied(self, obj: str) -> list[str]:
+        """Tags of the steps applied to ``obj`` by the time it leaves here."""
+        entry = self._catalog.get(obj)
+        if entry is None:
+            return [preprocess.tag(s) for s in self.settings["steps"]]  # made here (collective)
+        return entry["applied"] + [preprocess.tag(s) for s in self._steps_for(obj)]
 
     @query
     def subscribe(self, request: str, subscriber: str, objects: list[str] | None = None,

@@ -20,7 +20,7 @@ def assert_same_samples(got: Series, want: Series, rtol: float = 0.0) -> None:
     """Same intervals exactly; values equal (or within ``rtol``); none twice."""
     have, need = set(zip(got.start, got.end, strict=True)), set(zip(want.start, want.end, strict=True))
     t0 = min(want.start[0] if len(want) else 0, got.start[0] if len(got) else 0)
-    assert have == need, (f"missing {sorted((a - t0, b - t0) for a, b in need - have)}, "
+    assert have == need, (f"{want.object}: missing {sorted((a - t0, b - t0) for a, b in need - have)}, "
                           f"extra {sorted((a - t0, b - t0) for a, b in have - need)} of {len(want)}")
     np.testing.assert_array_equal(got.start, want.start)
     np.testing.assert_array_equal(got.end, want.end)
