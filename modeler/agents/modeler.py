@@ -24,6 +24,7 @@ import networkx as nx
 import numpy as np
 
 from masa import admin
+from masa.activity import Series
 from masa.agent import Agent, configure, query
 from masa.errors import BadRequest
 from masa.store import Store
@@ -42,6 +43,10 @@ DEFAULTS: dict[str, Any] = {
 }
 #: points per object kept for the supervision page's activity plots
 PLOT_POINTS = 240
+#: seconds after the last look at the activity plots that they stop being refreshed
+LIVE_IDLE = 30.0
+#: seconds between refreshes of the plots while someone looks
+LIVE_EVERY = 2.0
 
 
 def _positive(settings: dict, key: str) -> None:
@@ -96,6 +101,9 @@ class ModelerAgent(Agent):
         self._job: threading.Thread | None = None
         self._progress: dict[str, Any] = {"state": "idle"}
         self._plots: dict[str, dict] = {}
+        self._live: dict[str, Series] = {}
+        self._live_until: dict[str, float] = {}  # per source: end of the newest sample
+        self._plots_seen = 0.0
         self._stopping = False
         self.state.setdefault("pending", False)
         self.state.setdefault("last_run", 0.0)
@@ -106,6 +114,7 @@ class ModelerAgent(Agent):
             # importing Flask takes seconds on a busy host: not inside the create call
             threading.Thread(target=self._serve_web, daemon=True, name=f"web-{self.name}").start()
         self.every(0.5, self._tick, name="schedule")
+        self.every(LIVE_EVERY, self._refresh_plots, name="live-plots")
 
     def _serve_web(self) -> None:
         from modeler.web.server import serve_agent
@@ -183,7 +192,7 @@ class ModelerAgent(Agent):
         window = float(self.settings["window"])
         series, by_source = collect(self.ref, self.settings["sources"], now - window)
         t_collected = time.perf_counter()
-        self._remember_plots(series)
+        self._remember_plots(series, by_source)
 
         subs: dict[str, tuple[nx.DiGraph, dict]] = {}
         missing = []
@@ -247,9 +256,37 @@ class ModelerAgent(Agent):
     def _on_batch(self, report: PoolReport) -> None:
         self._progress = {**self._progress, "pool": report.as_dict()}
 
-    def _remember_plots(self, series: dict) -> None:
+    def _remember_plots(self, series: dict[str, Series], by_source: dict[str, list[str]]) -> None:
+        with self.lock:
+            self._live = dict(series)
+            self._live_until = {agent: max(float(series[o].end[-1]) for o in objects)
+                                for agent, objects in by_source.items() if objects}
+            self._thin()
+
+    def _refresh_plots(self) -> None:
+        """Only what is new since the last refresh, and only while someone looks: the
+        sources' cost of a live page is one small report per source every few seconds."""
+        if time.time() - self._plots_seen > LIVE_IDLE:
+            return
+        window = float(self.settings["window"])
+        horizon = time.time() - window
+        for spec in self.settings["sources"]:  # each source from where it stood last time
+            agent = spec["agent"]
+            since = self._live_until.get(agent, horizon)
+            fresh, _ = collect(self.ref, [spec], since)
+            with self.lock:
+                for obj, s in fresh.items():
+                    held = self._live.get(obj)
+                    self._live[obj] = (s if held is None else held.append(s)).since(horizon)
+                    self._live_until[agent] = max(self._live_until.get(agent, since), float(s.end[-1]))
+        with self.lock:
+            self._thin()
+
+    def _thin(self) -> None:
         plots = {}
-        for obj, s in series.items():
+        for obj, s in self._live.items():
+            if not len(s):
+                continue
             k = max(1, -(-len(s) // PLOT_POINTS))
             end, value = s.end[::k], s.value[::k]
             plots[obj] = {"unit": s.unit, "t": [round(float(t), 3) for t in end],
@@ -395,7 +432,9 @@ class ModelerAgent(Agent):
 
     @query
     def activity(self, objects: list[str] | None = None) -> dict:
-        """The activity the last run used, thinned for plotting (per object)."""
+        """Activity per object over the model's window, thinned for plotting; kept
+        current while asked for (the supervision page asks every few seconds)."""
+        self._plots_seen = time.time()
         plots = self._plots
         if objects is None:
             return plots

@@ -1,7 +1,7 @@
 """The supervision page in a real headless Chromium (Debian's chromium + chromium-driver).
 
 What it proves: the page served by a running modeler shows the hosts and agents where
-they are (and a move as it happens), plots activity, draws the current model (checked
+they are (and a move as it happens), plots activity live, draws the current model (checked
 on a screenshot, not only in the DOM), runs/stops/starts modeling from its buttons and
 shows versions and the difference between two of them."""
 
@@ -54,7 +54,9 @@ def modeler(tmp_path_factory):
                  call_timeout=30.0) as c:
         c.create("m1", "recorder", "rec", store=fill(home / "r.db", sc.series))
         c.create("n1", "neural", "nn1")
-        c.create("m1", "modeler", "mod", sources=["rec"], pool=["nn1"], window=900.0, every=3600.0)
+        c.create("m1", "collector", "col", interval=0.5, per_process="none")  # live activity
+        c.create("m1", "modeler", "mod", sources=["rec", {"agent": "col", "objects": ["m1/cpu"]}],
+                 pool=["nn1"], window=900.0, every=3600.0)
         mod = c.ref("mod", timeout=30)
         mod.configure("run")
         c.wait(lambda: (s := mod.query("status"))["latest"] == 1 and s["http"], timeout=60)
@@ -109,7 +111,23 @@ def test_supervision_page_end_to_end(modeler, browser, tmp_path):
     wait_for(browser, lambda d: row(d, "mod")[:3] == ["mod", "modeler", "m1"])
     assert row(browser, "nn1") == ["nn1", "neural", "n1", "up"]
     assert row(browser, "n2") == ["n2", "host", "domain A", "up"]
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#plots polyline")) == len(modeler[1].query("activity"))
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#plots polyline")) > 0)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#plots polyline")) == len(mod.query("activity")), \
+        texts(browser, "#state")
+
+    # the plots are live: the collector's host CPU plot grows while the page is open
+    def cpu_plot(d) -> str:
+        return d.execute_script(
+            "const box = Array.from(document.querySelectorAll('#plots > div'))"
+            ".find((b) => b.firstChild.textContent.startsWith('m1/cpu '));"
+            "return box ? box.querySelector('polyline').getAttribute('points') : '';")
+    def newest() -> float:
+        return mod.query("activity", objects=["m1/cpu"])["m1/cpu"]["t"][-1]
+
+    first = wait_for(browser, cpu_plot)
+    t_first = newest()
+    c.wait(lambda: newest() > t_first + 1.0, timeout=20)
+    wait_for(browser, lambda d: cpu_plot(d) != first)
 
     # a move shows up
     c.move("nn1", "n2")
