@@ -412,7 +412,8 @@ class MediatorAgent(RecorderAgent):
     @query
     def status(self) -> dict:
         return {**super().status(), "host": self.host.name, "cache": dict(self.cache.stats),
-                "below": {r: {"seq": s["seq"], "until": s["until"]} for r, s in self.inbox.subs.items()},
+                "below": {r: {"seq": s["seq"], "until": s["until"], "source": s.get("source"),
+                              "predicates": s.get("predicates", [])} for r, s in self.inbox.subs.items()},
                 "moves": self.state.get("placement_memo", {}).get("moves", 0)}
 
     # -- delegation --------------------------------------------------------------------------

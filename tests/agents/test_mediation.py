@@ -156,3 +156,21 @@ def test_placement_policy_moves_the_mediator_next_to_its_source_and_stays(chain)
     time.sleep(2.5)  # five more evaluations: no reason to leave
     status = c.ref("nomad").query("status")
     assert status["host"] == "b2" and status["moves"] == 1
+
+
+def test_predicates_pushed_down_when_values_pass_unchanged_and_checked_on_the_way_up(chain):
+    c = chain
+    c.create("m1", "mediator", "plain", sources=["col1"])
+    c.create("m1", "mediator", "resampling", sources=["col1"], steps=[{"step": "resample", "period": 1.0}])
+    wanted = ["b1/cpu >= 0.02", "b1/cpu < 1.5"]
+    for source in ("plain", "resampling"):
+        c.create("m2", "recorder", f"picky-{source}")
+        c.ref(f"picky-{source}").configure("subscribe_to", request="r", source=source, objects=["b1/cpu"],
+                                           predicates=wanted)
+    below = {name: c.ref(name).query("status")["below"] for name in ("plain", "resampling")}
+    assert [b["predicates"] for b in below["plain"].values()] == [wanted]  # the collector filters
+    assert [b["predicates"] for b in below["resampling"].values()] == [[]]  # values change: all sent
+    c.wait(lambda: taken(c, "picky-plain", "r") >= 4 and taken(c, "picky-resampling", "r") >= 2, timeout=20)
+    for source in ("plain", "resampling"):
+        got = recorded(c, f"picky-{source}", "b1/cpu")
+        assert np.all((got.value >= 0.02) & (got.value < 1.5))  # checked in full on the way up
