@@ -69,7 +69,7 @@ def evaluate(model: str, truth: str, as_json: bool) -> None:
 @click.command("train")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
               help="Where to write the network (.npz).")
-@click.option("--scenarios", type=click.IntRange(2), default=800, show_default=True,
+@click.option("--scenarios", type=click.IntRange(2), default=1600, show_default=True,
               help="Simulated recordings to train on.")
 @click.option("--recording", "recordings", multiple=True, type=click.Path(file_okay=False),
               help="A testbed directory (activity.csv + truth.json) to add; repeatable.")
