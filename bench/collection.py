@@ -127,7 +127,7 @@ def _static(line: str) -> str:
 
 
 def start_sim(data_dir: Path):
-    from tests.probes.agents import Snmpsim
+    from tests.probes.snmp_agents import Snmpsim
 
     return Snmpsim(data_dir)
 

@@ -82,11 +82,11 @@ def procfs(match, rules, per_process, label, interval, seconds, out, connections
         p = record_procfs(probe, out, interval, seconds, connections=connections,
                           connections_every=connections_every, on_tick=update)
     _summary(p, out)
-    if connections and not probe_complete():
+    if connections and not _connections_complete():
         click.echo("note: not root, so sockets of other users' processes are listed without pid", err=True)
 
 
-def probe_complete() -> bool:
+def _connections_complete() -> bool:
     from probes.connections import ConnectionProbe
 
     return ConnectionProbe().complete

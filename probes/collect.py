@@ -146,7 +146,7 @@ def record_snmp(
 
         engine = SnmpEngine()
         for p in pollers:
-            p.engine, p._own_engine = engine, False
+            p.attach(engine)
         try:
             for due in _grid(interval, seconds, progress):
                 if (delay := due - time.time()) > 0:

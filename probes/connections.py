@@ -131,6 +131,8 @@ class ConnectionProbe:
 
     def sample(self) -> list[Connection]:
         """Connections now (states other than LISTEN; LISTEN too if ``listening``)."""
+        if not os.path.exists(f"{self.proc}/net/tcp"):  # not Linux: portability over speed
+            return psutil_connections(listening=self.listening)
         seen = time.time()
         table = read_tcp_table(self.proc)
         listen_ports = {r.local[1] for r in table if r.state == LISTEN}
@@ -162,3 +164,29 @@ class ConnectionProbe:
 def read_connections(proc: str = procread.PROC, *, listening: bool = False) -> list[Connection]:
     """One-shot: the TCP connections of this network namespace with their processes."""
     return ConnectionProbe(proc, listening=listening).sample()
+
+
+def psutil_connections(*, listening: bool = False) -> list[Connection]:
+    """The same evidence through psutil, for systems without Linux's ``/proc/net/tcp``
+    (slower, and on Linux it needs root for other users' sockets just the same)."""
+    import psutil
+
+    seen = time.time()
+    conns = psutil.net_connections("tcp")
+    listen_ports = {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+    names: dict[int, str | None] = {}
+    out = []
+    for c in conns:
+        is_listen = c.status == psutil.CONN_LISTEN
+        if is_listen and not listening:
+            continue
+        if c.pid is not None and c.pid not in names:
+            try:
+                names[c.pid] = psutil.Process(c.pid).name()
+            except psutil.Error:
+                names[c.pid] = None
+        direction = "listen" if is_listen else ("in" if c.laddr.port in listen_ports else "out")
+        remote = (c.raddr.ip, c.raddr.port) if c.raddr and not is_listen else ("", 0)
+        out.append(Connection(c.pid, names.get(c.pid) if c.pid is not None else None,
+                              (c.laddr.ip, c.laddr.port), remote, c.status, direction, -1, 0, seen))
+    return out

@@ -27,10 +27,9 @@ def counter_delta(old: int, new: int, bits: int) -> int | None:
 def uptime_went_back(old_ticks: int, new_ticks: int, elapsed_s: float) -> bool:
     """Whether the agent restarted between two polls, judged by sysUpTime (1/100 s).
 
-    Goes back: restarted.  Also restarted if its uptime grew by much less than the time
-    that passed (it restarted and has been up longer than the old uptime by the next
-    poll only if that uptime was tiny — covered by the first test).  TimeTicks wrap
-    after 497 days; a reading just past the wrap looks like a restart, which costs one
+    It went back: restarted.  It grew by far less than the time that passed: restarted
+    too (and has been up longer than its old, small uptime by now).  TimeTicks wrap after
+    497 days; a reading just past the wrap looks like a restart, which costs one
     interval, never a spike."""
     if new_ticks < old_ticks:
         return True

@@ -34,7 +34,3 @@ class AgentRestart(ProbeError):
 
     Raised once, for the poll that detected it; the baselines are reset, so the next
     poll produces rates again.  No rate is ever computed across a restart."""
-
-
-class NotPermitted(ProbeError):
-    """The operating system denied access (e.g. other users' sockets without root)."""

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 
 from pyasn1.type.univ import Null
@@ -70,6 +72,38 @@ def _object_type(oid: tuple) -> ObjectType:
             _OBJECT_TYPES.clear()
         ot = _OBJECT_TYPES[oid] = ObjectType(ObjectIdentity(oid))
     return ot
+
+
+RCVBUF = 4 << 20  # one socket receives every agent's answers: room for bursts
+_ENLARGED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _enlarge_receive_buffer(engine: SnmpEngine, ipv6: bool) -> None:
+    """Give the engine's UDP socket a large receive buffer, once.
+
+    All pollers sharing an engine read their answers from one socket; with hundreds of
+    agents, answers arrive in bursts (an agent host that was descheduled answers a
+    backlog at once) and the default ~200 kB buffer overflows: the kernel drops them
+    and they turn into timeouts.  SO_RCVBUFFORCE (root) lifts the rmem_max cap."""
+    if engine in _ENLARGED:
+        return
+    domain = (Udp6TransportTarget if ipv6 else UdpTransportTarget).TRANSPORT_DOMAIN
+    try:
+        proto = engine.transport_dispatcher.get_transport(domain)
+        sock = proto.transport.get_extra_info("socket") if proto and proto.transport else None
+    except Exception:  # noqa: BLE001 - no transport yet: try again next poll
+        return
+    if sock is None:
+        return
+    for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if opt is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
+            break
+        except OSError:
+            continue
+    _ENLARGED.add(engine)
 
 
 def parse_target(target: str) -> tuple[str, int, bool]:
@@ -143,6 +177,13 @@ class SnmpPoller:
         self._prev_cpu: tuple[float, dict[str, int]] | None = None
         self._last_cpu: dict[str, int] = {}
 
+    def attach(self, engine: SnmpEngine) -> None:
+        """Poll through ``engine`` (shared with other pollers on the running loop) from
+        now on; for pollers built before their event loop existed."""
+        if self._own_engine and self.engine is not None:
+            self.engine.close_dispatcher()
+        self.engine, self._own_engine, self._transport = engine, False, None
+
     def __repr__(self) -> str:
         return f"SnmpPoller({self.target!r}, {self.credentials!r}, label={self.label!r})"
 
@@ -167,10 +208,10 @@ class SnmpPoller:
                 limit)
         except TimeoutError:
             raise ProbeTimeout(f"no answer within {limit:.1f} s", self.target) from None
-        except ProbeError:
-            raise
         except Exception as exc:  # noqa: BLE001 - pysnmp raises many kinds on bad input
             raise GarbageResponse(f"unusable response: {exc}", self.target) from None
+        finally:
+            _enlarge_receive_buffer(self.engine, self.ipv6)
         if err:
             if isinstance(err, errind.RequestTimedOut):
                 v2 = " (or wrong community: a v2c agent stays silent)" if self.credentials.community else ""

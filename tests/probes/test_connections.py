@@ -108,3 +108,13 @@ def test_without_root_others_sockets_are_reported_unattributed(pair, request):
     assert data["complete"] is False
     ours = [c for c in data["c"] if c["local"][1] == cport and c["remote"] == [host, port]]
     assert len(ours) == 1 and ours[0]["pid"] is None and ours[0]["uid"] == 0
+
+
+def test_psutil_fallback_gives_the_same_evidence(pair):
+    """The portable path (used where /proc/net/tcp does not exist) agrees with /proc."""
+    from probes.connections import psutil_connections
+
+    spid, cpid, host, port, cport = pair
+    fast = {(c.pid, c.local, c.remote, c.direction) for c in read_connections() if c.pid in (spid, cpid)}
+    portable = {(c.pid, c.local, c.remote, c.direction) for c in psutil_connections() if c.pid in (spid, cpid)}
+    assert fast == portable and len(fast) == 2

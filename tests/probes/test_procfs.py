@@ -199,3 +199,29 @@ def test_rules_group_by_user_and_name(spawn):
     out = {s.object: s.value for s in probe.sample()}
     assert out["h/app/mine"] > 0
     assert "h/app/other" in out  # first match wins: the child is in "mine" only
+
+
+def test_interface_bytes_and_host_cpu(spawn):
+    """Bytes sent over loopback between two samples show up on lo; a spinning child
+    shows up in host CPU."""
+    import socket
+
+    probe = ProcfsProbe(per_process="none", host="h")
+    child = spawn(["cpu:0.4"], marker="masa-probe-test-host")
+    child.wait_event()
+    probe.sample()
+    st = procread.read_stat(child.pid)
+    base = (st.utime + st.stime) / procread.CLK_TCK
+    payload = b"y" * 50_000
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+        b.bind(("127.0.0.1", 0))
+        for _ in range(40):  # 2 MB through lo
+            a.sendto(payload, b.getsockname())
+            b.recv(65536)
+    _, _, cpu_used = child.wait_event()
+    out = {s.object: s for s in probe.sample()}
+    lo = out["h/if/lo/in"]
+    assert lo.unit == "B/s" and lo.value * (lo.end - lo.start) >= 2_000_000
+    host = out["h/cpu"]
+    assert host.value * (host.end - host.start) >= 0.9 * (cpu_used - base) - 0.03
+    assert host.value <= os.cpu_count() + 0.01

@@ -13,7 +13,7 @@ import pytest
 from probes.errors import AuthFailure, ProbeTimeout
 from probes.snmp import SnmpPoller, poll_all
 from probes.snmp_auth import Credentials
-from tests.probes.agents import (
+from tests.probes.snmp_agents import (
     AUTH_KEY,
     COMMUNITY,
     PRIV_KEY,

@@ -10,7 +10,7 @@ import pytest
 from probes.errors import AgentRestart, GarbageResponse
 from probes.snmp import SnmpPoller
 from probes.snmp_auth import Credentials
-from tests.probes.agents import Snmpsim
+from tests.probes.snmp_agents import Snmpsim
 
 RATE = 40_000_000  # bytes/s on the wrapping interface: a 32-bit counter wraps every ~107 s
 START = 2**32 - 2 * RATE  # ... so start it 2 s before the wrap
