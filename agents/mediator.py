@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -34,13 +33,12 @@ from agents.cache import ReportCache
 from agents.domain_join import merge
 from agents.placement import Policy, decide
 from agents.recorder import RecorderAgent
-from agents.standing import all_hold, filtered, parse_predicates, series_from_rows
+from agents.standing import series_from_rows
 from masa.activity import Series
 from masa.agent import configure, query
 from masa.errors import BadRequest
 
 CATALOG_TTL = 2.0  # seconds a catalog from below is trusted
-LEAVING = 15.0  # s without deliveries up after before_move (longer only if the move failed)
 STRADDLE = 3600.0  # longest sample expected (s): a batch also reads samples running past its end
 INF = float("inf")
 
@@ -95,81 +93,28 @@ class MediatorAgent(RecorderAgent):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._arrival = threading.Lock()
-        self._delivering = threading.Lock()
-        self._leaving = -INF
         super().on_start()
         self.cache = ReportCache(retain=float(self.settings["cache_retain"]))
         self._catalog: dict[str, dict] = {}
         self._catalog_at = 0.0
         self.state.setdefault("last_end", {})
         self.state.setdefault("placement_memo", {})
-        carried = self.state.pop("carry", None)
-        if carried:
-            self.store.add_samples([tuple(r) for r in carried])
         self._refresher = False
         self.every(CATALOG_TTL, self._refresh_catalog, name="catalog")
         if self.settings.get("placement") is not None:
             self.every(float(self.settings["placement_every"]), self._place, name="placement")
 
-    def before_move(self, target: str) -> None:
-        """Take along the samples not yet passed up (and the history the steps and the
-        join need): the store stays behind, and the sources below have already been told
-        these batches arrived.  Calls are drained by now, so nothing slips in between."""
-        with self._delivering:  # a batch going up right now must be acknowledged in the state
-            self._leaving = time.monotonic()
-            acked = [spec["acked_until"] for spec in self.subscriptions.requests.values()]
-        if acked:
-            t0 = min(acked) - self._lookback()
-            rows = self.store.samples(t0)
-            first = min((r[2] for r in rows), default=t0)
-            if first < t0:
-                rows = self.store.samples(first)
-            self.state["carry"] = [list(r) for r in rows]
-        super().before_move(target)
-
-    def _deliver(self) -> None:
-        """Deliver up, then checkpoint: a restart then resumes from what was acknowledged,
-        not from up to five seconds earlier (the stream's batches would be regenerated
-        with other boundaries, which the receiving side cannot tell apart)."""
-        with self._delivering:
-            if time.monotonic() - self._leaving < LEAVING:
-                return  # moving: the state that travels must hold the last acknowledgement
-            acked = self.subscriptions.deliver_all(horizon=self._complete)
-        if acked:
-            self.host.checkpoint(self)
+    def carry_since(self) -> float | None:
+        """Besides what is not yet passed up, the history the steps and the join need,
+        and whole samples of other objects that overlap that start."""
+        since = super().carry_since()
+        if since is None:
+            return None
+        t0 = since - self._lookback()
+        first = min((r[2] for r in self.store.samples(t0)), default=t0)
+        return min(first, t0)
 
     # -- what arrives from below --------------------------------------------------------------
-
-    @query
-    def deliver(self, request: str, source: str, seq: int, until: float, series: list) -> int:
-        """One batch from below.  Batches from different sources arrive on different
-        threads; taking them one at a time makes sure the horizon never passes a batch
-        whose position is recorded but whose samples are not stored yet."""
-        with self._arrival:
-            self._take_tail(request, seq, until, series)
-            return super().deliver(request, source, seq, until, series)
-
-    def _take_tail(self, request: str, seq: int, until: float, series: list) -> None:
-        """A repeat of the last batch taken that reaches further than the first copy.
-
-        A source regenerates a batch it does not know was taken (its call timed out
-        while the batch arrived, or it restarted from a checkpoint taken before the
-        acknowledgement) up to its *current* horizon.  The receiving side drops the
-        repeat by ``seq``, and the source then counts the longer batch as delivered:
-        without this, what lies between the two ends would never arrive."""
-        sub = self.inbox.subs.get(request)
-        if not (sub and isinstance(seq, int) and seq == sub["seq"] and sub.get("until") is not None
-                and isinstance(until, (int, float)) and until > sub["until"] and isinstance(series, list)):
-            return
-        since = sub["until"]
-        parsed = [Series.from_wire(w) for w in series]
-        kept = filtered(parsed, sub["objects"], parse_predicates(sub["predicates"]), check=all_hold)
-        rows = [(s.object, s.unit, a, b, v) for s in kept
-                for a, b, v in zip(s.start.tolist(), s.end.tolist(), s.value.tolist(), strict=True) if b > since]
-        with self.lock:
-            sub["until"] = float(until)
-        self.record(rows, complete_until=self._horizon())
 
     def record(self, rows: list[tuple], complete_until: float | None = None) -> None:
         ends: dict[str, float] = {}

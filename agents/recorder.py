@@ -7,6 +7,8 @@ domain agents build on the same receiving side (:class:`agents.standing.Inbox`).
 
 from __future__ import annotations
 
+import threading
+
 from agents.source import ActivitySource
 from agents.standing import Inbox
 from masa.agent import configure, query
@@ -16,6 +18,7 @@ KEEPALIVE = 10.0  # seconds between re-sends of the pending requests (idempotent
 
 class RecorderAgent(ActivitySource):
     def on_start(self) -> None:
+        self._arrival = threading.Lock()
         super().on_start()
         self.inbox = Inbox(self)
         self._unsent = set(self.inbox.subs)  # after a restart or move: send them all again
@@ -41,14 +44,15 @@ class RecorderAgent(ActivitySource):
 
     @query
     def deliver(self, request: str, source: str, seq: int, until: float, series: list) -> int:
-        taken, kept = self.inbox.accept(request, source, seq, until, series)
-        if kept:
+        """One batch from a source.  Batches from several sources arrive on several
+        threads; taking them one at a time keeps the completeness horizon from passing
+        a batch whose position is recorded but whose samples are not stored yet."""
+        with self._arrival:
+            taken, kept = self.inbox.accept(request, source, seq, until, series)
             self.record([(s.object, s.unit, a, b, v) for s in kept
                          for a, b, v in zip(s.start.tolist(), s.end.tolist(), s.value.tolist(), strict=True)],
                         complete_until=self._horizon())
-        else:
-            self.record([], complete_until=self._horizon())
-        return taken
+            return taken
 
     def _horizon(self) -> float | None:
         ends = [sub["until"] for sub in self.inbox.subs.values() if sub.get("until") is not None]

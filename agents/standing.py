@@ -283,16 +283,24 @@ class Inbox:
         return True
 
     def accept(self, request: str, source: str, seq: int, until: float, series: list) -> tuple[int, list[Series]]:
-        """Take one batch; returns (highest seq taken, new series or [] if a repeat)."""
-        if not isinstance(seq, int) or not isinstance(series, list):
-            raise BadRequest("deliver needs an integer seq and a list of series")
+        """Take one batch; returns (highest seq taken, the samples that are new here).
+
+        A repeated ``seq`` is acknowledged again and applies nothing — except the part
+        reaching past what was taken: a source that missed the acknowledgement (its call
+        timed out, or it restarted from an older checkpoint) regenerates the batch up to
+        its *current* horizon, and that tail exists nowhere else."""
+        if not isinstance(seq, int) or not isinstance(series, list) or not isinstance(until, (int, float)):
+            raise BadRequest("deliver needs an integer seq, a time until and a list of series")
         with self.agent.lock:
             sub = self.subs.get(request)
             if sub is None:
                 raise BadRequest(f"no standing request {request!r} here")
-            if seq <= sub["seq"]:
-                return sub["seq"], []  # already taken: acknowledge again, apply nothing
+            held = sub["until"] if sub["until"] is not None else float("-inf")
+            if seq <= sub["seq"] and until <= held:
+                return sub["seq"], []
             parsed = [Series.from_wire(w) for w in series]
             kept = filtered(parsed, sub["objects"], parse_predicates(sub["predicates"]), check=all_hold)
-            sub["seq"], sub["until"] = seq, float(until)
-            return seq, kept
+            if seq <= sub["seq"]:  # a longer repeat: only its tail is new
+                kept = [t for t in (s.since(held) for s in kept) if len(t)]
+            sub["seq"], sub["until"] = max(seq, sub["seq"]), max(float(until), held)
+            return sub["seq"], kept

@@ -51,3 +51,31 @@ def test_series_from_rows_groups_by_object_in_time_order():
     out = {s.object: s for s in series_from_rows(rows)}
     np.testing.assert_array_equal(out["a"].value, [0.1, 0.2])
     assert out["b"].unit == "B/s" and len(out["b"]) == 1
+
+
+class _Holder:
+    """Just the parts of an agent an Inbox touches (its state and lock)."""
+
+    def __init__(self):
+        import threading
+
+        self.state, self.lock, self.name = {}, threading.RLock(), "sub"
+
+
+def test_inbox_takes_only_the_tail_of_a_longer_repeat():
+    from agents.standing import Inbox
+
+    inbox = Inbox(_Holder())
+    inbox.subs["r"] = {"seq": 0, "until": 0.0, "objects": None, "predicates": []}
+    first = Series("a", "cpu", [0, 1], [1, 2], [1, 2])
+    assert inbox.accept("r", "src", 1, 2.0, [first.to_wire()])[0] == 1
+    # the same batch again (the ack was lost): nothing new
+    assert inbox.accept("r", "src", 1, 2.0, [first.to_wire()]) == (1, [])
+    # regenerated up to a later horizon: only what lies past 2.0 is new
+    longer = Series("a", "cpu", [0, 1, 2, 3], [1, 2, 3, 4], [1, 2, 3, 4])
+    seq, kept = inbox.accept("r", "src", 1, 4.0, [longer.to_wire()])
+    assert seq == 1 and len(kept) == 1
+    np.testing.assert_array_equal(kept[0].start, [2, 3])
+    assert inbox.subs["r"]["until"] == 4.0
+    with pytest.raises(BadRequest, match="no standing request"):
+        inbox.accept("other", "src", 1, 1.0, [])
