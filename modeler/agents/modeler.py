@@ -26,7 +26,7 @@ import numpy as np
 from masa import admin
 from masa.activity import Series
 from masa.agent import Agent, configure, query
-from masa.errors import BadRequest
+from masa.errors import BadRequest, MasaError
 from masa.store import Store
 from modeler import interface
 from modeler.agents import scoring
@@ -47,6 +47,8 @@ PLOT_POINTS = 240
 LIVE_IDLE = 30.0
 #: seconds between refreshes of the plots while someone looks
 LIVE_EVERY = 2.0
+#: a live refresh runs on the host's shared task pool: never wait long for a source
+LIVE_TIMEOUT = 3.0
 
 
 def _positive(settings: dict, key: str) -> None:
@@ -87,6 +89,8 @@ class ModelerAgent(Agent):
         if "sources" in changed:
             self.settings["sources"] = parse_sources(self.settings["sources"])
         self._check({**DEFAULTS, **self.settings})
+        if "step" in changed:
+            self._estimator.step = self.settings["step"]
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -251,6 +255,8 @@ class ModelerAgent(Agent):
                         "total": round(t_decided - t_start, 4)},
         }
         sources = [s["agent"] for s in self.settings["sources"]] + list(subs)
+        if self._stopping:  # moved or stopped meanwhile: the agent redoes it where it runs now
+            raise RuntimeError("agent left this host during the run; not kept")
         return self.versions.add(self.name, g, Provenance(sources, job.t0, job.t1, self._network, info))
 
     def _on_batch(self, report: PoolReport) -> None:
@@ -273,7 +279,10 @@ class ModelerAgent(Agent):
         for spec in self.settings["sources"]:  # each source from where it stood last time
             agent = spec["agent"]
             since = self._live_until.get(agent, horizon)
-            fresh, _ = collect(self.ref, [spec], since)
+            try:
+                fresh, _ = collect(self.ref, [spec], since, timeout=LIVE_TIMEOUT)
+            except MasaError:
+                continue  # a source away for now: its plot waits, the others go on
             with self.lock:
                 for obj, s in fresh.items():
                     held = self._live.get(obj)

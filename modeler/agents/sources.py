@@ -36,7 +36,8 @@ def parse_sources(raw: Any) -> list[dict[str, Any]]:
 
 
 def collect(ref: Callable[[str], AgentRef], sources: list[dict[str, Any]], since: float,
-            until: float | None = None) -> tuple[dict[str, Series], dict[str, list[str]]]:
+            until: float | None = None, timeout: float = REPORT_TIMEOUT,
+            ) -> tuple[dict[str, Series], dict[str, list[str]]]:
     """Every source's series since ``since``; returns ``(series by object, objects by source)``.
 
     An object offered by two sources (a mediator in front of a collector also asked
@@ -44,7 +45,7 @@ def collect(ref: Callable[[str], AgentRef], sources: list[dict[str, Any]], since
     series: dict[str, Series] = {}
     origin: dict[str, str] = {}
     for spec in sources:
-        answer = ref(spec["agent"]).query("report", timeout=REPORT_TIMEOUT, objects=spec["objects"],
+        answer = ref(spec["agent"]).query("report", timeout=timeout, objects=spec["objects"],
                                           since=float(since), until=until)
         for wire in answer.get("series", []):
             s = Series.from_wire(wire)
