@@ -48,7 +48,7 @@ class CollectorAgent(ActivitySource):
     def _tick(self) -> None:
         with self._meter_lock:
             if self._meter is None:
-                self._meter = make_meter(self.settings, self.host.name)
+                self._meter = make_meter(self.settings, self.host.name, self.host.settings)
             rows = self._meter.sample()
         self.record(rows)
 

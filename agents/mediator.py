@@ -419,10 +419,9 @@ class MediatorAgent(RecorderAgent):
     def _place(self) -> None:
         """Gather host resources and source locations, let the policy decide, move."""
         from masa import admin
-        from masa.config import Settings
         from masa.naming import short
 
-        nodes = admin.node_list(Settings.from_env())
+        nodes = admin.node_list(self.host.settings)
         up = [n for n in nodes if n["status"] == "up"]
         hosts = {short(n["name"]): n["info"] or {} for n in up if n["type"] == "host"}
         allowed = self.settings.get("hosts")

@@ -36,13 +36,13 @@ class ProcfsMeter:
 class RemoteMeter:
     """An external probe process (``masa probe NAME``) reached by name, authenticated."""
 
-    def __init__(self, settings: dict) -> None:
+    def __init__(self, settings: dict, deployment: Settings) -> None:
         from probes.remote import connect
 
         if not settings.get("source"):
             raise BadRequest("a remote collector needs 'source': the external probe's name")
         self.source = settings["source"]
-        self._connect = lambda: connect(self.source, Settings.from_env())
+        self._connect = lambda: connect(self.source, deployment)
         self.proxy = None
 
     def sample(self) -> list[tuple]:
@@ -60,12 +60,12 @@ class RemoteMeter:
             self.proxy = None
 
 
-def make_meter(settings: dict[str, Any], host: str) -> Meter:
+def make_meter(settings: dict[str, Any], host: str, deployment: Settings) -> Meter:
     kind = settings.get("probe", "procfs")
     if kind == "procfs":
         return ProcfsMeter(settings, host)
     if kind == "remote":
-        return RemoteMeter(settings)
+        return RemoteMeter(settings, deployment)
     if kind == "snmp":
         from probes.snmp_meter import SnmpMeter
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from masa.errors import BadRequest
 
 if TYPE_CHECKING:
+    from masa.config import Settings
     from masa.ref import AgentRef
 
 QUERY, CONFIGURE = "query", "configure"
@@ -46,6 +47,7 @@ class HostContext:
     name: str = ""
     domain: str = ""
     state_dir: Path = Path(".")
+    settings: Settings | None = None
 
     def ref(self, name: str) -> AgentRef:  # pragma: no cover - replaced by the host
         raise RuntimeError("agent is not running on a host")

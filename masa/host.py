@@ -253,6 +253,7 @@ class _Context(HostContext):
         self.name = host.name
         self.domain = host.domain
         self.state_dir = host.state_dir  # where an agent may keep files on this host
+        self.settings = host.settings  # the deployment's settings, for agents that need them
 
     def ref(self, name: str) -> AgentRef:
         return self._host.ref(name)
