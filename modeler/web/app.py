@@ -17,6 +17,7 @@ from masa.errors import BadRequest, MasaError
 from modeler.web.page import PAGE
 
 Call = Callable[..., Any]  # call(interface, op, **kwargs)
+CONTROL_HEADER = "X-Masa-Control"
 MIMETYPES = {"json": "application/json", "graphml": "application/xml", "dot": "text/vnd.graphviz"}
 
 
@@ -119,7 +120,12 @@ def create_app(call: Call, nodes: Callable[[], list[dict]]) -> Flask:
         return jsonify(nodes())
 
     @app.post("/api/<any(run, start, stop):action>")
-    def control(action: str) -> Response:
+    def control(action: str) -> Response | tuple[Response, int]:
+        # A custom header cannot be sent cross-origin without a CORS preflight this app
+        # never grants, so another web site open in the operator's browser cannot
+        # drive the modeler (CSRF); the page and scripts send it.
+        if request.headers.get(CONTROL_HEADER) != "1":
+            return jsonify(error=f"control requests need the header {CONTROL_HEADER}: 1"), 403
         return jsonify(call("configure", action))
 
     return app

@@ -105,7 +105,7 @@ async function refresh() {
   }
 }
 for (const action of ["run", "start", "stop"])
-  $(action).onclick = () => fetch("api/" + action, {method: "POST"}).then(refresh);
+  $(action).onclick = () => fetch("api/" + action, {method: "POST", headers: {"X-Masa-Control": "1"}}).then(refresh);
 $("diff").onclick = async () => {
   const d = await get("api/diff?old=" + $("old").value + "&new=" + $("new").value);
   $("diffout").textContent = JSON.stringify(d, null, 1);

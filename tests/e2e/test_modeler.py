@@ -108,6 +108,13 @@ def test_http_answers_equal_pyro5_answers(deployment):
     with pytest.raises(urllib.error.HTTPError) as err:
         http(base, "api/dependencies", object="no/such/object")
     assert err.value.code == 400 and "unknown object" in json.loads(err.value.read())["error"]
+    # control over HTTP: only with the header another web site cannot send (CSRF)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(f"{base}api/stop", method="POST"), timeout=10)
+    assert err.value.code == 403
+    stop = urllib.request.Request(f"{base}api/stop", method="POST", headers={"X-Masa-Control": "1"})
+    with urllib.request.urlopen(stop, timeout=10) as r:
+        assert json.loads(r.read()) == {"running": False}
 
 
 def test_pool_grows_shrinks_and_a_neural_agent_follows_its_modeler(deployment):
