@@ -63,9 +63,16 @@ class ModelerAgent(Agent):
     ``step`` (grid step, None: the data's), ``pool`` (neural agent names; empty: score
     here), ``pool_timeout`` (s per batch), ``batch_rows``, ``store`` (URL of the version
     store; default ``MASA_HOME/models.db``), ``http`` (port of the
-    supervision page, 0: any free port, None: no page), ``autostart`` (schedule at once)."""
+    supervision page, 0: any free port, None: no page), ``autostart`` (schedule at once),
+    ``network`` (bytes of a ``masa train`` network; default the shipped one: neural agents
+    it starts get the same, and a pool agent holding another network is refused)."""
 
     def setup(self, **settings: Any) -> None:
+        blob = settings.pop("network", None)
+        if blob is not None and not isinstance(blob, bytes):
+            raise BadRequest("network must be the bytes of a .npz file from `masa train`")
+        if blob is not None:
+            self.state["network"] = blob  # in state, not settings: travels, stays out of describe()
         merged = {**DEFAULTS, **settings}
         merged["sources"] = parse_sources(merged["sources"])
         if not merged["sources"]:

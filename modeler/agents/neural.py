@@ -9,8 +9,9 @@ travels with the agent; otherwise the network shipped with the package is used.
 
 from __future__ import annotations
 
-import io
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from masa import admin
@@ -30,7 +31,13 @@ def load_network(blob: bytes | None) -> PairNetwork:
         net = DependencyModeler.default().network_
         assert net is not None
         return net
-    return PairNetwork.load(io.BytesIO(blob))  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:  # the core loads from paths only
+        path = Path(tmp) / "network.npz"
+        path.write_bytes(blob)
+        try:
+            return PairNetwork.load(path)
+        except (ValueError, KeyError, OSError) as exc:
+            raise BadRequest(f"not a network from `masa train`: {exc}") from None
 
 
 class NeuralAgent(Agent):

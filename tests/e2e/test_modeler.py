@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 
 from masa import admin
+from masa.errors import BadRequest
 from modeler import interface
 from modeler.estimator import DependencyModeler
 from tests.cluster import ROOT, Cluster
@@ -172,3 +173,29 @@ def test_schedule_and_a_modeler_that_moves_keeps_its_versions(deployment):
     assert mod.query("model") == model and len(mod.query("versions_list")) == st["latest"]
     assert http(after["http"], "api/status")["host"] == "n3"  # the page moved with it
     assert http(after["http"], "api/model") == model
+
+
+def test_a_neural_agent_with_another_network_is_refused_not_mixed_in(deployment, tmp_path):
+    c, sc = deployment
+    net = DependencyModeler.default().network_
+    other = type(net)(net.mean, net.scale, net.weights, net.biases, net.temperature * 2.0,
+                      net.feature_names, net.meta)
+    other.save(tmp_path / "other.npz")
+    c.create("n1", "neural", "nn-other", network=(tmp_path / "other.npz").read_bytes())
+    mod = c.ref("mod", timeout=30)
+    mine = mod.query("status")["network"]
+    assert c.ref("nn-other").query("network")["id"] != mine
+    with pytest.raises(BadRequest, match="holds network"):
+        c.ref("nn-other").query("evaluate", features=b"\0" * 8 * 27, cols=27, network=mine)
+    mod.configure("pool_remove", names=["nn1", "nn2", "nn3"])
+    mod.configure("pool_add", names=["nn-other"])
+    latest = mod.query("status")["latest"]
+    mod.configure("run")
+    c.wait(lambda: mod.query("status")["latest"] == latest + 1, timeout=60)
+    pool = mod.query("versions_list")[-1]["info"]["pool"]
+    assert pool["lost"] == ["nn-other"] and pool["local"] == pool["batches"]  # scored by the modeler
+    local = DependencyModeler.default().predict(sc.series)
+    remote = interface.from_json(mod.query("model")["model"])
+    assert sorted(remote.edges(data="confidence")) == sorted(local.edges(data="confidence"))
+    with pytest.raises(BadRequest, match="not a network"):
+        c.create("n1", "neural", "nn-junk", network=b"garbage")
