@@ -39,7 +39,7 @@ from modeler.versions import Provenance, Versions
 DEFAULTS: dict[str, Any] = {
     "sources": [], "submodels": [], "window": 600.0, "every": 60.0, "step": None,
     "pool": [], "pool_timeout": 10.0, "batch_rows": 2000, "store": None, "http": 0,
-    "http_bind": "127.0.0.1", "autostart": False,
+    "http_bind": "127.0.0.1", "autostart": False, "discover": False,
 }
 #: points per object kept for the supervision page's activity plots
 PLOT_POINTS = 240
@@ -61,7 +61,7 @@ class ModelerAgent(Agent):
     """Settings: ``sources`` (agent names or ``{agent, objects}``), ``submodels`` (modeler
     names), ``window`` (s of activity per model), ``every`` (s between scheduled runs),
     ``step`` (grid step, None: the data's), ``pool`` (neural agent names; empty: score
-    here), ``pool_timeout`` (s per batch), ``batch_rows``, ``store`` (URL of the version
+    here), ``discover`` (also use every registered neural agent), ``pool_timeout`` (s per batch), ``batch_rows``, ``store`` (URL of the version
     store; default ``MASA_HOME/models.db``), ``http`` (port of the
     supervision page, 0: any free port, None: no page), ``autostart`` (schedule at once),
     ``network`` (bytes of a ``masa train`` network; default the shipped one: neural agents
@@ -229,7 +229,7 @@ class ModelerAgent(Agent):
         t_features = time.perf_counter()
 
         self._progress = {**self._progress, "state": "scoring", "pairs": len(job.pairs)}
-        pool = Pool({n: self.ref(n) for n in self.settings["pool"]}, self._network,
+        pool = Pool({n: self.ref(n) for n in self._pool_members()}, self._network,
                     self._estimator.network_, batch_rows=int(self.settings["batch_rows"]),
                     timeout=float(self.settings["pool_timeout"]), progress=self._on_batch)
         proba, report = pool.score(job.features)
@@ -265,6 +265,15 @@ class ModelerAgent(Agent):
         if self._stopping:  # moved or stopped meanwhile: the agent redoes it where it runs now
             raise RuntimeError("agent left this host during the run; not kept")
         return self.versions.add(self.name, g, Provenance(sources, job.t0, job.t1, self._network, info))
+
+    def _pool_members(self) -> list[str]:
+        """The configured pool, plus with ``discover`` every neural agent registered now:
+        the pool then grows as operators start neural agents and shrinks as they go."""
+        names = list(self.settings["pool"])
+        if self.settings.get("discover"):
+            found = admin.find_agents(self.ref(self.name).settings, kind="neural")
+            names += sorted(n for n in found if n not in names)
+        return names
 
     def _on_batch(self, report: PoolReport) -> None:
         self._progress = {**self._progress, "pool": report.as_dict()}

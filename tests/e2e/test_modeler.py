@@ -199,3 +199,15 @@ def test_a_neural_agent_with_another_network_is_refused_not_mixed_in(deployment,
     assert sorted(remote.edges(data="confidence")) == sorted(local.edges(data="confidence"))
     with pytest.raises(BadRequest, match="not a network"):
         c.create("n1", "neural", "nn-junk", network=b"garbage")
+
+
+def test_a_discovering_pool_uses_the_neural_agents_registered_now(deployment):
+    c, _ = deployment
+    mod = c.ref("mod", timeout=30)
+    mod.configure("reconfigure", pool=[], discover=True)
+    latest = mod.query("status")["latest"]
+    mod.configure("run")
+    c.wait(lambda: mod.query("status")["latest"] == latest + 1, timeout=60)
+    pool = mod.query("versions_list")[-1]["info"]["pool"]
+    assert set(pool["by_agent"]) <= {"nn1", "nn2", "nn3"} and len(pool["by_agent"]) >= 2
+    assert pool["lost"] == ["nn-other"] and pool["local"] == 0
