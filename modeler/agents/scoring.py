@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import networkx as nx
 import numpy as np
@@ -43,6 +43,8 @@ class Job:
     n_candidates: int  # ordered pairs of the whole grid, before screening or filtering
     t0: float
     t1: float
+    r_burst: np.ndarray | None = None  # (N, N) burst correlation at the best lag, all objects
+    n_bins: int = 0
 
 
 def network_id(net: PairNetwork) -> str:
@@ -66,22 +68,31 @@ def make_job(model: DependencyModeler, series: Mapping[str, Series],
         pairs = pairs[np.asarray(keep(grid.names, pairs), dtype=bool)]
     x = pair_features(prep, pairs) if len(pairs) else np.zeros((0, 0))
     strength = prep.r_level[pairs[:, 0], pairs[:, 1]] ** 2 if len(pairs) else np.zeros(0)
-    return Job(grid.names, pairs, x, strength, n * (n - 1), grid.t0, grid.t0 + grid.n_bins * grid.step)
+    return Job(grid.names, pairs, x, strength, n * (n - 1), grid.t0, grid.t0 + grid.n_bins * grid.step,
+               prep.r_burst, grid.n_bins)
+
+
+def _scores(job: Job, adjacency: np.ndarray, direction: np.ndarray) -> PairScores:
+    """PairScores with whatever whole-grid context this version of the core's decision
+    uses (the core is being extended while this adapter exists: pass what it asks for)."""
+    have = {f.name for f in fields(PairScores)}
+    extra = {k: v for k, v in (("r", job.r_burst), ("n_bins", job.n_bins)) if k in have}
+    return PairScores(job.names, job.pairs, adjacency, direction, job.strength, job.n_candidates, **extra)
 
 
 def combine(job: Job, proba: np.ndarray) -> PairScores:
     """Probabilities of both orders averaged, exactly as ``score_pairs`` does, so the
     answer does not depend on which order a pair was listed in."""
     if len(job.pairs) == 0:
-        z = np.zeros(0)
-        return PairScores(job.names, job.pairs.reshape(0, 2), z, z, z, job.n_candidates)
+        job.pairs = job.pairs.reshape(0, 2)
+        return _scores(job, np.zeros(0), np.zeros(0))
     pos = {(int(i), int(j)): k for k, (i, j) in enumerate(job.pairs)}
     swap = np.array([pos[(int(j), int(i))] for i, j in job.pairs], dtype=np.intp)
     none = 0.5 * (proba[:, 0] + proba[swap, 0])
     fwd = 0.5 * (proba[:, 1] + proba[swap, 2])
     bwd = 0.5 * (proba[:, 2] + proba[swap, 1])
     direction = fwd / np.maximum(fwd + bwd, 1e-12)
-    return PairScores(job.names, job.pairs, 1.0 - none, direction, job.strength, job.n_candidates)
+    return _scores(job, 1.0 - none, direction)
 
 
 def decide(model: DependencyModeler, scores: PairScores,
