@@ -27,7 +27,7 @@ from pathlib import Path
 from probes import procread
 
 KINDS = ("name", "cmdline", "cgroup", "unit", "user")
-_UNIT = re.compile(r"([^/]+\.(?:service|scope|slice|socket))(?:/|$)")
+_UNIT = re.compile(r"([^/\n]+\.(?:service|scope|slice|socket))(?:/|$)", re.M)
 
 
 class RuleError(ValueError):

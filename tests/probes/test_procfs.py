@@ -225,3 +225,45 @@ def test_interface_bytes_and_host_cpu(spawn):
     host = out["h/cpu"]
     assert host.value * (host.end - host.start) >= 0.9 * (cpu_used - base) - 0.03
     assert host.value <= os.cpu_count() + 0.01
+
+
+def _cgroup_dir(name: str) -> Path | None:
+    """A fresh cgroup (v1 'pids' or v2 unified) we may create, or None."""
+    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
+        if (root / "cgroup.procs").exists():
+            d = root / name
+            try:
+                d.mkdir(exist_ok=True)
+                return d
+            except OSError:
+                continue
+    return None
+
+
+def test_rules_by_systemd_unit_and_cgroup(spawn):
+    """A child moved into a cgroup named like a systemd unit is grouped by `unit` and
+    `cgroup` rules (root only; skipped where cgroups cannot be created)."""
+    d = _cgroup_dir("masa-probe-test.service")
+    if d is None:
+        pytest.skip("cannot create a cgroup here (needs root and a writable cgroup mount)")
+    child = spawn(["cpu:0.3"], marker="masa-probe-test-cg")
+    try:
+        try:
+            (d / "cgroup.procs").write_text(str(child.pid))
+        except OSError as exc:
+            pytest.skip(f"cannot move a process into a cgroup here: {exc}")
+        probe = ProcfsProbe(r"svc=unit:masa-probe-test\.service;cg=cgroup:nothing-like-this", per_process="none",
+                            host="h", host_cpu=False, interfaces=False)
+        probe.sample()
+        child.wait_event()
+        child.wait_event()
+        out = {s.object: s.value for s in probe.sample()}
+        assert out["h/app/svc"] > 0 and out["h/app/cg"] == 0
+    finally:
+        child.stop()
+        for _ in range(50):
+            try:
+                d.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
