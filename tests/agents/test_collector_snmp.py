@@ -1,0 +1,47 @@
+"""A collector agent polling a real snmpd (net-snmp), as it would poll a router."""
+
+import os
+import shutil
+import time
+
+import pytest
+
+from masa.activity import Series
+from tests.probes.snmp_agents import COMMUNITY, Snmpd
+
+pytestmark = pytest.mark.snmpd
+
+
+@pytest.fixture(scope="module")
+def snmpd():
+    if not (shutil.which("snmpd") or os.path.exists("/usr/sbin/snmpd")):
+        pytest.skip("Debian's snmpd is not installed (./run setup installs it)")
+    agent = Snmpd()
+    yield agent
+    agent.stop()
+
+
+def test_snmp_collector_streams_interface_traffic_to_a_recorder(pair, snmpd):
+    pair.create("b1", "collector", "router1", probe="snmp", target=snmpd.target,
+                community=COMMUNITY, label="router1", interval=0.5)
+    pair.create("b2", "recorder", "noc")
+    col, noc = pair.ref("router1"), pair.ref("noc")
+    catalog = pair.wait(lambda: (c := col.query("catalog")) and len(c) >= 3 and c, timeout=30)
+    names = {c["object"] for c in catalog}
+    assert any(n.startswith("router1/if/") and n.endswith("/in") for n in names)
+    assert any(c["unit"] == "B/s" for c in catalog)
+    noc.configure("subscribe_to", request="links", source="router1", objects=["router1/if/*"])
+    # traffic on loopback, which snmpd's IF-MIB counts like any interface
+    deadline = time.time() + 30
+    got = {}
+    while time.time() < deadline:
+        time.sleep(0.5)
+        got = {w["object"]: Series.from_wire(w) for w in noc.query("report")["series"]}
+        if got and sum(len(s) for s in got.values()) >= 6:
+            break
+    assert got and all(name.startswith("router1/if/") for name in got)
+    for s in got.values():
+        assert s.unit == "B/s" and (s.value >= 0).all()
+        assert (s.end > s.start).all()
+    with pytest.raises(Exception, match="target"):
+        pair.create("b1", "collector", "router-bad", probe="snmp")
