@@ -123,3 +123,20 @@ def test_external_probe_read_by_a_remote_collector(pair, tmp_path):
     finally:
         probe.terminate()
         probe.wait(10)
+
+
+def test_reconfigure_sampling_interval_at_run_time(pair):
+    pair.create("b2", "collector", "col-rc", interval=1.0, per_process="none")
+    col = pair.ref("col-rc")
+
+    def spacing(since):
+        s = series(col.query("report", objects=["b2/cpu"], since=since)).get("b2/cpu")
+        return (s, float(sorted(s.end - s.start)[len(s) // 2])) if s is not None and len(s) >= 4 else None
+
+    slow, step = pair.wait(lambda: spacing(0.0), timeout=20)
+    assert step > 0.7
+    settings = col.configure("reconfigure", interval=0.2)
+    assert settings["interval"] == 0.2 and settings["probe"] == "procfs"
+    after = slow.end[-1] + 0.5
+    _, fast_step = pair.wait(lambda: spacing(after), timeout=20)
+    assert fast_step < 0.5
