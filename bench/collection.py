@@ -352,7 +352,7 @@ NOTES = """Notes: pure-Python SNMP (pyasn1 BER decoding) is expected to be an or
 slower per varbind than net-snmp's C; a one-shot net-snmp process per poll costs about as
 much as our whole poll.  snmpsim needs about 10 ms of CPU per 50-varbind answer, so
 1,000 agents every 10 s need more than one core for the simulators alone: on this
-shared 2-core machine snmpsim is run at a 20 s interval, and the 10 s run is answered by
+shared 2-core machine snmpsim is run at a 30 s interval, and the 10 s run is answered by
 two net-snmp agents (C) serving the real machine; the poller's side is the same."""
 
 
@@ -360,7 +360,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=["procfs", "snmp", "scale"])
     ap.add_argument("--agents", type=int, default=GOAL_AGENTS)
-    ap.add_argument("--scale", default=f"snmpsim:20,snmpd:{GOAL_INTERVAL:g}",
+    ap.add_argument("--scale", default=f"snmpsim:30,snmpd:{GOAL_INTERVAL:g}",
                     help="many-agent runs as SERVER:INTERVAL,... (SERVER: snmpsim or snmpd)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--write", action="store_true", help="update the Collection section of bench/RESULTS.md")

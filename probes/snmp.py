@@ -190,28 +190,39 @@ class SnmpPoller:
     # -- the request -------------------------------------------------------------------------
 
     async def _bulk(self, non_rep: Sequence[tuple], columns: Sequence[tuple], reps: int) -> list:
+        """One GETBULK, retried here rather than inside pysnmp.
+
+        pysnmp counts its timeouts in timer ticks of its event-loop task, which fall
+        behind real time when the loop is busy; its retries then fire for requests whose
+        caller already gave up, and with hundreds of agents that retry traffic alone
+        keeps the loop overloaded (seen with 1,000 agents: every poll timing out).  So
+        pysnmp gets no retries, each try is bounded in real time, and a try given up on
+        can no longer send anything."""
         if self.engine is None:
             self.engine = SnmpEngine()
         if self._transport is None:
             cls = Udp6TransportTarget if self.ipv6 else UdpTransportTarget
             try:
-                self._transport = await cls.create((self.host, self.port), timeout=self.timeout,
-                                                   retries=self.retries)
+                self._transport = await cls.create((self.host, self.port), timeout=self.timeout, retries=0)
             except Exception as exc:  # noqa: BLE001 - resolution errors of all kinds
                 raise ProbeError(f"cannot resolve: {exc}", self.target) from None
         oids = [_object_type(o) for o in (*non_rep, *columns)]
-        limit = self.timeout * (self.retries + 1) + 2.0
-        try:
-            err, status, index, vbs = await asyncio.wait_for(
-                bulk_cmd(self.engine, self._auth, self._transport, self._context,
-                         len(non_rep), reps, *oids, lookupMib=False),
-                limit)
-        except TimeoutError:
-            raise ProbeTimeout(f"no answer within {limit:.1f} s", self.target) from None
-        except Exception as exc:  # noqa: BLE001 - pysnmp raises many kinds on bad input
-            raise GarbageResponse(f"unusable response: {exc}", self.target) from None
-        finally:
-            _enlarge_receive_buffer(self.engine, self.ipv6)
+        err = None
+        for _try in range(self.retries + 1):
+            try:
+                err, status, index, vbs = await asyncio.wait_for(
+                    bulk_cmd(self.engine, self._auth, self._transport, self._context,
+                             len(non_rep), reps, *oids, lookupMib=False),
+                    self.timeout + 0.1)
+            except TimeoutError:
+                err = errind.requestTimedOut
+                continue
+            except Exception as exc:  # noqa: BLE001 - pysnmp raises many kinds on bad input
+                raise GarbageResponse(f"unusable response: {exc}", self.target) from None
+            finally:
+                _enlarge_receive_buffer(self.engine, self.ipv6)
+            if not isinstance(err, errind.RequestTimedOut):
+                break
         if err:
             if isinstance(err, errind.RequestTimedOut):
                 v2 = " (or wrong community: a v2c agent stays silent)" if self.credentials.community else ""
