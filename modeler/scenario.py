@@ -1,0 +1,353 @@
+"""``masa scenario``: the founding scenario on one machine, on loopback, in a few minutes.
+
+Domain A (three hosts with real service processes; its administrator wants the detailed
+model), a central server, domain B (two services seen from outside as one object, through
+its domain agent) and a router read over SNMP (a real ``snmpd`` when installed).  The call
+graph of the services is known, so the model the agents build can be scored against it:
+
+    clients -> a-web (a1) -> a-app (a2) -> a-db (a3)
+                              a-app (a2) -> c-auth (srv) -> b-front (b1) -> b-store (b1)
+
+Data path: procfs collectors on every host, a mediator in front of domain A's collectors,
+a domain agent joining domain B's members into ``B/cpu``, an SNMP collector for the router,
+and a modeler on the central server scoring pairs with a pool of neural agents on other
+hosts.  Agents are started by kind name, as an operator would: this module never imports
+``agents/``.  Every process it starts is stopped again, on success, error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import networkx as nx
+from rich.console import Console
+from rich.table import Table
+
+from masa import admin
+from masa.local import LocalCluster, wait
+from modeler import export, interface, metrics
+from modeler.scenario_procs import Processes, Router, free_port, snmpd_path, wait_listening
+
+#: host -> domain ("central" is the central server's own domain)
+HOSTS: dict[str, str] = {"a1": "A", "a2": "A", "a3": "A", "srv": "central", "b1": "B"}
+#: service -> (host, CPU ms per request, {called service: call probability})
+SERVICES: dict[str, tuple[str, float, dict[str, float]]] = {
+    "a-web": ("a1", 4, {"a-app": 0.7}),
+    "a-app": ("a2", 6, {"a-db": 0.8, "c-auth": 0.5}),
+    "a-db": ("a3", 3, {}),
+    "c-auth": ("srv", 4, {"b-front": 0.6}),
+    "b-front": ("b1", 3, {"b-store": 0.8}),
+    "b-store": ("b1", 5, {}),
+}
+#: independent client populations: (target service, mean requests/s)
+CLIENTS: list[tuple[str, float]] = [("a-web", 12), ("c-auth", 3), ("b-front", 4), ("a-db", 3)]
+#: unrelated CPU work metered like a service (a decoy: no dependency touches it)
+BACKGROUND: dict[str, str] = {"a-batch": "a3"}
+DOMAIN_B_LABEL = "B"
+ROUTER = "router"
+
+
+def object_of(service: str) -> str:
+    """The model object a service shows up as: per process in domain A and on the central
+    server, the collective object of domain B (its inside is B's own business)."""
+    host = SERVICES[service][0] if service in SERVICES else BACKGROUND[service]
+    return f"{DOMAIN_B_LABEL}/cpu" if HOSTS[host] == "B" else f"{host}/proc/{service}"
+
+
+def truth_edges() -> set[tuple[str, str]]:
+    """The known call graph at the model's granularity (edge = caller depends on callee);
+    calls inside domain B disappear into its one object."""
+    out = set()
+    for name, (_, _, calls) in SERVICES.items():
+        for dep in calls:
+            a, b = object_of(name), object_of(dep)
+            if a != b:
+                out.add((a, b))
+    return out
+
+
+class Scenario:
+    """One run: ``start`` the processes and agents, ``collect``, ``model``, ``report``;
+    ``stop`` (always called) ends every process started."""
+
+    def __init__(self, console: Console, out: Path, seconds: float, interval: float) -> None:
+        self.console, self.out, self.seconds, self.interval = console, out, seconds, interval
+        self._tmp = tempfile.mkdtemp(prefix="masa-scenario-")
+        self.home = Path(self._tmp)
+        self.procs = Processes(tag=str(self.home))
+        self.router: Router | None = None
+        self.cluster: LocalCluster | None = None
+        self.sources: list[Any] = []
+
+    # -- processes and agents -------------------------------------------------------------
+
+    def start(self) -> None:
+        c = self.console
+        c.print(f"[bold]masa scenario[/]: state in {self.home}")
+        with c.status("starting the name server and 5 agent hosts as separate processes..."):
+            t0 = time.perf_counter()
+            self.cluster = LocalCluster(self.home, {h: {"domain": d} for h, d in HOSTS.items()},
+                                        heartbeat=0.5, call_timeout=30.0)
+            self.cluster.__enter__()
+        c.print(f"[green]up[/] in {time.perf_counter() - t0:.1f} s: name server on "
+                f"{self.cluster.settings.ns_address}; hosts " +
+                ", ".join(f"{h} (domain {d})" for h, d in HOSTS.items()))
+        self._start_services()
+        self._start_router()
+        self._start_agents()
+
+    def _start_services(self) -> None:
+        ports = {name: free_port() for name in SERVICES}
+        for name, (_host, work, calls) in SERVICES.items():
+            self.procs.spawn("service", {"name": name, "port": ports[name], "work_ms": work,
+                                         "calls": [{"port": ports[d], "p": p} for d, p in calls.items()]})
+        wait_listening(ports.values())
+        for k, (target, rate) in enumerate(CLIENTS):
+            self.procs.spawn("client", {"name": f"sc-cl{k}", "port": ports[target], "rate": rate,
+                                        "seed": 100 + k})
+        for k, name in enumerate(BACKGROUND):
+            self.procs.spawn("background", {"name": name, "kind": "random", "period_s": 5, "seed": 200 + k})
+        table = Table("service", "host", "domain", "port", "calls", title="services (real processes)")
+        for name, (host, _, calls) in SERVICES.items():
+            table.add_row(name, host, HOSTS[host], str(ports[name]),
+                          ", ".join(f"{d} (p={p})" for d, p in calls.items()) or "-")
+        for name, host in BACKGROUND.items():
+            table.add_row(name, host, HOSTS[host], "-", "unrelated background work")
+        self.console.print(table)
+        self.console.print(f"clients: {', '.join(f'{r:g} req/s -> {t}' for t, r in CLIENTS)} "
+                           "(bursty, independent)")
+
+    def _start_router(self) -> None:
+        if snmpd_path() is None:
+            self.console.print("[yellow]notice[/]: snmpd is not installed (Debian: apt-get install snmpd); "
+                               "the router is left out and collection is procfs-only")
+            return
+        try:
+            self.router = Router(self.home / "snmpd")
+        except (OSError, RuntimeError) as exc:
+            self.console.print(f"[yellow]notice[/]: snmpd did not start ({exc}); "
+                               "the router is left out and collection is procfs-only")
+            return
+        self.console.print(f"router: snmpd answering SNMP v2c on {self.router.target}")
+
+    def _services_on(self, host: str) -> list[str]:
+        return [n for n, (h, _, _) in SERVICES.items() if h == host] + \
+               [n for n, h in BACKGROUND.items() if h == host]
+
+    def _start_agents(self) -> None:
+        assert self.cluster is not None
+        c, cl = self.console, self.cluster
+        placed: list[tuple[str, str, str, str]] = []
+
+        def create(host: str, kind: str, name: str, role: str, **settings: Any) -> None:
+            cl.create(host, kind, name, **settings)
+            placed.append((name, kind, host, role))
+
+        with c.status("creating agents..."):
+            for host in HOSTS:
+                names = self._services_on(host)
+                create(host, "collector", f"col-{host}", f"procfs: {', '.join(names)} + host CPU, interfaces",
+                       interval=self.interval, per_process="name", match=f"^({'|'.join(names)})$")
+            if self.router is not None:
+                create("srv", "collector", ROUTER, f"SNMP {self.router.target}", probe="snmp",
+                       target=self.router.target, community=Router.COMMUNITY, label=ROUTER,
+                       interval=max(1.0, self.interval))
+            create("a1", "mediator", "med-a", "domain A's collectors, cached",
+                   sources=[f"col-{h}" for h, d in HOSTS.items() if d == "A"])
+            create("b1", "domain", "dom-b", f"domain B as one object ({DOMAIN_B_LABEL}/cpu)",
+                   sources=[f"col-{h}" for h, d in HOSTS.items() if d == "B"], label=DOMAIN_B_LABEL,
+                   members=[f"{h}/proc/*" for h, d in HOSTS.items() if d == "B"])
+            create("a3", "neural", "nn-1", "scores pairs for the modeler")
+            create("b1", "neural", "nn-2", "scores pairs for the modeler")
+            self.sources = [{"agent": "med-a", "objects": ["*/proc/*"]},
+                            {"agent": "col-srv", "objects": ["srv/proc/*"]},
+                            {"agent": "dom-b", "objects": [f"{DOMAIN_B_LABEL}/*"]}]
+            if self.router is not None:
+                self.sources.append({"agent": ROUTER, "objects": None})
+            create("srv", "modeler", "modeler", "the model: A in detail, B as one object, router",
+                   sources=self.sources, pool=["nn-1", "nn-2"], window=self.seconds + 30.0,
+                   every=3600.0, http=None, pool_timeout=30.0, batch_rows=64)
+        table = Table("agent", "kind", "host (domain)", "what", title="agents")
+        for name, kind, _host, role in placed:
+            where = admin.where(cl.settings, name)
+            table.add_row(name, kind, f"{where} ({HOSTS[where]})", role)
+        c.print(table)
+
+    # -- collection and modeling ----------------------------------------------------------
+
+    def collect(self) -> None:
+        """Let the collectors meter for ``seconds``, showing what reaches the modeler's sources."""
+        assert self.cluster is not None
+        refs = {s["agent"]: (self.cluster.ref(s["agent"], 30), s["objects"]) for s in self.sources}
+        counts = dict.fromkeys(refs, 0)
+        since = dict.fromkeys(refs, time.time())
+        t0 = time.monotonic()
+        with self.console.status("collecting...") as status:
+            while (left := self.seconds - (time.monotonic() - t0)) > 0:
+                time.sleep(min(3.0, left))
+                for name, (ref, objects) in refs.items():
+                    try:
+                        answer = ref.query("report", objects=objects, since=since[name])
+                    except Exception:  # noqa: BLE001 - progress display only; the modeler reports real failures
+                        continue
+                    counts[name] += sum(len(w["end"]) // 8 for w in answer["series"])
+                    since[name] = max(since[name], float(answer.get("until") or since[name]))
+                status.update(f"collecting: {time.monotonic() - t0:.0f}/{self.seconds:g} s; samples so far: " +
+                              ", ".join(f"{n} {k}" for n, k in counts.items()))
+        self.console.print(f"collected {self.seconds:g} s: samples through " +
+                           ", ".join(f"{n}: {k}" for n, k in counts.items()))
+        for name, (ref, objects) in refs.items():
+            cat = [e["object"] for e in ref.query("catalog")]
+            shown = [o for o in cat if objects is None or any(_glob(o, g) for g in objects)]
+            self.console.print(f"  {name} offers {len(cat)} objects; the modeler takes {len(shown)}: "
+                               f"{', '.join(shown[:8])}{' ...' if len(shown) > 8 else ''}")
+
+    def model(self) -> tuple[nx.DiGraph, dict]:
+        assert self.cluster is not None
+        mod = self.cluster.ref("modeler", 30)
+        mod.configure("run")
+        with self.console.status("modeling...") as status:
+            def done() -> dict | None:
+                st = mod.query("status")
+                job = st["job"]
+                pool = job.get("pool") or {}
+                status.update(f"modeling: {job.get('state')}; objects {job.get('objects', '?')}, "
+                              f"pairs {job.get('pairs', '?')}, batches by agent {pool.get('by_agent', {})}")
+                return st if st["latest"] and job.get("state") in ("done", "failed") else None
+
+            st = wait(done, timeout=240, every=0.5)
+        if st["job"]["state"] == "failed":
+            raise click.ClickException(f"the modeling run failed: {st['job'].get('error')}")
+        head = mod.query("versions_list")[-1]
+        g = interface.from_json(mod.query("model")["model"])
+        info = head["info"]
+        self.console.print(f"model version {head['version']}: {info['objects']} objects, "
+                           f"{info['pairs_scored']} pairs scored by {info['pool']['by_agent']} "
+                           f"in {info['seconds']['total']:.1f} s")
+        return g, head
+
+    # -- the result ---------------------------------------------------------------------
+
+    def report(self, g: nx.DiGraph, head: dict) -> dict:
+        c = self.console
+        truth = truth_edges()
+        truth_objects = {v for e in truth for v in e} | {object_of(n) for n in BACKGROUND}
+        seen = head["info"]["objects_by_source"]
+        c.print("the modeler saw: " + "; ".join(f"{s}: {', '.join(objs)}" for s, objs in seen.items()))
+
+        table = Table("depends", "on", "confidence", "vs truth", title="dependency model")
+        for a, b, conf in sorted(g.edges(data="confidence"), key=lambda e: -(e[2] or 0)):
+            if a in truth_objects and b in truth_objects:
+                verdict = "[green]right[/]" if (a, b) in truth else \
+                    "[yellow]reversed[/]" if (b, a) in truth else "[red]wrong[/]"
+            else:
+                verdict = "no truth (router)" if ROUTER in (a.split("/")[0], b.split("/")[0]) else "no truth"
+            table.add_row(a, b, f"{conf:.2f}" if conf is not None else "-", verdict)
+        c.print(table)
+
+        scored = g.subgraph([v for v in g if v in truth_objects])
+        m = metrics.evaluate(scored, truth)
+        missed = sorted(truth - set(scored.edges))
+        wrong = sorted(set(scored.edges) - truth)
+        c.print(f"[bold]compared with the known truth[/] ({len(truth)} dependencies among "
+                f"{len(truth_objects)} service objects): precision {m['precision']:.2f}, "
+                f"recall {m['recall']:.2f}, F1 {m['f1']:.2f} (skeleton F1 {m['skeleton_f1']:.2f}, SHD {m['shd']})")
+        c.print("  found: " + (", ".join(f"{a} -> {b}" for a, b in sorted(truth & set(scored.edges))) or "none"))
+        c.print("  missed: " + (", ".join(f"{a} -> {b}" for a, b in missed) or "none"))
+        c.print("  wrong or reversed: " + (", ".join(f"{a} -> {b}" for a, b in wrong) or "none"))
+        if self.router is not None:
+            c.print("  the router's objects have no known truth: its interfaces carry all loopback traffic, "
+                    "so edges to them are plausible but not scored")
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        files = []
+        for fmt in export.FORMATS:
+            path = self.out / f"model.{fmt}"
+            export.write(g, path, fmt)
+            files.append(path)
+        (self.out / "truth.json").write_text(json.dumps(
+            {"edges": sorted(map(list, truth)), "objects": sorted(truth_objects)}, indent=1) + "\n")
+        summary = {"metrics": m, "objects_by_source": seen, "router": self.router is not None,
+                   "version": head["version"], "pool": head["info"]["pool"], "seconds": self.seconds,
+                   "edges": [[a, b, conf] for a, b, conf in g.edges(data="confidence")]}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        c.print(f"model files: {', '.join(str(p) for p in files)} "
+                f"(truth.json and summary.json beside them)")
+        return summary
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Everything this run started, whatever state it is in."""
+        with self.console.status("shutting down agents, hosts, name server, services, snmpd..."):
+            if self.cluster is not None:
+                self.cluster.__exit__(None, None, None)
+                self.cluster = None
+            self.procs.stop()
+            if self.router is not None:
+                self.router.stop()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self.console.print("[green]stopped[/]: no process of this run is left")
+
+
+def _glob(name: str, pattern: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM takes the same clean way out as Ctrl-C
+
+
+def run(seconds: float, interval: float, out: Path, console: Console | None = None) -> dict:
+    """The whole scenario; returns the summary written to ``out/summary.json``."""
+    console = console or Console()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    sc = Scenario(console, out, seconds, interval)
+    try:
+        t0 = time.perf_counter()
+        sc.start()
+        sc.collect()
+        g, head = sc.model()
+        summary = sc.report(g, head)
+        console.print(f"[green]done[/] in {time.perf_counter() - t0:.0f} s")
+        return summary
+    finally:
+        try:
+            sc.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@click.command("scenario")
+@click.option("--seconds", type=float, default=None,
+              help="Collection time before the model (default 100; 20 with --short).")
+@click.option("--short", is_flag=True, help="A quick run (about a minute) for tests.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("masa-scenario"),
+              show_default=True, help="Directory for the model files (JSON, GraphML, DOT).")
+@click.option("--netns", is_flag=True, help="Each host in its own network namespace (not supported yet).")
+def scenario(seconds: float | None, short: bool, out: Path, netns: bool) -> None:
+    """The founding scenario: domains A and B, a central server and a router, collected,
+    mediated and modeled by agents on this machine; the model is compared with the truth."""
+    if netns:
+        raise click.UsageError("--netns is not supported yet: the scenario runs every host on loopback")
+    if seconds is None:
+        seconds = 20.0 if short else 100.0
+    if seconds < 5:
+        raise click.BadParameter("at least 5 s of activity are needed", param_hint="--seconds")
+    try:
+        run(seconds, 0.5, out)
+    except KeyboardInterrupt:
+        Console().print("[yellow]interrupted[/]: everything was shut down")
+        raise SystemExit(130) from None
+
+
+__all__ = ["scenario", "run", "truth_edges", "object_of", "HOSTS", "SERVICES"]
