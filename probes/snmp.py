@@ -166,6 +166,7 @@ class SnmpPoller:
         self.max_repetitions = 8  # adapted to the longest column seen
         self.polls = 0
         self.varbinds = 0  # received, for the benchmarks
+        self.requests = 0  # GETBULKs sent (tries included): one per poll once adapted
         self._names: dict[int, str] = {}
         self._need_names = interfaces
         self._reset_state()
@@ -209,6 +210,7 @@ class SnmpPoller:
         oids = [_object_type(o) for o in (*non_rep, *columns)]
         err = None
         for _try in range(self.retries + 1):
+            self.requests += 1
             try:
                 err, status, index, vbs = await asyncio.wait_for(
                     bulk_cmd(self.engine, self._auth, self._transport, self._context,

@@ -31,6 +31,13 @@ WRAP = f"""\
 1.3.6.1.2.1.31.1.1.1.6.2|70:numeric|rate=2000,initial=10000000000000
 1.3.6.1.2.1.31.1.1.1.10.2|70:numeric|rate=3000,initial=0
 """
+# community "wide": 12 interfaces, more rows than the poller's first max-repetitions,
+# followed in the MIB by another column the cut must not take for interface data
+WIDE = "1.3.6.1.2.1.1.3.0|67:numeric|rate=100,initial=0\n" + "".join(
+    f"1.3.6.1.2.1.2.2.1.2.{k}|4|port{k}\n" for k in range(1, 13)) + "".join(
+    f"1.3.6.1.2.1.2.2.1.10.{k}|65:numeric|rate={100 * k},initial=0\n" for k in range(1, 13)) + "".join(
+    f"1.3.6.1.2.1.2.2.1.16.{k}|65|{k}\n" for k in range(1, 13)) + "".join(
+    f"1.3.6.1.2.1.2.2.1.17.{k}|65|999999\n" for k in range(1, 13))
 # community "garbage": sysUpTime is a string
 GARBAGE = """\
 1.3.6.1.2.1.1.3.0|4|not a number
@@ -43,6 +50,7 @@ def sim(tmp_path_factory):
     data = tmp_path_factory.mktemp("snmprec")
     (data / "wrap.snmprec").write_text(WRAP)
     (data / "garbage.snmprec").write_text(GARBAGE)
+    (data / "wide.snmprec").write_text(WIDE)
     try:
         agent = Snmpsim(data)
     except FileNotFoundError as exc:
@@ -119,5 +127,26 @@ def test_garbage_uptime_is_garbage_response(sim):
     try:
         with pytest.raises(GarbageResponse, match="sysUpTime"):
             p.poll_sync()
+    finally:
+        p.close()
+
+
+def test_long_table_is_followed_then_polled_in_one_request(sim):
+    """12 interfaces > the first max-repetitions: the first poll follows the unfinished
+    columns with further GETBULKs (never GETNEXT), cuts each at its subtree, and adapts,
+    so every later poll is a single request (snmpsim answers at most 64 varbinds, which
+    13 repetitions of 4 columns fit)."""
+    p = poller(sim, community="wide", cpu=False)
+    try:
+        p.poll_sync()
+        first = p.requests
+        assert first >= 2 and p.max_repetitions >= 13
+        assert sorted(p.last_readings["interfaces"]) == sorted(f"port{k}" for k in range(1, 13))
+        assert all(v["out"] == (int(n[4:]), 32) for n, v in p.last_readings["interfaces"].items())
+        time.sleep(0.5)
+        out = {s.object: s.value for s in p.poll_sync()}
+        assert p.requests == first + 1
+        assert out["sim/if/port12/in"] == pytest.approx(1200, rel=0.5)
+        assert out["sim/if/port12/out"] == 0.0
     finally:
         p.close()
