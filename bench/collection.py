@@ -10,10 +10,13 @@ project's poller, with net-snmp's ``snmpbulkget`` (the same single GETBULK) and
 agents (each its own poller, answered by two snmpsim processes) polled every 10 s
 from one event loop.
 
+Standing requests (``--only stream``): samples per second from a collector with a backlog
+to a recorder on another host, next to the store read and a bare Pyro5 transfer.
+
 CPU is this process's (or, for net-snmp tools, the children's) user+system time, so the
 agents' own cost is not counted.  Usage::
 
-    python bench/collection.py [--only procfs|snmp|scale] [--agents 1000] [--rounds 3] [--write]
+    python bench/collection.py [--only procfs|snmp|scale|stream] [--agents 1000] [--rounds 3] [--write]
 """
 
 from __future__ import annotations
@@ -285,6 +288,84 @@ def bench_snmp_scale(agents: int, interval: float, rounds: int, sims: int = 2, s
             shutil.rmtree(d, ignore_errors=True)
 
 
+# -- standing requests: samples per second from a collector to a subscriber --------------
+
+def bench_stream(objects: int = 200, seconds: int = 3000, runs: int = 3) -> dict:
+    """A collector with a backlog of ``objects`` x ``seconds`` samples (1 s each) in its
+    store; a recorder on another host subscribes from before the backlog and catches up.
+
+    Delivery capacity, not metering: the backlog goes out in 60-second batches as fast as
+    the path allows.  Peers in the same run: reading the same windows from SQLite (what
+    the source does per batch) and sending the same wire batches over a bare Pyro5 call."""
+    import statistics
+
+    import Pyro5.api
+
+    from agents.standing import series_from_rows
+    from bench.platform import BARE_SERVER
+    from masa import config
+    from masa.local import LocalCluster
+    from masa.store import Store
+    from masa.supervisor import free_port
+
+    out: dict = {"objects": objects, "seconds": seconds}
+    with tempfile.TemporaryDirectory() as home:
+        url = f"sqlite:///{home}/backlog.db"
+        store = Store(url)
+        t0 = time.time() - seconds - 10
+        store.add_samples([(f"x/proc/p{o}", "cpu", t0 + i, t0 + i + 1, (i * o) % 7 / 7)
+                           for o in range(objects) for i in range(seconds)])
+        n = objects * seconds
+        t = time.perf_counter()
+        batches = [[w.to_wire() for w in series_from_rows(store.samples(t0 + a, t0 + a + 60))]
+                   for a in range(-1, seconds, 60)]
+        out["read"] = n / (time.perf_counter() - t)
+        store.close()
+        with LocalCluster(Path(home), {"s1": {}, "s2": {}}) as c:
+            config.apply(c.settings)
+            port = free_port()
+            bare_proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)], stdout=subprocess.PIPE, text=True)
+            try:
+                bare_proc.stdout.readline()
+                bare = Pyro5.api.Proxy(f"PYRO:bare@127.0.0.1:{port}")
+                t = time.perf_counter()
+                for b in batches:
+                    bare.invoke("query", "deliver", {"series": b}, 10.0)
+                out["transport"] = n / (time.perf_counter() - t)
+            finally:
+                bare_proc.kill()
+            c.create("s1", "collector", "src", interval=3600, store=url)
+            rates = []
+            for r in range(runs):
+                name = f"sink{r}"
+                c.create("s2", "recorder", name)
+                rec = c.ref(name, timeout=60)
+                rec.configure("subscribe_to", request="all", source="src")
+                t = time.perf_counter()
+                c.ref("src").query("subscribe", request="all", subscriber=name, resume_seq=0, resume_until=t0 - 1)
+                end = t0 + seconds
+                c.wait(lambda rec=rec, end=end: (rec.query("subscriptions_status")["all"]["until"] or 0) >= end,
+                       timeout=600, every=0.05)
+                rates.append(n / (time.perf_counter() - t))
+            out["delivered"] = statistics.median(rates)
+    return out
+
+
+def report_stream(st: dict) -> str:
+    n = st["objects"] * st["seconds"]
+    return "\n".join([
+        f"`bench/collection.py --only stream`: a collector with a backlog of {n:,} samples "
+        f"({st['objects']} objects x {st['seconds']} s) in its store; a recorder on another host "
+        "subscribes from before it and catches up in 60-second batches (median of runs). Peers "
+        "measured in the same run: the source's own store read of the same windows, and the same "
+        "wire batches sent over a bare Pyro5 call.", "",
+        "| path | samples / s | vs delivered |", "| --- | ---: | ---: |",
+        f"| standing request, collector -> recorder (read, send, receive, store, ack) | {st['delivered']:,.0f} | 1.00x |",
+        f"| peer: SQLite read + series building only | {st['read']:,.0f} | {st['read'] / st['delivered']:.1f}x |",
+        f"| peer: the same batches over bare Pyro5 only | {st['transport']:,.0f} | {st['transport'] / st['delivered']:.1f}x |",
+    ])
+
+
 # -- report -------------------------------------------------------------------------------
 
 def report(p: dict | None, s: dict | None, sc: dict | None) -> str:
@@ -358,7 +439,7 @@ two net-snmp agents (C) serving the real machine; the poller's side is the same.
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["procfs", "snmp", "scale"])
+    ap.add_argument("--only", choices=["procfs", "snmp", "scale", "stream"])
     ap.add_argument("--agents", type=int, default=GOAL_AGENTS)
     ap.add_argument("--scale", default=f"snmpsim:30,snmpd:{GOAL_INTERVAL:g}",
                     help="many-agent runs as SERVER:INTERVAL,... (SERVER: snmpsim or snmpd)")
@@ -370,6 +451,15 @@ def main() -> None:
         server, interval = a.scale_one.split(":")
         print(json.dumps(bench_snmp_scale(a.agents, float(interval), a.rounds, server=server)))
         return
+    if a.only in (None, "stream"):
+        st = bench_stream()
+        print(report_stream(st), flush=True)
+        if a.write:
+            from bench.results import update_section
+
+            update_section("Collection: standing requests", report_stream(st))
+        if a.only == "stream":
+            return
     p = bench_procfs() if a.only in (None, "procfs") else None
     if p:
         print(report(p, None, None), flush=True)
