@@ -9,9 +9,11 @@ graph of the services is known, so the model the agents build can be scored agai
                               a-app (a2) -> c-auth (srv) -> b-front (b1) -> b-store (b1)
 
 Data path: procfs collectors on every host, a mediator in front of domain A's collectors,
-a domain agent joining domain B's members into ``B/cpu``, an SNMP collector for the router,
-and a modeler on the central server scoring pairs with a pool of neural agents on other
-hosts.  Agents are started by kind name, as an operator would: this module never imports
+a domain agent joining domain B's members into ``B/cpu``, an SNMP collector for the router.
+Domain A's own modeler (``mod-a``) builds A's detailed model; the enterprise modeler on the
+central server reuses it as a sub-model and scores only the remaining pairs (A with the
+central server, B and the router), both with a pool of neural agents on other hosts.
+Agents are started by kind name, as an operator would: this module never imports
 ``agents/``.  Every process it starts is stopped again, on success, error or Ctrl-C.
 """
 
@@ -171,9 +173,12 @@ class Scenario:
                             {"agent": "dom-b", "objects": [f"{DOMAIN_B_LABEL}/*"]}]
             if self.router is not None:
                 self.sources.append({"agent": ROUTER, "objects": None})
-            create("srv", "modeler", "modeler", "the model: A in detail, B as one object, router",
-                   sources=self.sources, pool=["nn-1", "nn-2"], window=self.seconds + 30.0,
-                   every=3600.0, http=None, pool_timeout=30.0, batch_rows=64)
+            common = {"window": self.seconds + 30.0, "every": 3600.0, "http": None, "pool_timeout": 30.0,
+                      "batch_rows": 64}
+            create("a1", "modeler", "mod-a", "domain A's detailed model, for A's administrator",
+                   sources=[self.sources[0]], pool=["nn-1"], **common)
+            create("srv", "modeler", "enterprise", "the whole: reuses mod-a, B as one object, router",
+                   sources=self.sources, submodels=["mod-a"], pool=["nn-1", "nn-2"], **common)
         table = Table("agent", "kind", "host (domain)", "what", title="agents")
         for name, kind, _host, role in placed:
             where = admin.where(cl.settings, name)
@@ -206,50 +211,63 @@ class Scenario:
         for name, (ref, objects) in refs.items():
             cat = [e["object"] for e in ref.query("catalog")]
             shown = [o for o in cat if objects is None or any(_glob(o, g) for g in objects)]
-            self.console.print(f"  {name} offers {len(cat)} objects; the modeler takes {len(shown)}: "
+            self.console.print(f"  {name} offers {len(cat)} objects; the enterprise modeler takes {len(shown)}: "
                                f"{', '.join(shown[:8])}{' ...' if len(shown) > 8 else ''}")
 
-    def model(self) -> tuple[nx.DiGraph, dict]:
+    def model(self) -> tuple[nx.DiGraph, dict, nx.DiGraph]:
+        """Domain A's modeler first, then the enterprise modeler, which takes A's finished
+        model as it is and scores only the pairs it does not cover."""
+        g_a, _ = self._run("mod-a")
+        g, head = self._run("enterprise")
+        return g, head, g_a
+
+    def _run(self, name: str) -> tuple[nx.DiGraph, dict]:
         assert self.cluster is not None
-        mod = self.cluster.ref("modeler", 30)
+        mod = self.cluster.ref(name, 30)
         mod.configure("run")
-        with self.console.status("modeling...") as status:
+        with self.console.status(f"modeling ({name})...") as status:
             def done() -> dict | None:
                 st = mod.query("status")
                 job = st["job"]
                 pool = job.get("pool") or {}
-                status.update(f"modeling: {job.get('state')}; objects {job.get('objects', '?')}, "
+                status.update(f"modeling ({name}): {job.get('state')}; objects {job.get('objects', '?')}, "
                               f"pairs {job.get('pairs', '?')}, batches by agent {pool.get('by_agent', {})}")
                 return st if st["latest"] and job.get("state") in ("done", "failed") else None
 
             st = wait(done, timeout=240, every=0.5)
         if st["job"]["state"] == "failed":
-            raise click.ClickException(f"the modeling run failed: {st['job'].get('error')}")
+            raise click.ClickException(f"the modeling run of {name} failed: {st['job'].get('error')}")
         head = mod.query("versions_list")[-1]
         g = interface.from_json(mod.query("model")["model"])
         info = head["info"]
-        self.console.print(f"model version {head['version']}: {info['objects']} objects, "
-                           f"{info['pairs_scored']} pairs scored by {info['pool']['by_agent']} "
-                           f"in {info['seconds']['total']:.1f} s")
+        reused = f"; reused {', '.join(f'{k} v{v}' for k, v in info['submodels'].items())}" \
+            if info.get("submodels") else ""
+        self.console.print(f"{name} on {self.cluster.where(name)}: model version {head['version']}, "
+                           f"{info['objects']} objects, {g.number_of_edges()} dependencies; "
+                           f"{info['pairs_scored']} of {info['candidate_pairs']} pairs scored by neural agents "
+                           f"{info['pool']['by_agent']}{reused}, {info['seconds']['total']:.1f} s")
         return g, head
 
     # -- the result ---------------------------------------------------------------------
 
-    def report(self, g: nx.DiGraph, head: dict) -> dict:
+    def report(self, g: nx.DiGraph, head: dict, g_a: nx.DiGraph) -> dict:
         c = self.console
+        c.print("domain A's detailed model (mod-a): " + (", ".join(
+            f"{a} -> {b} ({conf:.2f})" for a, b, conf in sorted(g_a.edges(data="confidence"))) or "no dependencies"))
         truth = truth_edges()
         truth_objects = {v for e in truth for v in e} | {object_of(n) for n in BACKGROUND}
         seen = head["info"]["objects_by_source"]
-        c.print("the modeler saw: " + "; ".join(f"{s}: {', '.join(objs)}" for s, objs in seen.items()))
+        c.print("the enterprise modeler saw: " + "; ".join(f"{s}: {', '.join(objs)}" for s, objs in seen.items()))
 
-        table = Table("depends", "on", "confidence", "vs truth", title="dependency model")
+        table = Table("depends", "on", "confidence", "from", "vs truth", title="dependency model (enterprise)")
         for a, b, conf in sorted(g.edges(data="confidence"), key=lambda e: -(e[2] or 0)):
             if a in truth_objects and b in truth_objects:
                 verdict = "[green]right[/]" if (a, b) in truth else \
                     "[yellow]reversed[/]" if (b, a) in truth else "[red]wrong[/]"
             else:
                 verdict = "no truth (router)" if ROUTER in (a.split("/")[0], b.split("/")[0]) else "no truth"
-            table.add_row(a, b, f"{conf:.2f}" if conf is not None else "-", verdict)
+            table.add_row(a, b, f"{conf:.2f}" if conf is not None else "-",
+                          g.edges[a, b].get("submodel", "enterprise"), verdict)
         c.print(table)
 
         scored = g.subgraph([v for v in g if v in truth_objects])
@@ -271,15 +289,17 @@ class Scenario:
         for fmt in export.FORMATS:
             path = self.out / f"model.{fmt}"
             export.write(g, path, fmt)
+            export.write(g_a, self.out / f"domain-a.{fmt}", fmt)
             files.append(path)
         (self.out / "truth.json").write_text(json.dumps(
             {"edges": sorted(map(list, truth)), "objects": sorted(truth_objects)}, indent=1) + "\n")
         summary = {"metrics": m, "objects_by_source": seen, "router": self.router is not None,
                    "version": head["version"], "pool": head["info"]["pool"], "seconds": self.seconds,
+                   "submodels": head["info"]["submodels"], "domain_a_edges": sorted(map(list, g_a.edges)),
                    "edges": [[a, b, conf] for a, b, conf in g.edges(data="confidence")]}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         c.print(f"model files: {', '.join(str(p) for p in files)} "
-                f"(truth.json and summary.json beside them)")
+                f"(domain A's: domain-a.*; truth.json and summary.json beside them)")
         return summary
 
     # -- shutdown -------------------------------------------------------------------------
@@ -316,8 +336,8 @@ def run(seconds: float, interval: float, out: Path, console: Console | None = No
         t0 = time.perf_counter()
         sc.start()
         sc.collect()
-        g, head = sc.model()
-        summary = sc.report(g, head)
+        g, head, g_a = sc.model()
+        summary = sc.report(g, head, g_a)
         console.print(f"[green]done[/] in {time.perf_counter() - t0:.0f} s")
         return summary
     finally:
@@ -329,7 +349,7 @@ def run(seconds: float, interval: float, out: Path, console: Console | None = No
 
 @click.command("scenario")
 @click.option("--seconds", type=float, default=None,
-              help="Collection time before the model (default 100; 20 with --short).")
+              help="Collection time before the model (default 150; 20 with --short).")
 @click.option("--short", is_flag=True, help="A quick run (about a minute) for tests.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("masa-scenario"),
               show_default=True, help="Directory for the model files (JSON, GraphML, DOT).")
@@ -340,7 +360,7 @@ def scenario(seconds: float | None, short: bool, out: Path, netns: bool) -> None
     if netns:
         raise click.UsageError("--netns is not supported yet: the scenario runs every host on loopback")
     if seconds is None:
-        seconds = 20.0 if short else 100.0
+        seconds = 20.0 if short else 150.0
     if seconds < 5:
         raise click.BadParameter("at least 5 s of activity are needed", param_hint="--seconds")
     try:

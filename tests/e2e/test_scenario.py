@@ -51,6 +51,7 @@ def test_scenario_short(tmp_path):
 
     for fmt in ("json", "graphml", "dot"):
         assert (out / f"model.{fmt}").stat().st_size > 0
+        assert (out / f"domain-a.{fmt}").stat().st_size > 0
     g = export.read_model(out / "model.json")
     assert nx.read_graphml(out / "model.graphml").number_of_nodes() == g.number_of_nodes()
     assert len(nx.nx_pydot.read_dot(out / "model.dot")) == g.number_of_nodes()
@@ -62,6 +63,10 @@ def test_scenario_short(tmp_path):
     assert {"a1/proc/a-web", "a2/proc/a-app", "a3/proc/a-db"} <= set(seen["med-a"])
     assert set(g) == {o for objs in seen.values() for o in objs}
     assert set(summary["metrics"]) >= {"precision", "recall", "f1"}
+    # domain A's own detailed model was reused by the enterprise model as a sub-model
+    assert summary["submodels"] == {"mod-a": 1}
+    g_a = export.read_model(out / "domain-a.json")
+    assert set(g_a) <= set(seen["med-a"]) and set(g_a.edges) <= set(g.edges)
     if snmpd_path() is None:
         print("NOTICE: snmpd is not installed: the router (SNMP) part was not checked")
         assert summary["router"] is False and "snmpd is not installed" in run.stdout
