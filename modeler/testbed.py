@@ -176,10 +176,14 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
     names = list(services)
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     procs: list[subprocess.Popen] = []
+    # a token in every command line, so that only this run's processes are metered even
+    # when another testbed runs on the same machine
+    run = f"run{os.getpid()}x{int(time.time() * 1000)}"
+
     pid_service: dict[int, str] = {}
     try:
         for name, svc in services.items():
-            cfg = {"name": PREFIX + name, "port": ports[name], "work_ms": svc.get("work_ms", 4),
+            cfg = {"name": PREFIX + name, "run": run, "port": ports[name], "work_ms": svc.get("work_ms", 4),
                    "calls": [{"port": ports[d], "p": p} for d, p in (svc.get("calls") or {}).items()]}
             p = _spawn("service", cfg)
             procs.append(p)
@@ -190,9 +194,10 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
                                            "seed": seed * 1000 + k}))
         for k in range(int(topology.get("background", 0))):
             kind = "periodic" if k % 2 == 0 else "random"
-            procs.append(_spawn("background", {"name": f"{PREFIX}bg{k}", "kind": kind,
+            procs.append(_spawn("background", {"name": f"{PREFIX}bg{k}", "run": run, "kind": kind,
                                                "period_s": 7 + 6 * k, "seed": seed * 1000 + 100 + k}))
-        probe = ProcfsProbe(per_process="name", match=f"^{PREFIX}(?!cl)", host_cpu=False,
+        probe = ProcfsProbe(per_process="name", match=rf"testbed_service (service|background) .*{run}",
+                            host_cpu=False,
                             interfaces=False, host="tb")
         conn_probe = ConnectionProbe()
         samples, edges = [], {}
