@@ -98,3 +98,16 @@ def test_evaluate_explains_bad_model_and_truth(recording, tmp_path):
     (tmp_path / "truth.json").write_text(json.dumps({"edges": [["a"]]}))
     r = invoke("evaluate", tmp_path / "model.json", tmp_path / "truth.json")
     assert r.exit_code != 0 and "[caller, callee]" in r.output
+
+
+def test_interval_layout_gives_the_same_model(recording, tmp_path):
+    from masa.activity import read_csv
+    from masa.activity import write_csv as write
+
+    series = read_csv(recording / "activity.csv")
+    write(tmp_path / "iv.csv", series.values(), layout="interval")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert invoke("infer", recording / "activity.csv", "--out", a).exit_code == 0
+    assert invoke("infer", tmp_path / "iv.csv", "--out", b).exit_code == 0
+    edges = [sorted((e["source"], e["target"]) for e in json.loads(p.read_text())["edges"]) for p in (a, b)]
+    assert edges[0] == edges[1]
