@@ -24,6 +24,7 @@ import shutil
 import signal
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ from rich.table import Table
 
 from masa import admin
 from masa.local import LocalCluster, wait
+from masa.supervisor import Supervisor
 from modeler import export, interface, metrics
+from modeler.scenario_netns import Netns, NetnsUnavailable
 from modeler.scenario_procs import Processes, Router, free_port, snmpd_path, wait_listening
 
 #: host -> domain ("central" is the central server's own domain)
@@ -79,8 +82,10 @@ class Scenario:
     """One run: ``start`` the processes and agents, ``collect``, ``model``, ``report``;
     ``stop`` (always called) ends every process started."""
 
-    def __init__(self, console: Console, out: Path, seconds: float, interval: float) -> None:
+    def __init__(self, console: Console, out: Path, seconds: float, interval: float, netns: bool = False) -> None:
         self.console, self.out, self.seconds, self.interval = console, out, seconds, interval
+        self.netns = netns
+        self.net: Netns | None = None
         self._tmp = tempfile.mkdtemp(prefix="masa-scenario-")
         self.home = Path(self._tmp)
         self.procs = Processes(tag=str(self.home))
@@ -93,32 +98,58 @@ class Scenario:
     def start(self) -> None:
         c = self.console
         c.print(f"[bold]masa scenario[/]: state in {self.home}")
+        if self.netns:
+            self.net = Netns(list(HOSTS))
+            try:
+                self.net.up()
+            except NetnsUnavailable as exc:
+                raise click.ClickException(f"--netns: cannot create network namespaces here ({exc}); "
+                                           "run without --netns (loopback) or as root") from None
+            c.print(f"network namespaces: bridge {self.net.bridge} ({self.net.gateway}/24: name server, "
+                    "router, clients); " + ", ".join(f"{h} {a}" for h, a in self.net.address.items()))
         with c.status("starting the name server and 5 agent hosts as separate processes..."):
             t0 = time.perf_counter()
-            self.cluster = LocalCluster(self.home, {h: {"domain": d} for h, d in HOSTS.items()},
-                                        heartbeat=0.5, call_timeout=30.0)
-            self.cluster.__enter__()
+            cl = LocalCluster(self.home, {h: {"domain": d} for h, d in HOSTS.items()},
+                              heartbeat=0.5, call_timeout=30.0)
+            if self.net is not None:  # the same processes, each host inside its namespace
+                cl.settings = replace(cl.settings, ns_host=self.net.gateway)
+                cl.sup = Supervisor(cl.topology, cl.settings, log_dir=self.home / "logs")
+                for h, child in cl.sup.children.items():
+                    if h in HOSTS:
+                        child.argv = [*self.net.prefix(h), *child.argv, "--bind", self.net.address[h]]
+            self.cluster = cl
+            cl.__enter__()
         c.print(f"[green]up[/] in {time.perf_counter() - t0:.1f} s: name server on "
-                f"{self.cluster.settings.ns_address}; hosts " +
-                ", ".join(f"{h} (domain {d})" for h, d in HOSTS.items()))
+                f"{cl.settings.ns_address}; hosts " +
+                ", ".join(f"{h} (domain {d}) on {self.addr(h)}" for h, d in HOSTS.items()))
         self._start_services()
         self._start_router()
         self._start_agents()
 
+    def addr(self, host: str) -> str:
+        """Where a host's processes serve: its namespace's address, or loopback."""
+        return self.net.address[host] if self.net is not None else "127.0.0.1"
+
+    def _inside(self, host: str) -> list[str] | None:
+        return self.net.prefix(host) if self.net is not None else None
+
     def _start_services(self) -> None:
         ports = {name: free_port() for name in SERVICES}
-        for name, (_host, work, calls) in SERVICES.items():
-            self.procs.spawn("service", {"name": name, "port": ports[name], "work_ms": work,
-                                         "calls": [{"port": ports[d], "p": p} for d, p in calls.items()]})
-        wait_listening(ports.values())
-        for k, (target, rate) in enumerate(CLIENTS):
-            self.procs.spawn("client", {"name": f"sc-cl{k}", "port": ports[target], "rate": rate,
-                                        "seed": 100 + k})
-        for k, name in enumerate(BACKGROUND):
-            self.procs.spawn("background", {"name": name, "kind": "random", "period_s": 5, "seed": 200 + k})
-        table = Table("service", "host", "domain", "port", "calls", title="services (real processes)")
+        at = {name: self.addr(SERVICES[name][0]) for name in SERVICES}
+        for name, (host, work, calls) in SERVICES.items():
+            self.procs.spawn("service", {"name": name, "bind": at[name], "port": ports[name], "work_ms": work,
+                                         "calls": [{"host": at[d], "port": ports[d], "p": p}
+                                                   for d, p in calls.items()]}, self._inside(host))
+        wait_listening((at[n], ports[n]) for n in SERVICES)
+        for k, (target, rate) in enumerate(CLIENTS):  # outside every host, like real users
+            self.procs.spawn("client", {"name": f"sc-cl{k}", "host": at[target], "port": ports[target],
+                                        "rate": rate, "seed": 100 + k})
+        for k, (name, host) in enumerate(BACKGROUND.items()):
+            self.procs.spawn("background", {"name": name, "kind": "random", "period_s": 5, "seed": 200 + k},
+                             self._inside(host))
+        table = Table("service", "host", "domain", "address", "calls", title="services (real processes)")
         for name, (host, _, calls) in SERVICES.items():
-            table.add_row(name, host, HOSTS[host], str(ports[name]),
+            table.add_row(name, host, HOSTS[host], f"{at[name]}:{ports[name]}",
                           ", ".join(f"{d} (p={p})" for d, p in calls.items()) or "-")
         for name, host in BACKGROUND.items():
             table.add_row(name, host, HOSTS[host], "-", "unrelated background work")
@@ -132,7 +163,10 @@ class Scenario:
                                "the router is left out and collection is procfs-only")
             return
         try:
-            self.router = Router(self.home / "snmpd")
+            if self.net is not None:
+                self.router = Router(self.home / "snmpd", self.net.gateway, self.net.gateway.rsplit(".", 1)[0] + ".0/24")
+            else:
+                self.router = Router(self.home / "snmpd")
         except (OSError, RuntimeError) as exc:
             self.console.print(f"[yellow]notice[/]: snmpd did not start ({exc}); "
                                "the router is left out and collection is procfs-only")
@@ -281,8 +315,11 @@ class Scenario:
         c.print("  missed: " + (", ".join(f"{a} -> {b}" for a, b in missed) or "none"))
         c.print("  wrong or reversed: " + (", ".join(f"{a} -> {b}" for a, b in wrong) or "none"))
         if self.router is not None:
-            c.print("  the router's objects have no known truth: its interfaces carry all loopback traffic, "
-                    "so edges to them are plausible but not scored")
+            carries = ("its ports carry the hosts' traffic (" + ", ".join(
+                f"{self.net.port(h)} = {h}" for h in HOSTS) + ")") if self.net is not None \
+                else "its interfaces carry all loopback traffic"
+            c.print(f"  the router's objects have no known truth: {carries}, so edges to them are "
+                    "plausible but not scored")
 
         self.out.mkdir(parents=True, exist_ok=True)
         files = []
@@ -313,6 +350,9 @@ class Scenario:
             self.procs.stop()
             if self.router is not None:
                 self.router.stop()
+            if self.net is not None:
+                self.net.down()
+                self.net = None
         shutil.rmtree(self._tmp, ignore_errors=True)
         self.console.print("[green]stopped[/]: no process of this run is left")
 
@@ -327,11 +367,12 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # SIGTERM takes the same clean way out as Ctrl-C
 
 
-def run(seconds: float, interval: float, out: Path, console: Console | None = None) -> dict:
+def run(seconds: float, interval: float, out: Path, console: Console | None = None,
+        netns: bool = False) -> dict:
     """The whole scenario; returns the summary written to ``out/summary.json``."""
     console = console or Console()
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    sc = Scenario(console, out, seconds, interval)
+    sc = Scenario(console, out, seconds, interval, netns)
     try:
         t0 = time.perf_counter()
         sc.start()
@@ -353,18 +394,16 @@ def run(seconds: float, interval: float, out: Path, console: Console | None = No
 @click.option("--short", is_flag=True, help="A quick run (about a minute) for tests.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("masa-scenario"),
               show_default=True, help="Directory for the model files (JSON, GraphML, DOT).")
-@click.option("--netns", is_flag=True, help="Each host in its own network namespace (not supported yet).")
+@click.option("--netns", is_flag=True, help="Each host in its own network namespace (needs root).")
 def scenario(seconds: float | None, short: bool, out: Path, netns: bool) -> None:
     """The founding scenario: domains A and B, a central server and a router, collected,
     mediated and modeled by agents on this machine; the model is compared with the truth."""
-    if netns:
-        raise click.UsageError("--netns is not supported yet: the scenario runs every host on loopback")
     if seconds is None:
         seconds = 20.0 if short else 150.0
     if seconds < 5:
         raise click.BadParameter("at least 5 s of activity are needed", param_hint="--seconds")
     try:
-        run(seconds, 0.5, out)
+        run(seconds, 0.5, out, netns=netns)
     except KeyboardInterrupt:
         Console().print("[yellow]interrupted[/]: everything was shut down")
         raise SystemExit(130) from None

@@ -30,16 +30,18 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 class Processes:
-    """Service, client and background processes (``modeler.testbed_service``), all stopped
+    """Service, client and background processes (``modeler.scenario_service``), all stopped
     by :meth:`stop`.  ``tag`` goes into every command line, so leftovers are findable."""
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
         self.procs: list[subprocess.Popen] = []
 
-    def spawn(self, role: str, cfg: dict) -> subprocess.Popen:
+    def spawn(self, role: str, cfg: dict, prefix: list[str] | None = None) -> subprocess.Popen:
+        """``prefix`` runs it elsewhere (``ip netns exec NS``)."""
         p = subprocess.Popen(
-            [sys.executable, "-m", "modeler.testbed_service", role, json.dumps({**cfg, "run": self.tag})],
+            [*(prefix or []), sys.executable, "-m", "modeler.scenario_service", role,
+             json.dumps({**cfg, "run": self.tag})],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         self.procs.append(p)
@@ -59,17 +61,17 @@ class Processes:
         self.procs.clear()
 
 
-def wait_listening(ports, timeout: float = 15.0) -> None:
-    """Block until every TCP port on loopback accepts a connection."""
+def wait_listening(addresses, timeout: float = 15.0) -> None:
+    """Block until every ``(host, port)`` accepts a TCP connection."""
     deadline = time.monotonic() + timeout
-    for port in ports:
+    for host, port in addresses:
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                socket.create_connection((host, port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"service on port {port} did not start") from None
+                    raise RuntimeError(f"service on {host}:{port} did not start") from None
                 time.sleep(0.05)
 
 
@@ -84,14 +86,16 @@ class Router:
 
     COMMUNITY = "masascenario"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, address: str = "127.0.0.1", clients: str = "127.0.0.1") -> None:
+        """Serve on ``address`` to SNMP managers from ``clients`` (an address or a network)."""
         exe = snmpd_path()
         if exe is None:
             raise FileNotFoundError("snmpd")
+        self.address = address
         self.port = free_port(socket.SOCK_DGRAM)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        conf = [f"agentAddress udp:127.0.0.1:{self.port}", f"rocommunity {self.COMMUNITY} 127.0.0.1",
+        conf = [f"agentAddress udp:{address}:{self.port}", f"rocommunity {self.COMMUNITY} {clients}",
                 "dontLogTCPWrappersConnects yes"]
         (self.dir / "snmpd.conf").write_text("\n".join(conf) + "\n")
         cmd = [exe, "-f", "-C", "-c", str(self.dir / "snmpd.conf"), "-I", "-smux",
@@ -114,7 +118,7 @@ class Router:
 
     @property
     def target(self) -> str:
-        return f"udp:127.0.0.1:{self.port}"
+        return f"udp:{self.address}:{self.port}"
 
     def _wait(self, limit: float = 15.0) -> None:
         """Until a hand-built v2c GET of sysUpTime.0 is answered (independent of probes/)."""
@@ -132,7 +136,7 @@ class Router:
                 raise RuntimeError(f"snmpd exited with {self.proc.returncode} (log: {self.dir / 'snmpd.log'})")
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.settimeout(0.3)
-                s.sendto(msg, ("127.0.0.1", self.port))
+                s.sendto(msg, (self.address, self.port))
                 try:
                     s.recv(4096)
                     return
