@@ -332,7 +332,9 @@ class Scenario:
             {"edges": sorted(map(list, truth)), "objects": sorted(truth_objects)}, indent=1) + "\n")
         summary = {"metrics": m, "objects_by_source": seen, "router": self.router is not None,
                    "version": head["version"], "pool": head["info"]["pool"], "seconds": self.seconds,
-                   "submodels": head["info"]["submodels"], "domain_a_edges": sorted(map(list, g_a.edges)),
+                   "submodels": head["info"]["submodels"],
+                   "netns": None if self.net is None else {"bridge": self.net.bridge, "namespaces": self.net.names,
+                                                           "addresses": self.net.address}, "domain_a_edges": sorted(map(list, g_a.edges)),
                    "edges": [[a, b, conf] for a, b, conf in g.edges(data="confidence")]}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         c.print(f"model files: {', '.join(str(p) for p in files)} "

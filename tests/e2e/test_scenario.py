@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import networkx as nx
+import pytest
 
 from modeler import export
+from modeler.scenario_netns import Netns, NetnsUnavailable
 from modeler.scenario_procs import snmpd_path
 from tests.cluster import ROOT
 
@@ -35,14 +37,28 @@ def leftovers(marker: str) -> list[str]:
     return found
 
 
-def test_scenario_short(tmp_path):
+def netns_available() -> bool:
+    try:
+        net = Netns(["probe"])
+        net.up()
+        net.down()
+        return True
+    except (NetnsUnavailable, OSError):
+        return False
+
+
+@pytest.mark.parametrize("mode", ["loopback", "netns"])
+def test_scenario_short(tmp_path, mode):
+    if mode == "netns" and not netns_available():
+        pytest.skip("network namespaces cannot be created here (needs root and iproute2)")
     work = tmp_path / "tmp"
     work.mkdir()
     out = tmp_path / "out"
     env = {**os.environ, "TMPDIR": str(work), "COLUMNS": "200",
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env.pop("MASA_NS", None)
-    run = subprocess.run([sys.executable, "-m", "masa", "scenario", "--short", "--out", str(out)],
+    extra = ["--netns"] if mode == "netns" else []
+    run = subprocess.run([sys.executable, "-m", "masa", "scenario", "--short", "--out", str(out), *extra],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
     print(run.stdout[-6000:])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -75,3 +91,10 @@ def test_scenario_short(tmp_path):
         assert "router/cpu" in seen["router"] or any(o.startswith("router/if/") for o in seen["router"])
 
     assert leftovers(str(work)) == []
+    if mode == "netns":
+        net = summary["netns"]
+        assert len(set(net["addresses"].values())) == len(net["addresses"])  # real distinct addresses
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert not any(ns in left for ns in net["namespaces"].values())
+        bridge = subprocess.run(["ip", "link", "show", net["bridge"]], capture_output=True, text=True)
+        assert bridge.returncode != 0  # removed
