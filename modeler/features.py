@@ -58,6 +58,11 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
+#: Ranges of the size features seen in training (150-1,500 bins, 3-58 objects).
+LOG_BINS_RANGE = (1.87, 3.17)
+LOG_OBJECTS_RANGE = (0.47, 1.76)
+
+
 def max_lag_bins(step: float) -> int:
     """Lags worth tolerating: unsynchronised clocks are off by up to about 2 s."""
     return int(min(3, max(1, round(2.0 / step))))
@@ -303,7 +308,8 @@ def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
         skew[j],
         burst_share[i],
         burst_share[j],
-        np.full(len(pairs), np.log10(t)),
-        np.full(len(pairs), np.log10(n)),
+        # clipped to the training range: an MLP extrapolates wildly beyond it
+        np.full(len(pairs), np.clip(np.log10(t), *LOG_BINS_RANGE)),
+        np.full(len(pairs), np.clip(np.log10(n), *LOG_OBJECTS_RANGE)),
     ]
     return np.column_stack(cols)
