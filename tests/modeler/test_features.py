@@ -108,3 +108,13 @@ def test_too_short_recordings_are_refused(n_bins):
 
     with pytest.raises(ActivityError, match="too short"):
         grid_of({"a": np.ones(n_bins), "b": np.ones(n_bins)})
+
+
+def test_size_features_stay_in_the_range_the_network_was_trained_on():
+    """Beyond it the MLP extrapolates: at 1,000 objects that once sank skeleton F1 to 0.1."""
+    from modeler.features import LOG_OBJECTS_RANGE
+
+    rng = np.random.default_rng(6)
+    prep = grid_of({f"o{k}": bursty(rng, 200) for k in range(80)})
+    x = pair_features(prep, np.array([[0, 1]]))
+    assert x[0, F["log_objects"]] == LOG_OBJECTS_RANGE[1]
