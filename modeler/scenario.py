@@ -19,6 +19,7 @@ Agents are started by kind name, as an operator would: this module never imports
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import signal
@@ -244,7 +245,7 @@ class Scenario:
                            ", ".join(f"{n}: {k}" for n, k in counts.items()))
         for name, (ref, objects) in refs.items():
             cat = [e["object"] for e in ref.query("catalog")]
-            shown = [o for o in cat if objects is None or any(_glob(o, g) for g in objects)]
+            shown = [o for o in cat if objects is None or any(fnmatch.fnmatchcase(o, g) for g in objects)]
             self.console.print(f"  {name} offers {len(cat)} objects; the enterprise modeler takes {len(shown)}: "
                                f"{', '.join(shown[:8])}{' ...' if len(shown) > 8 else ''}")
 
@@ -333,8 +334,9 @@ class Scenario:
         summary = {"metrics": m, "objects_by_source": seen, "router": self.router is not None,
                    "version": head["version"], "pool": head["info"]["pool"], "seconds": self.seconds,
                    "submodels": head["info"]["submodels"],
-                   "netns": None if self.net is None else {"bridge": self.net.bridge, "namespaces": self.net.names,
-                                                           "addresses": self.net.address}, "domain_a_edges": sorted(map(list, g_a.edges)),
+                   "domain_a_edges": sorted(map(list, g_a.edges)),
+                   "netns": None if self.net is None else {
+                       "bridge": self.net.bridge, "namespaces": self.net.names, "addresses": self.net.address},
                    "edges": [[a, b, conf] for a, b, conf in g.edges(data="confidence")]}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         c.print(f"model files: {', '.join(str(p) for p in files)} "
@@ -344,25 +346,28 @@ class Scenario:
     # -- shutdown -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Everything this run started, whatever state it is in."""
+        """Everything this run started, whatever state it is in; one step failing does not
+        keep the others from running."""
+        steps = [("hosts and name server", self._stop_cluster), ("services", self.procs.stop),
+                 ("snmpd", lambda: self.router and self.router.stop()),
+                 ("network namespaces", lambda: self.net and self.net.down())]
+        failed = []
         with self.console.status("shutting down agents, hosts, name server, services, snmpd..."):
-            if self.cluster is not None:
-                self.cluster.__exit__(None, None, None)
-                self.cluster = None
-            self.procs.stop()
-            if self.router is not None:
-                self.router.stop()
-            if self.net is not None:
-                self.net.down()
-                self.net = None
+            for what, step in steps:
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - reported, and the next step still runs
+                    failed.append(f"{what}: {exc!r}")
         shutil.rmtree(self._tmp, ignore_errors=True)
-        self.console.print("[green]stopped[/]: no process of this run is left")
+        if failed:
+            self.console.print(f"[red]shutdown problems[/]: {'; '.join(failed)}")
+        else:
+            self.console.print("[green]stopped[/]: no process of this run is left")
 
-
-def _glob(name: str, pattern: str) -> bool:
-    import fnmatch
-
-    return fnmatch.fnmatchcase(name, pattern)
+    def _stop_cluster(self) -> None:
+        if self.cluster is not None:
+            cluster, self.cluster = self.cluster, None
+            cluster.__exit__(None, None, None)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
