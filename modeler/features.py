@@ -174,7 +174,8 @@ def _skew(x: np.ndarray) -> np.ndarray:
     return np.mean(x**3, axis=1)
 
 
-def _third_party(r: np.ndarray, pairs: np.ndarray, batch: int = 4096) -> tuple[np.ndarray, ...]:
+def _third_party(r: np.ndarray, pairs: np.ndarray, floor: float = 0.0,
+                 batch: int = 4096) -> tuple[np.ndarray, ...]:
     """Smallest first-order partial correlation of (i, j) over all k, and collider evidence.
 
     Collider at j with parent i: some k unrelated to i (|r_ik| small) becomes related
@@ -195,6 +196,9 @@ def _third_party(r: np.ndarray, pairs: np.ndarray, batch: int = 4096) -> tuple[n
         denom = np.sqrt((1 - rik**2) * (1 - rjk**2))
         pij_k = np.abs((rij - rik * rjk) / denom)
         pij_k[mask] = np.inf
+        # only objects associated with i or j can explain their association; among
+        # thousands of unrelated ones some would by chance (multiple comparisons)
+        pij_k[np.maximum(np.abs(rik), np.abs(rjk)) < floor] = np.inf
         mins = pij_k.min(axis=1)
         out_min[s : s + len(p)] = np.where(np.isfinite(mins), mins, np.abs(rij[:, 0]))
         dj = np.sqrt((1 - rij**2) * (1 - rjk**2))
@@ -274,7 +278,7 @@ def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
     lingam_tanh = rho * (x_tanh_y - tanh_x_y)
     lingam_skew = rho * (np.einsum("pt,pt->p", b[i] ** 2, b[j]) - np.einsum("pt,pt->p", b[i], b[j] ** 2)) / t
 
-    min_p1, col_j, col_i = _third_party(rb, pairs)
+    min_p1, col_j, col_i = _third_party(rb, pairs, floor=4.0 / np.sqrt(t))
 
     absb = np.abs(rb).copy()
     np.fill_diagonal(absb, 0.0)
