@@ -39,7 +39,8 @@ from masa.local import LocalCluster, wait
 from masa.supervisor import Supervisor
 from modeler import export, interface, metrics
 from modeler.scenario_netns import Netns, NetnsUnavailable
-from modeler.scenario_procs import Processes, Router, free_port, snmpd_path, wait_listening
+from modeler.scenario_procs import Processes, Router, free_port, wait_listening
+from probes.snmpd import snmpd_path
 
 #: host -> domain ("central" is the central server's own domain)
 HOSTS: dict[str, str] = {"a1": "A", "a2": "A", "a3": "A", "srv": "central", "b1": "B"}

@@ -15,7 +15,7 @@ import pytest
 
 from modeler import export
 from modeler.scenario_netns import Netns, NetnsUnavailable
-from modeler.scenario_procs import snmpd_path
+from probes.snmpd import snmpd_path
 from tests.cluster import ROOT
 
 

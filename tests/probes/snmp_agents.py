@@ -4,7 +4,6 @@ loopback high ports, each stopped when its test module ends."""
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -13,6 +12,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from probes.snmpd import LocalSnmpd
 
 COMMUNITY = "masatest"
 V3_USERS = {  # user -> (auth protocol, priv protocol)
@@ -62,57 +63,13 @@ def snmpget_raw(port: int, community: str = COMMUNITY) -> bytes | None:
             return None
 
 
-class Snmpd:
-    """Debian's net-snmp agent serving this machine's IF-MIB and CPU."""
+class Snmpd(LocalSnmpd):
+    """Debian's net-snmp agent serving this machine's IF-MIB and CPU, with the tests'
+    community and v3 users."""
 
     def __init__(self) -> None:
-        self.exe = shutil.which("snmpd") or ("/usr/sbin/snmpd" if os.path.exists("/usr/sbin/snmpd") else None)
-        if self.exe is None:
-            raise FileNotFoundError("snmpd")
-        self.port = free_udp_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="masa-snmpd-"))
-        conf = [
-            f"agentAddress udp:127.0.0.1:{self.port}",
-            f"rocommunity {COMMUNITY} 127.0.0.1",
-            "dontLogTCPWrappersConnects yes",
-        ]
-        for user, (auth, priv) in V3_USERS.items():
-            conf.append(f'createUser {user} {auth} "{AUTH_KEY}" {priv} "{PRIV_KEY}"')
-            conf.append(f"rouser {user} priv")
-        (self.dir / "snmpd.conf").write_text("\n".join(conf) + "\n")
-        cmd = [self.exe, "-f", "-C", "-c", str(self.dir / "snmpd.conf"), "-I", "-smux",
-               "-Lf", str(self.dir / "snmpd.log")]
-        if os.geteuid() == 0:
-            try:
-                user = pwd.getpwnam("Debian-snmp")
-                os.chown(self.dir, user.pw_uid, user.pw_gid)
-                cmd += ["-u", "Debian-snmp", "-g", str(user.pw_gid)]
-            except KeyError:
-                pass
-        env = {**os.environ, "MIBS": "", "SNMP_PERSISTENT_DIR": str(self.dir / "persist")}
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.started = time.time()
-        try:
-            _wait_udp(self.port, self.proc, "snmpd")
-        except Exception:
-            self.stop()
-            raise
-
-    @property
-    def target(self) -> str:
-        return f"udp:127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().__init__(community=COMMUNITY, v3_users={
+            user: (auth, AUTH_KEY, priv, PRIV_KEY) for user, (auth, priv) in V3_USERS.items()})
 
 
 def net_snmp(tool: str, port: int, *oids: str, v3: str | None = None, extra: tuple = ()) -> str:
