@@ -30,7 +30,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 class Processes:
-    """Service, client and background processes (``modeler.scenario_service``), all stopped
+    """Service, client and background processes (``modeler.testbed_service``), all stopped
     by :meth:`stop`.  ``tag`` goes into every command line, so leftovers are findable."""
 
     def __init__(self, tag: str) -> None:
@@ -40,7 +40,7 @@ class Processes:
     def spawn(self, role: str, cfg: dict, prefix: list[str] | None = None) -> subprocess.Popen:
         """``prefix`` runs it elsewhere (``ip netns exec NS``)."""
         p = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "modeler.scenario_service", role,
+            [*(prefix or []), sys.executable, "-m", "modeler.testbed_service", role,
              json.dumps({**cfg, "run": self.tag})],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)

@@ -3,7 +3,10 @@
 Run as ``python -m modeler.testbed_service ROLE CONFIG_JSON``.  Each process renames
 itself (``prctl(PR_SET_NAME)``) so the procfs probe meters it under its own name.
 
-* ``service``: a threaded TCP server on loopback; each request (one line) burns CPU for
+Addresses default to loopback; a service's ``bind`` and the ``host`` of a client or of a
+call put it elsewhere (``masa scenario --netns`` gives each host its own address).
+
+* ``service``: a threaded TCP server; each request (one line) burns CPU for
   a noisy amount of work, then calls each dependency with its call probability, then
   answers.  This is the "activity of a caller includes the call" structure that real
   request-driven services have.
@@ -23,6 +26,8 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+LOOPBACK = "127.0.0.1"
 
 
 def set_name(name: str) -> None:
@@ -47,15 +52,15 @@ class _Pool(threading.local):
     """One persistent connection per dependency per thread."""
 
     def __init__(self) -> None:
-        self.conns: dict[int, tuple[socket.socket, object]] = {}
+        self.conns: dict[tuple[str, int], tuple[socket.socket, object]] = {}
 
 
-def _call(pool: _Pool, port: int) -> None:
+def _call(pool: _Pool, port: tuple[str, int]) -> None:
     for attempt in range(2):
         conn = pool.conns.get(port)
         try:
             if conn is None:
-                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s = socket.create_connection(port, timeout=10)
                 conn = pool.conns[port] = (s, s.makefile("rb"))
             conn[0].sendall(b"x\n")
             if not conn[1].readline():
@@ -69,7 +74,7 @@ def _call(pool: _Pool, port: int) -> None:
 
 def run_service(cfg: dict) -> None:
     work = cfg["work_ms"] / 1000.0
-    calls = [(int(c["port"]), float(c.get("p", 1.0))) for c in cfg.get("calls", [])]
+    calls = [((c.get("host", LOOPBACK), int(c["port"])), float(c.get("p", 1.0))) for c in cfg.get("calls", [])]
     pool = _Pool()
 
     class Handler(socketserver.StreamRequestHandler):
@@ -84,13 +89,13 @@ def run_service(cfg: dict) -> None:
 
     socketserver.ThreadingTCPServer.daemon_threads = True
     socketserver.ThreadingTCPServer.allow_reuse_address = True
-    with socketserver.ThreadingTCPServer(("127.0.0.1", cfg["port"]), Handler) as server:
+    with socketserver.ThreadingTCPServer((cfg.get("bind", LOOPBACK), cfg["port"]), Handler) as server:
         server.serve_forever()
 
 
 def run_client(cfg: dict) -> None:
     rnd = random.Random(cfg.get("seed"))
-    port, base = int(cfg["port"]), float(cfg["rate"])
+    port, base = (cfg.get("host", LOOPBACK), int(cfg["port"])), float(cfg["rate"])
     pool = _Pool()
     executor = ThreadPoolExecutor(max_workers=16)
     on, switch, drift = False, 0.0, 1.0
