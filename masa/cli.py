@@ -39,8 +39,10 @@ def _unavailable(name: str, target: str, exc: Exception) -> click.Command:
     def fail() -> None:
         raise click.ClickException(f"command {name!r} could not be loaded from {target}: {exc}")
 
-    return click.Command(name, callback=fail, help=f"(unavailable: {exc})",
-                         context_settings={"ignore_unknown_options": True})
+    command = click.Command(name, callback=fail, help=f"(unavailable: {exc})",
+                            context_settings={"ignore_unknown_options": True})
+    command.masa_unavailable = True
+    return command
 
 
 class _OneLineErrors(_PluginGroup):
@@ -255,10 +257,20 @@ def tls_init(directory: str, hosts: tuple[str, ...]) -> None:
         click.echo(path)
 
 
-@main.command()
-@click.option("--moves", default=12, show_default=True, help="How many times the counter agent moves.")
-def demo(moves: int) -> None:
-    """Run the platform demo: 3 hosts, a cascade, agents moving under query load."""
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--platform", "platform_only", is_flag=True,
+              help="Only the platform demo: 3 hosts, a cascade, agents moving under query load.")
+@click.option("--moves", default=12, show_default=True, help="With --platform: how often the counter agent moves.")
+@click.pass_context
+def demo(ctx: click.Context, platform_only: bool, moves: int) -> None:
+    """Run the founding scenario (``masa scenario``: two domains, a router, the dependency
+    model); its options pass through (--short, --netns, --out).  --platform: the platform alone."""
+    scenario = None if platform_only else main.get_command(ctx.parent, "scenario")
+    if scenario is not None and not getattr(scenario, "masa_unavailable", False):
+        with scenario.make_context("masa demo", list(ctx.args), parent=ctx.parent) as sub:
+            return scenario.invoke(sub)
+    if ctx.args:
+        raise click.UsageError(f"unexpected arguments for the platform demo: {' '.join(ctx.args)}")
     from masa.demo import run
 
     result = run(moves=moves)

@@ -55,7 +55,7 @@ def test_query_and_nodes_from_the_command_line(cluster):
 
 def test_demo_runs_moves_and_loses_nothing(tmp_path):
     env = {**os.environ, "MASA_HOME": str(tmp_path), "COLUMNS": "200"}
-    out = masa("demo", "--moves", "4", env=env)
+    out = masa("demo", "--platform", "--moves", "4", env=env)
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "front@alpha -> middle@beta -> back@gamma" in text
