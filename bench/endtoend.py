@@ -11,7 +11,9 @@ models.  It prints the time from start to each first model and how each modeling
 divided its time between collection (report queries to the sources, including their
 transport), transport of pair batches to and from the neural agents, and modeling
 (features, network evaluation inside the neural agents, decision).  No assertion:
-figures and ratios only.  ``--record`` writes them to bench/RESULTS.md.
+figures and ratios only; the peer is the same modeling of domain A in one process
+(``DependencyModeler.predict``), measured in the same run.  ``--record`` writes them to
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -84,6 +86,15 @@ def run(services: int) -> list[str]:
         heads["ent"] = wait_version(c, "ent", 1)
         t_ent = time.perf_counter()
 
+    # The named peer: the same modeling of domain A in one process, no agents at all.
+    from modeler.estimator import DependencyModeler
+
+    est = DependencyModeler.default()
+    t_peer = time.perf_counter()
+    est.predict(a)
+    peer_s = time.perf_counter() - t_peer
+    local_s = heads["mod-a"]["info"]["seconds"]["total"]
+
     lines = [
         f"scenario: {services} services per domain + B as one object; {len(sc.series)} objects, "
         f"{heads['mod-a']['info']['objects']} in A",
@@ -101,6 +112,10 @@ def run(services: int) -> list[str]:
         lines.append(f"| {name} | {head['info']['pairs_scored']} of {head['info']['candidate_pairs']} | "
                      f"{sh['total']:.3f} | {sh['collection'] / tot:.0%} | {sh['transport'] / tot:.0%} | "
                      f"{sh['modeling'] / tot:.0%} |")
+    lines.append("")
+    lines.append(f"peer, same run: domain A modeled in one process (DependencyModeler.predict, no agents) "
+                 f"{peer_s:.3f} s; mod-a through its sources and two neural agents {local_s:.3f} s "
+                 f"({local_s / max(peer_s, 1e-9):.2f}x)")
     ent = heads["ent"]["info"]
     full = ent["candidate_pairs"]
     lines.append("")
