@@ -33,6 +33,7 @@ class Settings:
     call_timeout: float = 10.0
     idle_timeout: float = 60.0
     heartbeat: float = 1.0
+    tick: float = 0.05  # resolution of a host's scheduler and watchdog
     threadpool: int = 160
 
     @classmethod
@@ -51,6 +52,7 @@ class Settings:
             call_timeout=float(env.get("MASA_CALL_TIMEOUT", base.call_timeout)),
             heartbeat=float(env.get("MASA_HEARTBEAT", base.heartbeat)),
             idle_timeout=float(env.get("MASA_IDLE_TIMEOUT", base.idle_timeout)),
+            tick=float(env.get("MASA_TICK", base.tick)),
         )
         s = replace(s, **overrides)
         if not s.secret:
@@ -72,6 +74,7 @@ class Settings:
             "MASA_MAX_MESSAGE": str(self.max_message),
             "MASA_CALL_TIMEOUT": str(self.call_timeout),
             "MASA_IDLE_TIMEOUT": str(self.idle_timeout),
+            "MASA_TICK": str(self.tick),
         })
         if self.tls_dir:
             env["MASA_TLS_DIR"] = str(self.tls_dir)

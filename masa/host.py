@@ -808,7 +808,7 @@ class AgentHost:
                         slot.checkpoint = slot.agent.snapshot()
                 with _quietly():
                     self.save_checkpoints()
-            self._stop.wait(0.05)
+            self._stop.wait(self.settings.tick)
         if registry is not None:
             registry._pyroRelease()
 
