@@ -239,15 +239,9 @@ def main() -> None:
               "|---|---|---|---|---|---|---|", *summary, ""]
     print("\n".join(lines[-(len(summary) + 4):]))
     if args.write:
-        results = ROOT / "bench" / "RESULTS.md"
-        text = results.read_text()
-        if "## Accuracy" in text:
-            head, _, rest = text.partition("## Accuracy")
-            tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-            text = head.rstrip() + "\n\n" + "\n".join(lines) + tail
-        else:
-            text = text.rstrip() + "\n\n" + "\n".join(lines)
-        results.write_text(text.rstrip() + "\n")
+        from bench.results import update_section
+
+        update_section("Accuracy", "\n".join(lines[2:]))
 
 
 if __name__ == "__main__":

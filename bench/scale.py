@@ -83,15 +83,9 @@ def main() -> None:
         print(lines[-1], flush=True)
     lines.append("")
     if args.write:
-        results = ROOT / "bench" / "RESULTS.md"
-        text = results.read_text()
-        if "## Scale" in text:
-            head, _, rest = text.partition("## Scale")
-            tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-            text = head.rstrip() + "\n\n" + "\n".join(lines) + tail
-        else:
-            text = text.rstrip() + "\n\n" + "\n".join(lines)
-        results.write_text(text.rstrip() + "\n")
+        from bench.results import update_section
+
+        update_section("Scale", "\n".join(lines[2:]))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from masa.supervisor import stop_process
 
 
 def snmpd_path() -> str | None:
@@ -105,12 +106,6 @@ class LocalSnmpd:
         raise RuntimeError(f"snmpd did not answer on {self.target} (log: {self.log})")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
