@@ -32,6 +32,26 @@ def free_udp_port(address: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def uptime_get(address: str, port: int, community: str, timeout: float = 0.3) -> bytes | None:
+    """The raw answer to a hand-built v2c GET of sysUpTime.0, or None: a liveness check
+    that depends on no SNMP library (so it can also check the project's own poller)."""
+    c = community.encode()
+    oid = bytes([0x06, 0x08, 0x2B, 6, 1, 2, 1, 1, 3, 0])
+    vb = bytes([0x30, len(oid) + 2]) + oid + b"\x05\x00"
+    vbl = bytes([0x30, len(vb)]) + vb
+    pdu_body = b"\x02\x01\x01\x02\x01\x00\x02\x01\x00" + vbl
+    pdu = bytes([0xA0, len(pdu_body)]) + pdu_body
+    body = b"\x02\x01\x01" + bytes([0x04, len(c)]) + c + pdu
+    msg = bytes([0x30, len(body)]) + body
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(msg, (address, port))
+        try:
+            return s.recv(4096)
+        except OSError:
+            return None
+
+
 class LocalSnmpd:
     """A running ``snmpd``; ``target`` is what an SNMP poller is given.
 
@@ -82,26 +102,12 @@ class LocalSnmpd:
 
     def _wait(self, limit: float = 15.0) -> None:
         """Until a v2c GET of sysUpTime.0 is answered."""
-        c = self.community.encode()
-        oid = bytes([0x06, 0x08, 0x2B, 6, 1, 2, 1, 1, 3, 0])
-        vb = bytes([0x30, len(oid) + 2]) + oid + b"\x05\x00"
-        vbl = bytes([0x30, len(vb)]) + vb
-        pdu_body = b"\x02\x01\x01\x02\x01\x00\x02\x01\x00" + vbl
-        pdu = bytes([0xA0, len(pdu_body)]) + pdu_body
-        body = b"\x02\x01\x01" + bytes([0x04, len(c)]) + c + pdu
-        msg = bytes([0x30, len(body)]) + body
         deadline = time.time() + limit
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"snmpd exited with {self.proc.returncode} (log: {self.log})")
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(0.3)
-                s.sendto(msg, (self.address, self.port))
-                try:
-                    s.recv(4096)
-                    return
-                except OSError:
-                    pass
+            if uptime_get(self.address, self.port, self.community) is not None:
+                return
             time.sleep(0.1)
         raise RuntimeError(f"snmpd did not answer on {self.target} (log: {self.log})")
 

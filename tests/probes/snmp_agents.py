@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from masa.supervisor import stop_process
-from probes.snmpd import LocalSnmpd
+from probes.snmpd import LocalSnmpd, uptime_get
 
 COMMUNITY = "masatest"
 V3_USERS = {  # user -> (auth protocol, priv protocol)
@@ -45,22 +45,7 @@ def _wait_udp(port: int, proc: subprocess.Popen, what: str, limit: float = 15.0,
 
 
 def snmpget_raw(port: int, community: str = COMMUNITY) -> bytes | None:
-    """A minimal hand-built v2c GET of sysUpTime.0 (no dependence on the code under test)."""
-    c = community.encode()
-    oid = bytes([0x06, 0x08, 0x2B, 6, 1, 2, 1, 1, 3, 0])
-    vb = bytes([0x30, len(oid) + 2]) + oid + b"\x05\x00"
-    vbl = bytes([0x30, len(vb)]) + vb
-    pdu_body = b"\x02\x01\x01\x02\x01\x00\x02\x01\x00" + vbl
-    pdu = bytes([0xA0, len(pdu_body)]) + pdu_body
-    body = b"\x02\x01\x01" + bytes([0x04, len(c)]) + c + pdu
-    msg = bytes([0x30, len(body)]) + body
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.3)
-        s.sendto(msg, ("127.0.0.1", port))
-        try:
-            return s.recv(4096)
-        except OSError:
-            return None
+    return uptime_get("127.0.0.1", port, community)
 
 
 class Snmpd(LocalSnmpd):
