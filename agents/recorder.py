@@ -8,6 +8,7 @@ domain agents build on the same receiving side (:class:`agents.standing.Inbox`).
 from __future__ import annotations
 
 import threading
+import time
 
 from agents.source import ActivitySource
 from agents.standing import Inbox
@@ -22,13 +23,12 @@ class RecorderAgent(ActivitySource):
         super().on_start()
         self.inbox = Inbox(self)
         self._unsent = set(self.inbox.subs)  # after a restart or move: send them all again
-        self._since_keepalive = 0.0
+        self._keepalive_at = time.monotonic() + KEEPALIVE
         self.every(0.5, self._resubscribe, name="resubscribe")
 
     def _resubscribe(self) -> None:
-        self._since_keepalive += 0.5
-        if self._since_keepalive >= KEEPALIVE:
-            self._since_keepalive, self._unsent = 0.0, set(self.inbox.subs)
+        if time.monotonic() >= self._keepalive_at:
+            self._keepalive_at, self._unsent = time.monotonic() + KEEPALIVE, set(self.inbox.subs)
         if self._unsent:
             self._unsent = set(self.inbox.resubscribe(self._unsent))
 

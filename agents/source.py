@@ -150,4 +150,5 @@ class ActivitySource(Agent):
         return {"kind": self.kind, "complete_until": self._complete,
                 "requests": sorted(self.subscriptions.requests),
                 "delivered": self.subscriptions.delivered,
-                "delivery_errors": self.state.get("delivery_errors", 0)}
+                "delivery_errors": self.state.get("delivery_errors", 0),
+                "last_delivery_error": self.subscriptions.last_error}

@@ -149,6 +149,7 @@ class Subscriptions:
         self.read = read
         self.requests: dict[str, dict] = agent.state.setdefault("requests", {})
         self.delivered = 0  # samples delivered since start, for benchmarks and tests
+        self.last_error: str | None = None  # why the last delivery failed, for status
 
     def subscribe(self, request: str, subscriber: str, objects: list[str] | None = None,
                   predicates: list[str] | None = None, interval: float | None = None,

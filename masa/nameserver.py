@@ -62,7 +62,7 @@ class Registry:
         return down
 
 
-def serve(settings: Settings, store_url: str | None = None, ready: threading.Event | None = None) -> None:
+def serve(settings: Settings, store_url: str | None = None) -> None:
     """Run the broker until interrupted."""
     config.apply(settings)
     store = Store(store_url or f"sqlite:///{settings.home / 'masa.db'}")
@@ -84,8 +84,6 @@ def serve(settings: Settings, store_url: str | None = None, ready: threading.Eve
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: (stop.set(), daemon.transportServer.wakeup()))
     log.info("name server at %s, store %s", settings.ns_address, store.url)
-    if ready is not None:
-        ready.set()
     try:
         daemon.requestLoop(lambda: not stop.is_set())
     finally:
