@@ -36,6 +36,10 @@ class ActivityError(ValueError):
     """Malformed activity data (bad CSV, inconsistent arrays, garbage from the wire)."""
 
 
+#: A step this many times the median step is a hole in the data (see Series.from_points).
+GAP_FACTOR = 3.0
+
+
 @dataclass(frozen=True, eq=False)
 class Series:
     """Samples of one object; intervals sorted by start and non-overlapping."""
@@ -78,11 +82,16 @@ class Series:
     @classmethod
     def from_points(
         cls, obj: str, unit: str, times: Iterable[float], values: Iterable[float],
-        first_interval: float | None = None,
+        first_interval: float | None = None, gap: float | None = GAP_FACTOR,
     ) -> Series:
         """Build from ``(time, value)`` points, each the rate over the interval ending at
         ``time`` that began at the previous point.  The first point's interval has length
-        ``first_interval`` (default: the median step), because a point alone has no start."""
+        ``first_interval`` (default: the median step), because a point alone has no start.
+
+        A step longer than ``gap`` times the median step is missing data, not one long
+        interval: a meter that was down, a row lost from a CSV.  The point after it covers
+        one median step, so the hole stays a hole (the modeler fills and flags it) instead
+        of smearing the next value over minutes.  ``gap=None`` keeps every step."""
         t = np.asarray(list(times) if not isinstance(times, np.ndarray) else times, float)
         v = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, float)
         if len(t) != len(v):
@@ -91,11 +100,18 @@ class Series:
             return cls.empty(obj, unit)
         if np.any(np.diff(t) <= 0):
             raise ActivityError(f"{obj}: times must be strictly increasing (duplicate or unsorted time)")
+        steps = np.diff(t)
+        typical = float(np.median(steps)) if len(steps) else 1.0
         if first_interval is None:
-            first_interval = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+            first_interval = typical
         start = np.empty_like(t)
         start[0] = t[0] - first_interval
         start[1:] = t[:-1]
+        if gap is not None and len(steps):
+            if gap <= 1:
+                raise ValueError("gap is a multiple of the median step and must exceed 1")
+            holes = np.flatnonzero(steps > gap * typical) + 1
+            start[holes] = t[holes] - typical
         return cls(obj, unit, start, t, v)
 
     # -- views --------------------------------------------------------------------------

@@ -26,8 +26,29 @@ def test_from_points_and_since_window_append():
     assert len(s.window(10.5, 12)) == 2
     more = Series.from_points("b", "cpu", [14, 15, 16], [2, 3, 4], first_interval=2)
     joined = s.append(more)
-    np.testing.assert_array_equal(joined.end, [11, 12, 14, 15, 16][-5:] if False else [10, 11, 12, 14, 15, 16][1:] if False else joined.end)
     assert list(joined.end) == [10, 11, 12, 14, 15, 16]  # the repeated sample at 14 is not doubled
+
+
+def test_a_long_step_is_a_hole_not_one_long_interval(tmp_path):
+    t = np.concatenate([np.arange(1.0, 11.0), np.arange(30.0, 41.0)])
+    s = Series.from_points("a", "req/s", t, np.ones(len(t)))
+    assert s.start[10] == 29.0 and s.end[10] == 30.0  # the sample after the hole covers one step
+    assert (s.end - s.start).max() == 1.0
+    # the hole holds no activity on a grid: covered nowhere inside it
+    rate, covered = s.resample(0.0, 1.0, 41)
+    assert not covered[11:29].any() and covered[30:40].all()
+    spanning = Series.from_points("a", "req/s", t, np.ones(len(t)), gap=None)
+    assert spanning.start[10] == 10.0  # the documented opt-out: every step is an interval
+    # a CSV with missing rows reads back with the hole
+    path = tmp_path / "holes.csv"
+    write_csv(path, [s])
+    back = read_csv(path)["a"]
+    np.testing.assert_array_equal(back.start, s.start)
+    # jitter around the step is not a hole
+    jittery = Series.from_points("j", "cpu", np.cumsum(np.full(50, 1.0) + np.tile([0.4, -0.4], 25)), np.ones(50))
+    assert np.all(jittery.start[1:] == jittery.end[:-1])
+    with pytest.raises(ValueError, match="exceed 1"):
+        Series.from_points("a", "cpu", t, np.ones(len(t)), gap=0.5)
 
 
 def test_wire_round_trip_and_garbage_rejected():
