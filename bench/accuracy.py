@@ -176,10 +176,10 @@ def run(ds: dict, pcmci: bool, model_path: str | None) -> list[tuple[str, dict, 
     model = DependencyModeler.load(model_path, step=ds["masa_step"]) if model_path else \
         DependencyModeler.default(step=ds["masa_step"])
     scores = model.score_pairs(ds["series"])
-    g = model._decide(scores, None)
+    g = model.decide(scores, None)
     rows.append(("masa (no threshold from truth)", evaluate(g, ds["truth"]), time.perf_counter() - t))
     if ds["connections"] is not None:
-        g = model._decide(scores, ds["connections"])
+        g = model.decide(scores, ds["connections"])
         rows.append(("masa + connections", evaluate(g, ds["truth"]), time.perf_counter() - t))
 
     grid = align(ds["series"], ds["step"])

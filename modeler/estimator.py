@@ -16,7 +16,7 @@ maximises the expected F1, see :func:`f1_cut`), never from the truth of the data
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -48,6 +48,42 @@ class PairScores:
     n_candidates: int  # ordered pairs before screening
     r: np.ndarray | None = None  # burst correlation at the best lag, all objects
     n_bins: int = 0
+
+
+#: keep(names, pairs) -> bool mask of the ordered pairs worth scoring
+PairFilter = Callable[[list[str], np.ndarray], np.ndarray]
+
+
+@dataclass
+class Candidates:
+    """The pairs to score and their features, with the whole-grid context the decision uses."""
+
+    names: list[str]
+    pairs: np.ndarray  # (P, 2) indices into names; both orders of every pair present
+    features: np.ndarray  # (P, F)
+    strength: np.ndarray  # (P,) shared variance at the best lag
+    n_candidates: int  # ordered pairs of the whole grid, before screening or filtering
+    t0: float
+    t1: float
+    r_burst: np.ndarray | None = None  # (N, N) burst correlation at the best lag, all objects
+    n_bins: int = 0
+
+
+def combine(cand: Candidates, proba: np.ndarray) -> PairScores:
+    """Network output (none, forward, backward per ordered pair) -> pair scores, the two
+    orders of each pair averaged so that the answer does not depend on the order."""
+    pairs = cand.pairs.reshape(-1, 2)
+    if len(pairs) == 0:
+        return PairScores(cand.names, pairs, np.zeros(0), np.zeros(0), cand.strength,
+                          cand.n_candidates, cand.r_burst, cand.n_bins)
+    pos = {(int(i), int(j)): k for k, (i, j) in enumerate(pairs)}
+    swap = np.array([pos[(int(j), int(i))] for i, j in pairs], dtype=np.intp)
+    none = 0.5 * (proba[:, 0] + proba[swap, 0])
+    fwd = 0.5 * (proba[:, 1] + proba[swap, 2])
+    bwd = 0.5 * (proba[:, 2] + proba[swap, 1])
+    direction = fwd / np.maximum(fwd + bwd, 1e-12)
+    return PairScores(cand.names, pairs, 1.0 - none, direction, cand.strength, cand.n_candidates,
+                      cand.r_burst, cand.n_bins)
 
 
 def labels_for(names: list[str], pairs: np.ndarray, truth: Iterable[tuple[str, str]]) -> np.ndarray:
@@ -159,24 +195,32 @@ class DependencyModeler:
 
     # -- inference ------------------------------------------------------------------
 
-    def score_pairs(self, series: Mapping[str, Series]) -> PairScores:
-        """Calibrated probabilities for every examined ordered pair."""
-        self._check()
+    def candidates(self, series: Mapping[str, Series], keep: PairFilter | None = None) -> Candidates:
+        """Step 1 of 3: align, screen and compute the features of the pairs worth scoring.
+
+        ``keep(names, pairs) -> bool mask`` rules pairs out (e.g. pairs a sub-model already
+        covers); both orders of a pair must be kept or dropped together."""
         grid = align(series, self.step)
         prep = prepare(grid)
         n = prep.n
         pairs = screen(prep, self.screen_threshold_) if n > SCREEN_ABOVE else all_pairs(n)
-        proba = self.network_.predict_proba(pair_features(prep, pairs))
-        # average the two orders of each pair so the answer does not depend on order
-        pos = {(int(i), int(j)): k for k, (i, j) in enumerate(pairs)}
-        swap = np.array([pos[(int(j), int(i))] for i, j in pairs], dtype=np.intp)
-        none = 0.5 * (proba[:, 0] + proba[swap, 0])
-        fwd = 0.5 * (proba[:, 1] + proba[swap, 2])
-        bwd = 0.5 * (proba[:, 2] + proba[swap, 1])
-        direction = fwd / np.maximum(fwd + bwd, 1e-12)
-        strength = prep.r_level[pairs[:, 0], pairs[:, 1]] ** 2
-        return PairScores(grid.names, pairs, 1.0 - none, direction, strength, n * (n - 1),
-                          prep.r_burst, grid.n_bins)
+        if keep is not None and len(pairs):
+            pairs = pairs[np.asarray(keep(grid.names, pairs), dtype=bool)]
+        pairs = pairs.reshape(-1, 2)
+        x = pair_features(prep, pairs) if len(pairs) else np.zeros((0, len(FEATURE_NAMES)))
+        strength = prep.r_level[pairs[:, 0], pairs[:, 1]] ** 2 if len(pairs) else np.zeros(0)
+        return Candidates(grid.names, pairs, x, strength, n * (n - 1), grid.t0,
+                          grid.t0 + grid.n_bins * grid.step, prep.r_burst, grid.n_bins)
+
+    def combine(self, cand: Candidates, proba: np.ndarray) -> PairScores:
+        """Step 2 of 3 (after the network): calibrated class probabilities -> pair scores."""
+        return combine(cand, proba)
+
+    def score_pairs(self, series: Mapping[str, Series]) -> PairScores:
+        """Calibrated probabilities for every examined ordered pair (steps 1 and 2)."""
+        self._check()
+        cand = self.candidates(series)
+        return combine(cand, self.network_.predict_proba(cand.features))
 
     def predict_proba(self, series: Mapping[str, Series]) -> tuple[list[str], np.ndarray]:
         """Matrix ``P[i, j]``: probability that object i depends on object j."""
@@ -191,10 +235,12 @@ class DependencyModeler:
 
         With ``connections`` (``(source, target) -> count`` from the procfs probe) both
         kinds of evidence are combined and each edge names the ones it rests on."""
-        sc = self.score_pairs(series)
-        return self._decide(sc, connections)
+        return self.decide(self.score_pairs(series), connections)
 
-    def _decide(self, sc: PairScores, connections: Mapping[tuple[str, str], float] | None) -> nx.DiGraph:
+    def decide(self, sc: PairScores,
+               connections: Mapping[tuple[str, str], float] | None = None) -> nx.DiGraph:
+        """Step 3 of 3: threshold (from the calibrated probabilities), pruning, direction,
+        connection evidence; the model as a graph."""
         names = sc.names
         g = nx.DiGraph()
         g.add_nodes_from(names)

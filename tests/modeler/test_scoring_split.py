@@ -52,3 +52,17 @@ def test_pair_filter_and_network_id():
     assert scoring.network_id(model.network_) == scoring.network_id(DependencyModeler.default().network_)
     x = np.arange(12.0).reshape(4, 3)
     assert np.array_equal(scoring.from_bytes(scoring.to_bytes(x), 3), x)
+
+
+def test_public_three_steps_equal_predict_with_connections():
+    """candidates -> network -> combine -> decide is predict, connection evidence included."""
+    model = DependencyModeler.default()
+    sc = scenario(7, 4)
+    conn = {tuple(e): 3.0 for e in sc.truth[:2]}
+    cand = model.candidates(sc.series)
+    assert cand.features.shape == (len(cand.pairs), len(model.network_.feature_names))
+    g = model.decide(model.combine(cand, model.network_.predict_proba(cand.features)), conn)
+    local = model.predict(sc.series, conn)
+    assert sorted(g.edges(data=True)) == sorted(local.edges(data=True))
+    for a, b in conn:
+        assert g.has_edge(a, b) and "connection" in g.edges[a, b]["evidence"]
