@@ -169,3 +169,17 @@ def versions(modeler: str, as_json: bool) -> None:
 def run(modeler: str) -> None:
     """Model now (the new version appears when the run finishes)."""
     _echo_json(_call(modeler, "configure", "run"))
+
+
+@model.command()
+@click.argument("modeler")
+def page(modeler: str) -> None:
+    """The address of MODELER's supervision page, with the token that opens it."""
+    from masa.config import Settings
+    from masa.naming import short
+    from modeler.web.auth import page_url
+
+    base = _call(modeler, "query", "status").get("http")
+    if not base:
+        raise click.ClickException(f"{modeler} serves no page (start it with the setting http=PORT)")
+    click.echo(page_url(base, Settings.from_env().secret, short(modeler)))

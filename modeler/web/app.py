@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, redirect, request
 
 from masa.errors import BadRequest, MasaError
+from modeler.web import auth
 from modeler.web.page import PAGE
 
 Call = Callable[..., Any]  # call(interface, op, **kwargs)
@@ -38,10 +39,27 @@ def _required(name: str) -> str:
     return value
 
 
-def create_app(call: Call, nodes: Callable[[], list[dict]]) -> Flask:
+def create_app(call: Call, nodes: Callable[[], list[dict]], token: str | None) -> Flask:
     """``call("query"|"configure", op, **kw)`` reaches the modeler; ``nodes()`` is the
-    deployment's node list (hosts and agents with their locations)."""
+    deployment's node list (hosts and agents with their locations); ``token`` is what
+    every request must present (:mod:`modeler.web.auth`), ``None`` only for tests of
+    the routes themselves."""
     app = Flask("masa-modeler")
+
+    @app.before_request
+    def authenticate() -> Response | tuple[Response, int] | None:
+        if token is None:
+            return None
+        if not auth.valid(auth.presented(request.headers, request.cookies, request.args), token):
+            return jsonify(error="this modeler's page needs its token: open the address "
+                                 "`masa model page MODELER` prints, or send 'Authorization: Bearer TOKEN'"), 401
+        if "token" in request.args and request.path == "/":
+            # Trade the token in the address for a cookie, and drop it from the address
+            # bar and from the history.
+            answer = redirect("/", code=303)
+            answer.set_cookie(auth.COOKIE, token, httponly=True, samesite="Strict")
+            return answer
+        return None
 
     def q(op: str, **kw: Any) -> Any:
         return call("query", op, **{k: v for k, v in kw.items() if v is not None})

@@ -16,6 +16,7 @@ from masa import admin
 from masa.errors import BadRequest
 from modeler import interface
 from modeler.estimator import DependencyModeler
+from modeler.web.auth import page_url, web_token
 from tests.cluster import ROOT, Cluster
 from tests.e2e.scenario import fill, recording
 
@@ -31,9 +32,10 @@ def finished(mod, job: int) -> dict | None:
     return None
 
 
-def http(base: str, path: str, raw: bool = False, **params):
+def http(base: str, token: str, path: str, raw: bool = False, **params):
     query = urllib.parse.urlencode(params, doseq=True)
-    with urllib.request.urlopen(f"{base}{path}?{query}", timeout=10) as r:
+    request = urllib.request.Request(f"{base}{path}?{query}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
         body = r.read().decode()
         return body if raw else json.loads(body)
 
@@ -91,29 +93,44 @@ def test_http_answers_equal_pyro5_answers(deployment):
     st = c.wait(lambda: (s := mod.query("status"))["latest"] == latest + 1 and s["http"] and s, timeout=60)
     base = st["http"]
     assert base and base.startswith("http://127.0.0.1:")
+    tok = web_token(c.settings.secret, "mod")
     g = interface.from_json(mod.query("model")["model"])
     a, b = next(iter(g.edges))
     obj = max(g, key=g.in_degree)
-    assert http(base, "api/model") == mod.query("model")
-    assert http(base, "api/model", version=1) == mod.query("model", version=1)
-    assert http(base, "api/dependencies", object=a) == mod.query("dependencies", object=a)
-    assert http(base, "api/dependants", object=b, min_confidence=0.3) == \
+    assert http(base, tok, "api/model") == mod.query("model")
+    assert http(base, tok, "api/model", version=1) == mod.query("model", version=1)
+    assert http(base, tok, "api/dependencies", object=a) == mod.query("dependencies", object=a)
+    assert http(base, tok, "api/dependants", object=b, min_confidence=0.3) == \
         mod.query("dependants", object=b, min_confidence=0.3)
     impact = mod.query("impact", object=obj)
-    assert impact and http(base, "api/impact", object=obj) == impact
-    assert http(base, "api/path", source=a, target=b) == mod.query("path", source=a, target=b)
-    assert http(base, "api/diff", old=1) == mod.query("diff", old=1)
-    assert http(base, "api/versions") == mod.query("versions_list")
+    assert impact and http(base, tok, "api/impact", object=obj) == impact
+    assert http(base, tok, "api/path", source=a, target=b) == mod.query("path", source=a, target=b)
+    assert http(base, tok, "api/diff", old=1) == mod.query("diff", old=1)
+    assert http(base, tok, "api/versions") == mod.query("versions_list")
     for fmt in ("json", "graphml", "dot"):
-        assert http(base, "api/export", raw=True, format=fmt) == mod.query("export", format=fmt)
+        assert http(base, tok, "api/export", raw=True, format=fmt) == mod.query("export", format=fmt)
     with pytest.raises(urllib.error.HTTPError) as err:
-        http(base, "api/dependencies", object="no/such/object")
+        http(base, tok, "api/dependencies", object="no/such/object")
     assert err.value.code == 400 and "unknown object" in json.loads(err.value.read())["error"]
+    # no token, a wrong one, or one of another modeler: refused, whatever the route
+    for headers in ({}, {"Authorization": "Bearer " + "0" * 32},
+                    {"Authorization": "Bearer " + web_token(c.settings.secret, "other")}):
+        for route in ("", "api/model", "api/status"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(urllib.request.Request(base + route, headers=headers), timeout=10)
+            assert err.value.code == 401 and "token" in json.loads(err.value.read())["error"]
+    # a browser trades the token in the address for a cookie that opens the rest
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with opener.open(page_url(base, c.settings.secret, "mod"), timeout=10) as r:
+        assert r.url == base and b"masa modeler" in r.read()  # redirected to the bare address
+    with opener.open(base + "api/versions", timeout=10) as r:
+        assert json.loads(r.read()) == mod.query("versions_list")
     # control over HTTP: only with the header another web site cannot send (CSRF)
+    bearer = {"Authorization": f"Bearer {tok}"}
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(urllib.request.Request(f"{base}api/stop", method="POST"), timeout=10)
+        urllib.request.urlopen(urllib.request.Request(f"{base}api/stop", method="POST", headers=bearer), timeout=10)
     assert err.value.code == 403
-    stop = urllib.request.Request(f"{base}api/stop", method="POST", headers={"X-Masa-Control": "1"})
+    stop = urllib.request.Request(f"{base}api/stop", method="POST", headers={"X-Masa-Control": "1", **bearer})
     with urllib.request.urlopen(stop, timeout=10) as r:
         assert json.loads(r.read()) == {"running": False}
 
@@ -154,6 +171,12 @@ def test_model_cli(deployment, tmp_path):
     assert out.read_text() == mod.query("export", format="graphml")
     bad = masa(c, "model", "deps", "mod", "no/such")
     assert bad.returncode != 0 and "unknown object 'no/such'" in bad.stderr
+    # the page's address with its token: it opens the page
+    address = masa(c, "model", "page", "mod").stdout.strip()
+    assert address == page_url(mod.query("status")["http"], c.settings.secret, "mod")
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with opener.open(address, timeout=10) as r:
+        assert r.status == 200 and b"masa modeler" in r.read()
 
 
 def test_schedule_and_a_modeler_that_moves_keeps_its_versions(deployment):
@@ -167,12 +190,13 @@ def test_schedule_and_a_modeler_that_moves_keeps_its_versions(deployment):
     c.wait(lambda: mod.query("status")["job"]["state"] in ("done", "failed"), timeout=60)
     st = mod.query("status")
     model = mod.query("model")
+    tok = web_token(c.settings.secret, "mod")  # the same token wherever the page runs
     c.move("mod", "n3")
     after = c.wait(lambda: (s := mod.query("status"))["http"] and s, timeout=30)
     assert after["host"] == "n3" and after["latest"] == st["latest"] and after["running"] is False
     assert mod.query("model") == model and len(mod.query("versions_list")) == st["latest"]
-    assert http(after["http"], "api/status")["host"] == "n3"  # the page moved with it
-    assert http(after["http"], "api/model") == model
+    assert http(after["http"], tok, "api/status")["host"] == "n3"  # the page moved with it
+    assert http(after["http"], tok, "api/model") == model
 
 
 def test_a_neural_agent_with_another_network_is_refused_not_mixed_in(deployment, tmp_path):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from modeler import interface
+from modeler.web.auth import page_url
 from tests.cluster import Cluster
 from tests.e2e.scenario import fill, recording
 
@@ -86,7 +87,7 @@ def test_supervision_page_end_to_end(modeler, browser, tmp_path):
     c, mod = modeler
     st = mod.query("status")
     g = interface.from_json(mod.query("model")["model"])
-    browser.get(st["http"])
+    browser.get(page_url(st["http"], c.settings.secret, "mod"))  # the address `masa model page` prints
 
     # the current model as a graph with its confidences
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#graph circle.node")) == g.number_of_nodes())
