@@ -33,7 +33,7 @@ import pytest
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PostgresUnavailable", "postgres_db", "postgres_url", "running_postgres"]
+__all__ = ["PostgresUnavailable", "postgres_db", "postgres_url", "running_postgres", "store_url"]
 
 _START_TIMEOUT = 60
 _db_counter = itertools.count()
@@ -242,3 +242,12 @@ def postgres_db(postgres_url: str) -> Iterator[str]:
     finally:
         with _admin_connect(admin) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind the store supports; the SQLite one in a dir that
+    does not exist yet (the store creates it)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'masa.db'}"
+    return request.getfixturevalue("postgres_db")

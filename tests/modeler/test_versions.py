@@ -15,8 +15,10 @@ def graph(*edges):
     return g
 
 
-def test_versions_keep_provenance_and_diff(tmp_path):
-    url = f"sqlite:///{tmp_path / 'm.db'}"
+def test_versions_keep_provenance_and_diff(store_url):
+    """On SQLite and on a real PostgreSQL server: a deployment spread over machines keeps
+    its versions in one PostgreSQL database, so a modeler that moves finds them there."""
+    url = store_url
     with Store(url) as store:
         v = Versions(store)
         with pytest.raises(BadRequest, match="no model yet"):

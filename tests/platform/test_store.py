@@ -11,8 +11,6 @@ from sqlalchemy.exc import IntegrityError
 
 from masa.store import Node, Store
 
-pytest_plugins = ["tests.fixtures_pg"]
-
 A, B = "masa.host.a", "masa.host.b"
 
 
@@ -20,17 +18,9 @@ def agent(n: int | str, status: str = "up", kind: str = "echo", domain: str = "d
     return {"name": f"masa.agent.{n}", "kind": kind, "domain": domain, "status": status}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each kind; the SQLite one in a dir that does not exist yet."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state' / 'masa.db'}"
-    return request.getfixturevalue("postgres_db")
-
-
 @pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    s = Store(url)
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
     yield s
     s.close()
 
@@ -39,13 +29,13 @@ def by_name(store: Store) -> dict[str, dict]:
     return {n["name"]: n for n in store.nodes()}
 
 
-def test_schema_created_on_first_start(url: str) -> None:
-    with Store(url) as s:
+def test_schema_created_on_first_start(store_url: str) -> None:
+    with Store(store_url) as s:
         assert "nodes" in inspect(s.engine).get_table_names()
         assert s.nodes() == []
         s.record_heartbeat(A, "d1", "PYRO:host@10.0.0.1:9000", {}, [agent(1)], now=1.0)
     # A second start finds the schema and the data, and creates nothing anew.
-    with Store(url) as s:
+    with Store(store_url) as s:
         assert [n["name"] for n in s.nodes()] == ["masa.agent.1", A]
 
 
