@@ -11,6 +11,11 @@ A collective segment is final only when every live member's samples have arrived
 it, so the stream up runs at the pace of the slowest live member (``max_lag`` bounds
 how long a silent member is waited for).  A sample arriving later than that is kept and
 shows in reports, but the stream has passed it.
+
+Connection evidence goes up the same way: a member's connections and listening endpoints
+are also the collective object's, so a caller outside resolves an endpoint inside the
+domain to ``LABEL/cpu``; the collective object counts as watched only when every member
+of its unit is.
 """
 
 from __future__ import annotations
@@ -86,6 +91,35 @@ class DomainAgent(MediatorAgent):
         collective = [preprocess.apply(steps, join(group, f"{self.label}/{slug(unit)}", unit))
                       for unit, group in sorted(by_unit.items())]
         return collective + members
+
+    def _evidence_up(self, merged: dict) -> dict:
+        below = self._below()
+
+        def collective(obj: str) -> str | None:
+            entry = below.get(obj)
+            return f"{self.label}/{slug(entry['unit'])}" if entry is not None else None
+
+        edges: dict[tuple[str, str], float] = {}
+        for obj, ep, n in merged["edges"]:
+            if self._is_member(obj):
+                edges[(obj, ep)] = n
+                if (c := collective(obj)) is not None:
+                    edges[(c, ep)] = edges.get((c, ep), 0.0) + n
+        listening = set()
+        for ep, obj in merged["listening"]:
+            if self._is_member(obj):
+                listening.add((ep, obj))
+                if (c := collective(obj)) is not None:
+                    listening.add((ep, c))
+        watched = {o for o in merged["watched"] if self._is_member(o)}
+        by_collective: dict[str, list[str]] = {}
+        for obj in below:
+            if self._is_member(obj) and (c := collective(obj)) is not None:
+                by_collective.setdefault(c, []).append(obj)
+        watched |= {c for c, objs in by_collective.items() if all(o in watched for o in objs)}
+        return {"edges": [[o, ep, n] for (o, ep), n in sorted(edges.items())],
+                "listening": [list(e) for e in sorted(listening)],
+                "watched": sorted(watched), "until": merged["until"]}
 
     @query
     def catalog(self) -> list[dict]:

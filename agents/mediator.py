@@ -13,6 +13,10 @@ mediators, in cascades of any depth, or be left out.  What it adds:
 * placement: with a ``placement`` policy it moves itself to the host with more spare
   CPU or nearer its sources (:mod:`agents.placement`).
 
+Connection evidence (``connections``) is asked from every source at the time of the
+query and merged (:mod:`agents.evidence`), not cached: it is small, and a source below
+that does not offer it simply contributes none.
+
 Standing requests from above are translated into one standing request per source below
 (predicates pushed down when the steps keep values as they are; the requester checks
 them all anyway).  What arrives is kept in the activity store, like a recorder's, and
@@ -28,7 +32,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from agents import preprocess
+from agents import evidence, preprocess
 from agents.cache import ReportCache
 from agents.domain_join import merge
 from agents.placement import Policy, decide
@@ -36,7 +40,7 @@ from agents.recorder import RecorderAgent
 from agents.standing import series_from_rows
 from masa.activity import Series
 from masa.agent import configure, query
-from masa.errors import BadRequest
+from masa.errors import BadRequest, UnknownOperation
 
 CATALOG_TTL = 2.0  # seconds a catalog from below is trusted
 STRADDLE = 3600.0  # longest sample expected (s): a batch also reads samples running past its end
@@ -300,6 +304,24 @@ class MediatorAgent(RecorderAgent):
             out = [s for s in out if any(fnmatch.fnmatchcase(s.object, g) for g in wanted)]
         return {"series": [{**s.to_wire(), "applied": self._applied(s.object)} for s in out],
                 "until": answered}
+
+    @query
+    def connections(self, since: float = 0.0, objects: list[str] | None = None) -> dict:
+        """Every source's connection evidence, merged; the same answer a collector gives."""
+        self._maybe_redirect()
+        evidence.check(since, objects)
+        answers = []
+        for source in self.settings["sources"]:
+            try:
+                answers.append(self.ref(source).query("connections", since=float(since),
+                                                      objects=self._down_objects(objects)))
+            except UnknownOperation:
+                continue  # a source without connection evidence: none from it
+        return evidence.select(self._evidence_up(evidence.merge(answers)), self._up_objects(objects))
+
+    def _evidence_up(self, merged: dict) -> dict:
+        """Evidence from below as it is named here (a domain agent renames members)."""
+        return merged
 
     def _applied(self, obj: str) -> list[str]:
         """Tags of the steps applied to ``obj`` by the time it leaves here."""

@@ -1,7 +1,10 @@
 """Turn a collector's settings into a meter: procfs here, SNMP, or an external probe.
 
 Every meter answers ``sample()`` with ``(object, unit, start, end, value)`` rows (rates
-since the previous call) and ``close()``; the collector does not care which it has.
+since the previous call) and ``close()``; the collector does not care which it has.  A
+meter that can also see which of its objects hold TCP connections (procfs, on its own
+host) answers ``connections()`` with observations for :mod:`agents.evidence`; the others
+have no such method, and their collectors answer the ``connections`` query empty.
 """
 
 from __future__ import annotations
@@ -25,9 +28,18 @@ class ProcfsMeter:
         self.probe = ProcfsProbe(settings.get("rules") or (), host=settings.get("label") or host,
                                  per_process=settings.get("per_process", "name"),
                                  match=settings.get("match"))
+        self._sampler = None
 
     def sample(self) -> list[tuple]:
         return [tuple(s) for s in self.probe.sample()]
+
+    def connections(self) -> list[tuple]:
+        """Connection evidence now, named like this meter's objects."""
+        if self._sampler is None:
+            from agents.evidence import ConnectionSampler
+
+            self._sampler = ConnectionSampler(self.probe)
+        return self._sampler.sample()
 
     def close(self) -> None:
         pass

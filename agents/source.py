@@ -2,8 +2,10 @@
 
 Collectors, recorders, mediators and domain agents all keep what they hold in an activity
 store and answer the collection query interface (docs/ARCHITECTURE.md) from it:
-``catalog``, ``report``, ``subscribe``, ``quit``, ``status``.  Subclasses only decide how
-samples arrive (a meter, a stream from below) and call :meth:`ActivitySource.record`.
+``catalog``, ``report``, ``subscribe``, ``quit``, ``connections``, ``status``.  Subclasses
+only decide how samples arrive (a meter, a stream from below) and call
+:meth:`ActivitySource.record` (and :meth:`ActivitySource.observe` for connection
+evidence, :mod:`agents.evidence`; a source that never observes answers it empty).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from agents import evidence
 from agents.standing import Subscriptions, filtered, series_from_rows
 from masa.activity import Series
 from masa.agent import Agent, query
@@ -40,6 +43,9 @@ class ActivitySource(Agent):
         carried = self.state.pop("carry", None)
         if carried:  # samples brought along from the previous host's store
             self.store.add_samples([tuple(r) for r in carried])
+        observed = self.state.pop("carry_observations", None)
+        if observed:  # connection evidence too (replace: a store left here before has them)
+            evidence.keep(self.store, [tuple(r) for r in observed], replace=True)
         self.every(self.delivery_period(), self._deliver, name="deliver")
 
     def delivery_period(self) -> float:
@@ -64,10 +70,23 @@ class ActivitySource(Agent):
         newest = complete_until if complete_until is not None else max((r[3] for r in rows), default=None)
         if newest is not None and newest > self._complete:
             self._complete = self.state["complete_until"] = newest
+        self._prune()
+
+    def observe(self, rows: list[tuple[str, str, str, float, float]]) -> None:
+        """Keep ``(kind, subject, target, count, seen)`` observations (connection evidence)."""
+        evidence.keep(self.store, rows)
+        newest = max((r[4] for r in rows), default=None)
+        if newest is not None and newest > self.state.get("observed_until", float("-inf")):
+            self.state["observed_until"] = newest
+        self._prune()
+
+    def _prune(self) -> None:
         now = time.time()
         if now - self._last_prune > 60:
             self._last_prune = now
-            self.store.prune_samples(now - float(self.settings.get("retention", 3600)))
+            horizon = now - float(self.settings.get("retention", 3600))
+            self.store.prune_samples(horizon)
+            self.store.prune_observations(horizon)
 
     def _read(self, since: float, until: float, objects: list[str] | None = None) -> list[Series]:
         return series_from_rows(self.store.samples(since, until, objects))
@@ -97,6 +116,9 @@ class ActivitySource(Agent):
         since = self.carry_since()
         if since is not None:
             self.state["carry"] = [list(r) for r in self.store.samples(since)]
+        observed = evidence.held(self.store)
+        if observed:
+            self.state["carry_observations"] = [list(r) for r in observed]
         self.release()
 
     def on_stop(self) -> None:
@@ -144,6 +166,13 @@ class ActivitySource(Agent):
         found = self.subscriptions.quit(request)
         self.host.checkpoint(self)
         return found
+
+    @query
+    def connections(self, since: float = 0.0, objects: list[str] | None = None) -> dict:
+        """Connection evidence last seen after ``since`` (wire form: :mod:`agents.evidence`);
+        empty lists from a source that observes none (SNMP, a remote probe, a recorder)."""
+        evidence.check(since, objects)
+        return evidence.answer(self.store, float(since), self.state.get("observed_until"), objects)
 
     @query
     def status(self) -> dict:

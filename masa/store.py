@@ -134,6 +134,29 @@ class SampleRow(Base):
     )
 
 
+class ObservationRow(Base):
+    """Something seen again and again rather than measured over an interval: a relation
+    ``subject -> target`` of some ``kind``, with how often and when it was first and last
+    seen.  The platform does not interpret kinds or names (the collection layer keeps its
+    connection evidence here), so one row per (kind, subject, target) grows only in
+    ``count`` and ``last``, however often it is observed."""
+
+    __tablename__ = "observations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(512))
+    target: Mapped[str] = mapped_column(String(512), default="")
+    count: Mapped[float] = mapped_column(Float, default=0.0)
+    first: Mapped[float] = mapped_column(Float)
+    last: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ux_observations_key", "kind", "subject", "target", unique=True),
+        Index("ix_observations_kind_last", "kind", "last"),
+    )
+
+
 class CheckpointRow(Base):
     """The last saved state of an agent on a host (standing requests included), so a
     restarted host brings its agents back as they were."""
@@ -473,6 +496,75 @@ class Store:
         """Drop samples that ended before ``before`` (the retention horizon)."""
         with self.session() as s:
             return s.execute(sa_delete(SampleRow).where(SampleRow.end < before)).rowcount or 0
+
+    # -- observations ---------------------------------------------------------------------
+
+    def observe(self, kind: str, rows: Iterable[tuple[str, str, float, float]],
+                replace: bool = False) -> int:
+        """Count ``(subject, target, count, seen)`` observations of ``kind`` in one
+        transaction: counts add up, ``first``/``last`` widen.  With ``replace`` a held
+        row keeps the larger count instead (re-adding rows carried from another store
+        must not count them twice)."""
+        merged: dict[tuple[str, str], list[float]] = {}
+        for subject, target, count, seen in rows:
+            held = merged.get((subject, target))
+            if held is None:
+                merged[(subject, target)] = [float(count), float(seen), float(seen)]
+            else:
+                held[0] = max(held[0], count) if replace else held[0] + count
+                held[1], held[2] = min(held[1], seen), max(held[2], seen)
+        batch = [{"kind": kind, "subject": s, "target": t, "count": c, "first": a, "last": b}
+                 for (s, t), (c, a, b) in merged.items()]
+        if not batch:
+            return 0
+        table = ObservationRow.__table__
+        with self.session() as s:
+            dialect = self.engine.dialect.name
+            if dialect not in self._native_upsert_dialects:
+                self._observe_portable(s, batch, replace)
+                return len(batch)
+            ins_fn = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            for i in range(0, len(batch), _CHUNK):
+                ins = ins_fn(table).values(batch[i : i + _CHUNK])
+                ex, c = ins.excluded, table.c
+                count = case((c.count > ex.count, c.count), else_=ex.count) if replace else c.count + ex.count
+                s.execute(ins.on_conflict_do_update(
+                    index_elements=[c.kind, c.subject, c.target],
+                    set_={"count": count,
+                          "first": case((c.first < ex.first, c.first), else_=ex.first),
+                          "last": case((c.last > ex.last, c.last), else_=ex.last)}))
+        return len(batch)
+
+    def _observe_portable(self, s: Session, batch: list[dict[str, Any]], replace: bool) -> None:
+        for row in batch:
+            held = s.execute(select(ObservationRow).where(
+                ObservationRow.kind == row["kind"], ObservationRow.subject == row["subject"],
+                ObservationRow.target == row["target"]).with_for_update()).scalar_one_or_none()
+            if held is None:
+                s.add(ObservationRow(**row))
+                continue
+            held.count = max(held.count, row["count"]) if replace else held.count + row["count"]
+            held.first, held.last = min(held.first, row["first"]), max(held.last, row["last"])
+
+    def observations(self, kind: str, since: float = float("-inf"),
+                     subjects: Iterable[str] | None = None) -> list[tuple[str, str, float, float, float]]:
+        """``(subject, target, count, first, last)`` of ``kind`` last seen after ``since``."""
+        q = select(ObservationRow.subject, ObservationRow.target, ObservationRow.count,
+                   ObservationRow.first, ObservationRow.last)
+        q = q.where(ObservationRow.kind == kind, ObservationRow.last > since)
+        if subjects is not None:
+            wanted = list(subjects)
+            if not wanted:
+                return []
+            q = q.where(ObservationRow.subject.in_(wanted))
+        q = q.order_by(ObservationRow.subject, ObservationRow.target)
+        with self._read() as s:
+            return [tuple(r) for r in s.execute(q)]
+
+    def prune_observations(self, before: float) -> int:
+        """Drop observations last seen before ``before`` (the retention horizon)."""
+        with self.session() as s:
+            return s.execute(sa_delete(ObservationRow).where(ObservationRow.last < before)).rowcount or 0
 
     def _upsert_portable(self, s: Session, rows: list[dict[str, Any]]) -> None:
         names = [r["name"] for r in rows]

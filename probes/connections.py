@@ -13,13 +13,23 @@ and :attr:`ConnectionProbe.complete` says whether attribution could be complete.
 Costs tens of milliseconds with many processes (every fd link of every process is read),
 so sample it far less often than CPU — :class:`ConnectionProbe` only rescans the fds
 when it sees a socket inode it has not tried to attribute yet.
+
+To be matched across hosts, a connection's far end is written as an *endpoint*
+(:func:`endpoint`): ``ip:port`` (``[ip6]:port``), and for a loopback address
+``ip:port@SCOPE``, where :func:`namespace_scope` names the one network namespace of one
+running kernel that this loopback belongs to.  ``127.0.0.1:5432`` seen on two machines
+is two different sockets; seen by two agent hosts on one machine (loopback tests, the
+scenario) it is the same one, and the scope says which case it is.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import os
 import socket
 import time
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from probes import procread
@@ -190,3 +200,93 @@ def psutil_connections(*, listening: bool = False) -> list[Connection]:
         out.append(Connection(c.pid, names.get(c.pid) if c.pid is not None else None,
                               (c.laddr.ip, c.laddr.port), remote, c.status, direction, -1, 0, seen))
     return out
+
+
+# -- endpoints: the far end of a connection, comparable across hosts -------------------------
+
+
+def namespace_scope(proc: str = procread.PROC) -> str:
+    """Who shares this loopback: the network namespace of this process on this boot of
+    this kernel (namespace inode numbers repeat across machines and boots, boot ids do
+    not).  Processes reading the same ``/proc/net/tcp`` get the same scope."""
+    try:
+        boot = procread.read_small(f"{proc}/sys/kernel/random/boot_id").decode().strip()
+    except OSError:
+        boot = socket.gethostname()
+    try:
+        ns = os.readlink(f"{proc}/self/ns/net")
+    except OSError:
+        ns = ""
+    return hashlib.sha1(f"{boot}|{ns}".encode()).hexdigest()[:12]
+
+
+def endpoint(ip: str, port: int, scope: str) -> str:
+    """``ip:port``; IPv6 in brackets; a loopback address qualified by its ``scope``."""
+    try:
+        loopback = ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        loopback = False
+    text = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    return f"{text}@{scope}" if loopback else text
+
+
+def local_addresses() -> list[str]:
+    """The addresses of this network namespace's interfaces: where a socket listening
+    on the wildcard address (``0.0.0.0``, ``::``) can be reached."""
+    import psutil
+
+    out = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                out.append(a.address.split("%")[0])
+    return sorted(set(out))
+
+
+def listening_endpoints(local: tuple[str, int], scope: str, addresses: Iterable[str]) -> list[str]:
+    """Every endpoint a listening socket bound to ``local`` answers on (a wildcard
+    address answers on every address of the namespace; ``::`` also on IPv4, as Linux
+    sockets are dual-stack unless told otherwise)."""
+    ip, port = local
+    if ip == "0.0.0.0":
+        return [endpoint(a, port, scope) for a in addresses if ":" not in a]
+    if ip == "::":
+        return [endpoint(a, port, scope) for a in addresses]
+    return [endpoint(ip, port, scope)]
+
+
+def attribute(conns: Iterable[Connection], objects_of: Callable[[int], list[str]], scope: str,
+              addresses: Iterable[str]) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
+    """Outgoing connections and listening sockets of attributed processes, by object.
+
+    Incoming connections are left out: the caller's own collector reports them as its
+    outgoing ones, with the endpoint the caller used (the server sees only a port the
+    client's kernel picked)."""
+    addresses = list(addresses)
+    edges: dict[tuple[str, str], int] = {}
+    listening: set[tuple[str, str]] = set()
+    for c in conns:
+        if c.pid is None or c.direction == "in":
+            continue
+        objects = objects_of(c.pid)
+        if not objects:
+            continue
+        if c.direction == "listen":
+            for ep in listening_endpoints(c.local, scope, addresses):
+                listening.update((ep, o) for o in objects)
+        elif c.remote[1]:
+            ep = endpoint(c.remote[0], c.remote[1], scope)
+            for o in objects:
+                edges[(o, ep)] = edges.get((o, ep), 0) + 1
+    return edges, listening
+
+
+def attributable(pid: int, proc: str = procread.PROC) -> bool:
+    """Whether this process's sockets can be attributed to it: root reads every fd
+    directory, anyone else only their own processes'."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        return os.stat(f"{proc}/{pid}").st_uid == os.geteuid()
+    except OSError:
+        return False

@@ -7,6 +7,15 @@ and keeps it as a new version with its provenance.  Jobs run in the agent's own 
 never inside a handler: a run takes longer than any caller should wait, and a handler
 overrunning its deadline is restarted by the host's watchdog.
 
+Where sources offer connection evidence (``connections``: which object holds TCP
+connections to which endpoint), its endpoints are resolved to objects across all sources
+and the core combines it with activity; each edge's ``evidence`` then says
+``activity``, ``connection`` or both.  Evidence speaks only where it was looked for: a
+pair is decided with it when both objects are *watched* (every socket of theirs was
+seen, so a missing connection means something) or a connection joins them; any other
+pair (a router read over SNMP, a source without the operation) is decided from
+activity alone, exactly as without evidence.
+
 An *enterprise* modeler is the same kind with ``submodels``: objects that one sub-model
 already covers are not paired with each other again (their edges come from that
 sub-model), so only pairs across domains reach the network.  Remote domains appear as
@@ -32,8 +41,8 @@ from modeler import interface
 from modeler.agents import scoring
 from modeler.agents.neural import load_network
 from modeler.agents.pool import Pool, PoolReport
-from modeler.agents.sources import collect, parse_sources
-from modeler.estimator import DependencyModeler
+from modeler.agents.sources import collect, collect_connections, parse_sources, resolve
+from modeler.estimator import DependencyModeler, PairScores
 from modeler.versions import Provenance, Versions
 
 DEFAULTS: dict[str, Any] = {
@@ -55,6 +64,28 @@ def _positive(settings: dict, key: str) -> None:
     value = settings[key]
     if not isinstance(value, (int, float)) or value <= 0:
         raise BadRequest(f"{key} must be a positive number")
+
+
+def decide(model: DependencyModeler, scores: PairScores,
+           connections: dict[tuple[str, str], float], watched: set[str]) -> nx.DiGraph:
+    """The core's decision, with connection evidence where it was looked for.
+
+    The core weighs a pair without an observed connection down (that absence is evidence
+    when a probe watched both objects); for pairs no probe watched it would be a verdict
+    without evidence, so those keep the activity-only decision."""
+    g = scoring.decide(model, scores)
+    if not connections and not watched:
+        return g
+    with_evidence = scoring.decide(model, scores, connections)
+    linked = {frozenset(p) for p in connections}
+
+    def informed(a: str, b: str) -> bool:
+        return (a in watched and b in watched) or frozenset((a, b)) in linked
+
+    g.remove_edges_from([(a, b) for a, b in g.edges if informed(a, b)])
+    g.add_edges_from((a, b, d) for a, b, d in with_evidence.edges(data=True) if informed(a, b))
+    g.graph["threshold_with_connections"] = with_evidence.graph.get("threshold")
+    return g
 
 
 class ModelerAgent(Agent):
@@ -235,7 +266,9 @@ class ModelerAgent(Agent):
         proba, report = pool.score(job.features)
         t_scored = time.perf_counter()
 
-        g = scoring.decide(self._estimator, scoring.combine(job, proba))
+        answers, outcome = collect_connections(self.ref, self.settings["sources"], now - window)
+        conn, watched, unresolved = resolve(answers, series)
+        g = decide(self._estimator, scoring.combine(job, proba), conn, watched)
         for name, (sub, head) in subs.items():
             for v, data in sub.nodes(data=True):
                 g.add_node(v, **{**data, "submodel": name})
@@ -255,6 +288,8 @@ class ModelerAgent(Agent):
             "submodels": {n: h["version"] for n, (_, h) in subs.items()},
             "submodels_missing": missing,
             "objects_by_source": by_source,
+            "connections": {"used": bool(conn or watched), "pairs": len(conn), "watched": len(watched),
+                            "unresolved_endpoints": unresolved, "sources": outcome},
             "seconds": {"collect": round(t_collected - t_start, 4),
                         "features": round(t_features - t_collected, 4),
                         "score": round(t_scored - t_features, 4),

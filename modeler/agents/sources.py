@@ -2,7 +2,9 @@
 
 Sources are collectors, mediators or domain agents (docs/ARCHITECTURE.md, "The
 collection query interface"); the modeler knows them by name and never imports their
-code, so any agent answering ``report`` will do.
+code, so any agent answering ``report`` will do.  Connection evidence (``connections``)
+is asked for too, where a source offers it, and its endpoints are turned back into
+objects across all sources (:func:`resolve`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from masa.activity import Series
-from masa.errors import BadRequest
+from masa.errors import BadRequest, MasaError, UnknownOperation
 from masa.ref import AgentRef
 
 REPORT_TIMEOUT = 30.0
@@ -58,3 +60,57 @@ def collect(ref: Callable[[str], AgentRef], sources: list[dict[str, Any]], since
     for obj, agent in sorted(origin.items()):
         by_source.setdefault(agent, []).append(obj)
     return series, by_source
+
+
+def collect_connections(ref: Callable[[str], AgentRef], sources: list[dict[str, Any]], since: float,
+                        timeout: float = REPORT_TIMEOUT) -> tuple[list[dict], dict[str, str]]:
+    """Every source's ``connections`` answer since ``since``, and per source what came of
+    asking: ``"ok"``, ``"unsupported"`` (no such operation: an agent that serves activity
+    only) or the error.  Evidence is an addition to activity: a source that cannot give
+    it leaves the model to activity for its objects, never fails the run."""
+    answers, outcome = [], {}
+    for spec in sources:
+        agent = spec["agent"]
+        try:
+            answers.append(ref(agent).query("connections", timeout=timeout, since=float(since),
+                                            objects=spec["objects"]))
+            outcome[agent] = "ok"
+        except UnknownOperation:
+            outcome[agent] = "unsupported"
+        except MasaError as exc:
+            outcome[agent] = f"{type(exc).__name__}: {exc}"
+    return answers, outcome
+
+
+def resolve(answers: list[dict], objects: set[str] | dict) -> tuple[dict[tuple[str, str], float], set[str], int]:
+    """``(caller, callee) -> count`` among ``objects``, the objects watched, and how many
+    endpoints stayed unresolved.
+
+    An endpoint is resolved through every source's listening table: ``ip:port`` as the
+    listener's collector wrote it.  Loopback endpoints carry the network namespace they
+    belong to (``127.0.0.1:80@SCOPE``), so agent hosts sharing one machine's loopback
+    (tests, the scenario) resolve each other's, and two machines never do.  An endpoint
+    nobody listens on as far as the sources know (a database outside the model, a client's
+    port) stays unresolved and is no evidence."""
+    owners: dict[str, set[str]] = {}
+    watched: set[str] = set()
+    for a in answers:
+        for ep, obj in a.get("listening", []):
+            if obj in objects:
+                owners.setdefault(ep, set()).add(obj)
+        watched.update(o for o in a.get("watched", []) if o in objects)
+    seen: dict[tuple[str, str], float] = {}
+    for a in answers:  # one (object, endpoint) reported by two sources is one observation
+        for obj, ep, n in a.get("edges", []):
+            if obj in objects:
+                seen[(obj, ep)] = max(seen.get((obj, ep), 0.0), float(n))
+    out: dict[tuple[str, str], float] = {}
+    unresolved = set()
+    for (obj, ep), n in seen.items():
+        targets = owners.get(ep)
+        if not targets:
+            unresolved.add(ep)
+        for t in targets or ():
+            if t != obj:
+                out[(obj, t)] = out.get((obj, t), 0.0) + n
+    return out, watched, len(unresolved)
