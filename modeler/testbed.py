@@ -6,11 +6,16 @@ A topology is JSON (the built-ins are in :data:`TOPOLOGIES`)::
                   "api": {"work_ms": 6, "calls": {"db": 1.0}},
                   "db":  {"work_ms": 3}},
      "clients": [{"to": "web", "rate": 15}, {"to": "db", "rate": 3}],
-     "background": 2}
+     "background": 2,
+     "load": "high"}
 
 ``calls`` maps a dependency to the probability that a request makes that call;
-``clients`` are independent bursty populations (``rate`` requests/s on average, optional
-``on_s``, ``off_s``, ``burst``); ``background`` is a number of unrelated CPU jobs.
+``clients`` are independent bursty populations (``rate`` requests/s, the base rate of the
+population's ON/OFF process, optional ``on_s``, ``off_s``, ``burst``); ``background`` is a
+number of unrelated CPU jobs.  ``load`` (optional, default ``"high"``) scales every client
+``rate``: ``"low"`` (x0.25), ``"high"`` (x0.8) or a positive number (the scale itself);
+the background jobs are not scaled (they are not load).  A recording's ``topology.json``
+says which level it ran at as ``{"level": ..., "rate_scale": ...}``.
 Every service and background job is metered with :class:`probes.procfs.ProcfsProbe`;
 :class:`probes.procfs.ConnectionProbe` records which service connected to which.
 """
@@ -26,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +56,51 @@ TOPOLOGIES: dict[str, dict] = {
             "users": {"work_ms": 5}, "orders": {"work_ms": 6}, "search": {"work_ms": 8}, "cart": {"work_ms": 4},
         },
         "clients": [{"to": "gateway", "rate": 20}, {"to": "search", "rate": 3}, {"to": "users", "rate": 2}],
+        "background": 2,
+    },
+    # a diamond: two paths from the front to one store
+    "diamond": {
+        "services": {
+            "front": {"work_ms": 3, "calls": {"left": 0.6, "right": 0.5}},
+            "left": {"work_ms": 5, "calls": {"store": 0.7}},
+            "right": {"work_ms": 4, "calls": {"store": 0.6}},
+            "store": {"work_ms": 3},
+        },
+        "clients": [{"to": "front", "rate": 14}, {"to": "left", "rate": 3}, {"to": "store", "rate": 3}],
+        "background": 2,
+    },
+    # two tiers with a cache: every request reads the cache, a miss goes to the database
+    "cached": {
+        "services": {
+            "web": {"work_ms": 4, "calls": {"cache": 1.0, "database": 0.25}},
+            "cache": {"work_ms": 1},
+            "database": {"work_ms": 9},
+            "batch": {"work_ms": 6, "calls": {"database": 0.9}},
+        },
+        "clients": [{"to": "web", "rate": 16}, {"to": "batch", "rate": 2}, {"to": "cache", "rate": 3}],
+        "background": 2,
+    },
+    # a collider: one service with two independent callers, plus a side dependency
+    "collider": {
+        "services": {
+            "ingest": {"work_ms": 5, "calls": {"store": 0.8}},
+            "query": {"work_ms": 3, "calls": {"store": 0.5, "index": 0.7}},
+            "store": {"work_ms": 4},
+            "index": {"work_ms": 5},
+        },
+        "clients": [{"to": "ingest", "rate": 10}, {"to": "query", "rate": 12}, {"to": "index", "rate": 2}],
+        "background": 2,
+    },
+    # a deeper chain with low call probabilities and a shortcut
+    "deep": {
+        "services": {
+            "edge": {"work_ms": 2, "calls": {"logic": 0.5}},
+            "logic": {"work_ms": 6, "calls": {"rules": 0.4, "ledger": 0.3}},
+            "rules": {"work_ms": 4, "calls": {"ledger": 0.6}},
+            "ledger": {"work_ms": 5},
+        },
+        "clients": [{"to": "edge", "rate": 18}, {"to": "logic", "rate": 4}, {"to": "rules", "rate": 3},
+                    {"to": "ledger", "rate": 2}],
         "background": 2,
     },
     "shared_db": {
@@ -102,7 +153,14 @@ TOPOLOGIES: dict[str, dict] = {
 }
 
 #: Built-ins the shipped network may be trained on; the others stay held out.
-TRAINING_TOPOLOGIES = ("chain", "fanout")
+TRAINING_TOPOLOGIES = ("chain", "fanout", "diamond", "cached", "collider", "deep")
+
+#: Named load levels: the factor every client ``rate`` is multiplied by.  The built-ins'
+#: rates at x1 keep a 12-service testbed at ~1 core on average with bursts near 2 cores,
+#: which saturates a 2-core machine during bursts; "high" stays below that, "low" leaves
+#: services mostly idle between requests (see docs/MODELING.md, Testbeds).
+LOADS: dict[str, float] = {"low": 0.25, "high": 0.8}
+DEFAULT_LOAD = "high"
 
 
 class TopologyError(ValueError):
@@ -126,6 +184,32 @@ def load_topology(name_or_path: str) -> dict:
     return topo
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def rate_scale(load: str | float | dict | None) -> tuple[str, float]:
+    """``(level, factor)`` for a load given as a level name, a positive number or the
+    ``{"level": ..., "rate_scale": ...}`` that a recording's topology.json holds."""
+    if load is None:
+        load = DEFAULT_LOAD
+    if isinstance(load, dict):
+        load = load.get("level") if load.get("level") in LOADS else load.get("rate_scale")
+    if isinstance(load, str):
+        if load in LOADS:
+            return load, LOADS[load]
+        try:
+            load = float(load)
+        except ValueError:
+            raise TopologyError(
+                f"load {load!r}: one of {', '.join(LOADS)} or a positive rate scale such as 0.5"
+            ) from None
+    if not _number(load) or not 0 < load <= 10:
+        raise TopologyError(f"load {load!r}: one of {', '.join(LOADS)} or a rate scale in (0, 10]")
+    level = next((k for k, v in LOADS.items() if v == load), f"x{load:g}")
+    return level, float(load)
+
+
 def validate(topo: dict) -> None:
     services = topo.get("services") if isinstance(topo, dict) else None
     if not isinstance(services, dict) or not services:
@@ -133,14 +217,37 @@ def validate(topo: dict) -> None:
     for name, svc in services.items():
         if not name or len(PREFIX + name) > 15 or not name.replace("_", "").isalnum():
             raise TopologyError(f"service name {name!r}: letters, digits, _ and at most {15 - len(PREFIX)} chars")
-        for dep, p in (svc.get("calls") or {}).items():
+        if not isinstance(svc, dict):
+            raise TopologyError(f"service {name!r}: an object such as {{\"work_ms\": 4, \"calls\": {{...}}}}")
+        work = svc.get("work_ms", 4)
+        if not _number(work) or not 0 <= work <= 1000:
+            raise TopologyError(f"{name}: work_ms must be a number of milliseconds in [0, 1000], not {work!r}")
+        calls = svc.get("calls") or {}
+        if not isinstance(calls, dict):
+            raise TopologyError(f"{name}: 'calls' maps a service name to a call probability")
+        for dep, p in calls.items():
             if dep not in services:
                 raise TopologyError(f"{name} calls unknown service {dep!r}")
-            if not (isinstance(p, (int, float)) and 0 < p <= 1):
+            if dep == name:
+                raise TopologyError(f"{name} calls itself")
+            if not (_number(p) and 0 < p <= 1):
                 raise TopologyError(f"{name} -> {dep}: call probability must be in (0, 1]")
-    for c in topo.get("clients", []):
-        if c.get("to") not in services:
-            raise TopologyError(f"client targets unknown service {c.get('to')!r}")
+    clients = topo.get("clients", [])
+    if not isinstance(clients, list):
+        raise TopologyError("'clients' is a list of {\"to\": SERVICE, \"rate\": REQUESTS_PER_S, ...}")
+    for c in clients:
+        if not isinstance(c, dict) or c.get("to") not in services:
+            raise TopologyError(f"client targets unknown service {c.get('to') if isinstance(c, dict) else c!r}")
+        if not _number(c.get("rate")) or c["rate"] <= 0:
+            raise TopologyError(f"client of {c['to']}: 'rate' must be a positive number of requests/s")
+        for key in ("on_s", "off_s", "burst"):
+            if key in c and not (_number(c[key]) and c[key] > 0):
+                raise TopologyError(f"client of {c['to']}: {key!r} must be a positive number")
+    bg = topo.get("background", 0)
+    if not _number(bg) or bg < 0 or bg != int(bg):
+        raise TopologyError(f"'background' is a number of jobs (0 or more), not {bg!r}")
+    if "load" in topo:
+        rate_scale(topo["load"])
 
 
 def truth_edges(topo: dict) -> list[list[str]]:
@@ -167,9 +274,15 @@ def _spawn(role: str, cfg: dict) -> subprocess.Popen:
 
 
 def record(topology: dict, seconds: float, out: str | Path, *, interval: float = 0.5,
-           seed: int = 0, tick: Callable[[float], None] | None = None) -> dict:
-    """Run the testbed for ``seconds`` and write activity.csv, truth.json, connections.csv."""
+           seed: int = 0, load: str | float | None = None,
+           tick: Callable[[float], None] | None = None) -> dict:
+    """Run the testbed for ``seconds`` and write activity.csv, truth.json, connections.csv.
+
+    ``load`` (a level of :data:`LOADS` or a rate scale) overrides the topology's own
+    ``load``; without either the level is :data:`DEFAULT_LOAD`.
+    """
     validate(topology)
+    level, scale = rate_scale(load if load is not None else topology.get("load"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     services = topology["services"]
@@ -178,7 +291,7 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
     procs: list[subprocess.Popen] = []
     # a token in every command line, so that only this run's processes are metered even
     # when another testbed runs on the same machine
-    run = f"run{os.getpid()}x{int(time.time() * 1000)}"
+    run = f"run{os.getpid()}x{int(time.time() * 1000)}x{uuid.uuid4().hex[:8]}"
 
     pid_service: dict[int, str] = {}
     try:
@@ -190,8 +303,8 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
             pid_service[p.pid] = name
         _wait_listening(ports.values())
         for k, c in enumerate(topology.get("clients", [])):
-            procs.append(_spawn("client", {**c, "name": f"{PREFIX}cl{k}", "port": ports[c["to"]],
-                                           "seed": seed * 1000 + k}))
+            procs.append(_spawn("client", {**c, "rate": c["rate"] * scale, "name": f"{PREFIX}cl{k}",
+                                           "port": ports[c["to"]], "seed": seed * 1000 + k}))
         for k in range(int(topology.get("background", 0))):
             kind = "periodic" if k % 2 == 0 else "random"
             procs.append(_spawn("background", {"name": f"{PREFIX}bg{k}", "run": run, "kind": kind,
@@ -234,12 +347,15 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
     write_csv(out / "activity.csv", series.values())
     truth = {"edges": truth_edges(topology), "objects": sorted(series)}
     (out / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
-    (out / "topology.json").write_text(json.dumps(topology, indent=1) + "\n")
+    # the rates as given; "load" says by how much the run scaled them
+    written = {**topology, "load": {"level": level, "rate_scale": scale}}
+    (out / "topology.json").write_text(json.dumps(written, indent=1) + "\n")
     with (out / "connections.csv").open("w", newline="") as handle:
         w = csv.writer(handle)
         w.writerow(["source", "target", "count"])
         w.writerows(sorted([a, b, n] for (a, b), n in edges.items()))
-    return {"objects": len(series), "edges": len(truth["edges"]), "connections": len(edges)}
+    return {"objects": len(series), "edges": len(truth["edges"]), "connections": len(edges),
+            "load": level, "rate_scale": scale}
 
 
 def _wait_listening(ports, timeout: float = 10.0) -> None:

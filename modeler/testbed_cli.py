@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from modeler.testbed import TOPOLOGIES, TopologyError, load_topology, record
+from modeler.testbed import (
+    LOADS,
+    TOPOLOGIES,
+    TRAINING_TOPOLOGIES,
+    TopologyError,
+    load_topology,
+    rate_scale,
+    record,
+)
 
 
 @click.group("testbed")
@@ -17,7 +25,9 @@ def list_topologies() -> None:
     """The built-in topologies."""
     for name, topo in TOPOLOGIES.items():
         n_edges = sum(len(s.get("calls") or {}) for s in topo["services"].values())
-        click.echo(f"{name:10s} {len(topo['services']):3d} services {n_edges:3d} calls")
+        use = "training" if name in TRAINING_TOPOLOGIES else "held out"
+        click.echo(f"{name:10s} {len(topo['services']):3d} services {n_edges:3d} calls  {use}")
+    click.echo("load levels: " + ", ".join(f"{k} (client rates x{v:g})" for k, v in LOADS.items()))
 
 
 @testbed.command("record")
@@ -27,17 +37,27 @@ def list_topologies() -> None:
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=0.5, show_default=True,
               help="Sampling interval of the procfs probe, seconds.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: int) -> None:
+@click.option("--load", "load", metavar="low|high|SCALE", default=None,
+              help=f"Load level: {', '.join(f'{k} (client rates x{v:g})' for k, v in LOADS.items())}, "
+                   "or a number that scales every client rate. Default: the topology's own "
+                   "'load', else high.")
+def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: int, load: str | None) -> None:
     """Run TOPOLOGY (built-in name or JSON file) and record activity, truth, connections."""
     from rich.progress import Progress
 
+    if load is not None:
+        try:
+            rate_scale(load)
+        except TopologyError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--load'") from None
     try:
         topo = load_topology(topology)
     except TopologyError as exc:
         raise click.ClickException(str(exc)) from None
     with Progress(transient=True) as progress:
         task = progress.add_task(f"recording {topology}", total=1.0)
-        info = record(topo, seconds, out, interval=interval, seed=seed,
+        info = record(topo, seconds, out, interval=interval, seed=seed, load=load,
                       tick=lambda f: progress.update(task, completed=f))
     click.echo(f"{info['objects']} objects, {info['edges']} true edges, "
-               f"{info['connections']} observed connections -> {out}")
+               f"{info['connections']} observed connections, load {info['load']} "
+               f"(client rates x{info['rate_scale']:g}) -> {out}")

@@ -94,25 +94,34 @@ def run_service(cfg: dict) -> None:
 
 
 def run_client(cfg: dict) -> None:
-    rnd = random.Random(cfg.get("seed"))
+    # two random streams: the ON/OFF and drift schedule is the same for a given seed at
+    # any rate (so a testbed at low and at high load sees the same bursts, scaled), and
+    # the arrivals within it
+    seed = cfg.get("seed")
+    sched = random.Random(seed)
+    rnd = random.Random(None if seed is None else f"arrivals-{seed}")
     port, base = (cfg.get("host", LOOPBACK), int(cfg["port"])), float(cfg["rate"])
     pool = _Pool()
     executor = ThreadPoolExecutor(max_workers=16)
-    on, switch, drift = False, 0.0, 1.0
-    t = time.monotonic()
+    on, drift = False, 1.0
+    t = switch = time.monotonic()
     while True:
-        now = time.monotonic()
-        if now >= switch:
+        while t >= switch:
             on = not on
-            switch = now + rnd.expovariate(1.0 / (cfg.get("on_s", 6) if on else cfg.get("off_s", 8)))
-            drift = min(4.0, max(0.25, drift * rnd.lognormvariate(0, 0.3)))
+            switch += sched.expovariate(1.0 / (cfg.get("on_s", 6) if on else cfg.get("off_s", 8)))
+            drift = min(4.0, max(0.25, drift * sched.lognormvariate(0, 0.3)))
         rate = base * drift * (cfg.get("burst", 4.0) if on else 0.3)
-        t += rnd.expovariate(rate)
+        gap = rnd.expovariate(rate)
+        if t + gap >= switch:
+            t = switch  # the rate changes before the next arrival: start afresh (memoryless)
+            continue
+        t += gap
         delay = t - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         elif delay < -1.0:
-            t = time.monotonic()  # overloaded: drop the backlog rather than spiral
+            # overloaded: drop the backlog rather than spiral (the schedule moves on too)
+            t = time.monotonic()
         executor.submit(_call, pool, port)
 
 

@@ -2,23 +2,34 @@
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from click.testing import CliRunner
 
 from masa.activity import read_csv
 from modeler import evidence
 from modeler.estimator import DependencyModeler
 from modeler.metrics import evaluate
-from modeler.testbed import TopologyError, load_topology, record
+from modeler.testbed import LOADS, TopologyError, load_topology, rate_scale, record
+from modeler.testbed_cli import testbed as testbed_cli
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tb")
-    info = record(load_topology("chain"), 50, out, interval=0.5, seed=3)
-    return out, info
+def recordings(tmp_path_factory):
+    """The chain at high and at low load, same seed, recorded side by side (50 s in all)."""
+    outs = {level: tmp_path_factory.mktemp(f"tb-{level}") for level in ("high", "low")}
+    with ThreadPoolExecutor(2) as pool:
+        infos = dict(zip(outs, pool.map(lambda lv: record(load_topology("chain"), 50, outs[lv], interval=0.5,
+                                                          seed=3, load=lv), outs), strict=True))
+    return {lv: (outs[lv], infos[lv]) for lv in outs}
+
+
+@pytest.fixture(scope="module")
+def chain(recordings):
+    return recordings["high"]
 
 
 def test_recording_writes_activity_truth_and_connections(chain):
@@ -58,6 +69,62 @@ def test_custom_topologies_are_validated(tmp_path):
         load_topology(str(bad))
     with pytest.raises(TopologyError, match="neither a built-in"):
         load_topology(str(tmp_path / "missing.json"))
-    bad.write_text(json.dumps({"services": {"a": {"calls": {"a": 2}}}}))
+    bad.write_text(json.dumps({"services": {"a": {"calls": {"b": 2}}, "b": {}}}))
     with pytest.raises(TopologyError, match="probability"):
         load_topology(str(bad))
+    for topo, message in [
+        ({"services": {"a": {"calls": {"a": 1.0}}}}, "calls itself"),
+        ({"services": {"a": {"work_ms": -1}}}, "work_ms"),
+        ({"services": {"a": {}}, "clients": [{"to": "a"}]}, "'rate' must be a positive"),
+        ({"services": {"a": {}}, "clients": [{"to": "a", "rate": 0}]}, "'rate' must be a positive"),
+        ({"services": {"a": {}}, "clients": [{"to": "a", "rate": 2, "burst": -1}]}, "'burst'"),
+        ({"services": {"a": {}}, "background": 1.5}, "background"),
+        ({"services": {"a": {}}, "clients": {"to": "a"}}, "list"),
+    ]:
+        bad.write_text(json.dumps(topo))
+        with pytest.raises(TopologyError, match=message):
+            load_topology(str(bad))
+
+
+def test_builtin_training_topologies_are_valid_and_not_the_held_out_ones():
+    from modeler.testbed import TOPOLOGIES, TRAINING_TOPOLOGIES, truth_edges, validate
+    held_out = [n for n in TOPOLOGIES if n not in TRAINING_TOPOLOGIES]
+    assert set(held_out) == {"shared_db", "apps", "twelve"}
+    for name in TRAINING_TOPOLOGIES:
+        validate(TOPOLOGIES[name])
+        shape = sorted(truth_edges(TOPOLOGIES[name]))
+        assert all(shape != sorted(truth_edges(TOPOLOGIES[h])) for h in held_out)
+
+
+def test_high_load_drives_services_harder_than_low_load(recordings):
+    cpu = {}
+    for level, (out, info) in recordings.items():
+        assert info["load"] == level and info["rate_scale"] == LOADS[level]
+        assert json.loads((out / "topology.json").read_text())["load"] == {"level": level,
+                                                                          "rate_scale": LOADS[level]}
+        series = read_csv(out / "activity.csv")
+        cpu[level] = {name: float(series[name].value.mean()) for name in ("web", "app", "db")}
+    # same seed: the same bursts at both levels, client rates scaled by 0.8 / 0.25
+    for name in ("web", "app", "db"):
+        assert cpu["high"][name] > cpu["low"][name], (name, cpu)
+    assert sum(cpu["high"].values()) > 1.5 * sum(cpu["low"].values()), cpu
+
+
+def test_load_levels_are_validated(tmp_path):
+    assert rate_scale("low") == ("low", LOADS["low"])
+    assert rate_scale(None) == ("high", LOADS["high"])
+    assert rate_scale("0.5") == ("x0.5", 0.5)
+    assert rate_scale({"level": "high", "rate_scale": LOADS["high"]}) == ("high", LOADS["high"])
+    for bad in ("medium", "", "-1", "0", "nan", "inf", 11, True, [1]):
+        with pytest.raises(TopologyError, match="load"):
+            rate_scale(bad)
+    result = CliRunner().invoke(testbed_cli, ["record", "chain", "--seconds", "5", "--out", str(tmp_path / "x"),
+                                          "--load", "medium"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--load'" in result.output and "low, high" in result.output
+    assert not (tmp_path / "x").exists()
+    # a topology file may carry its own level; a bad one is refused when loading
+    t = tmp_path / "t.json"
+    t.write_text(json.dumps({"services": {"a": {}}, "clients": [{"to": "a", "rate": 3}], "load": "max"}))
+    with pytest.raises(TopologyError, match="load 'max'"):
+        load_topology(str(t))
