@@ -10,6 +10,9 @@ graph of the services is known, so the model the agents build can be scored agai
 
 Data path: procfs collectors on every host, a mediator in front of domain A's collectors,
 a domain agent joining domain B's members into ``B/cpu``, an SNMP collector for the router.
+The procfs collectors also sample which service holds TCP connections to which endpoint;
+that connection evidence travels the same path (``connections``), and the modelers
+combine it with activity, so every edge says what it rests on.
 Domain A's own modeler (``mod-a``) builds A's detailed model; the enterprise modeler on the
 central server reuses it as a sub-model and scores only the remaining pairs (A with the
 central server, B and the router), both with a pool of neural agents on other hosts.
@@ -59,6 +62,8 @@ CLIENTS: list[tuple[str, float]] = [("a-web", 12), ("c-auth", 3), ("b-front", 4)
 BACKGROUND: dict[str, str] = {"a-batch": "a3"}
 DOMAIN_B_LABEL = "B"
 ROUTER = "router"
+#: seconds between the collectors' samples of TCP connections (activity: every interval)
+CONNECTIONS_EVERY = 2.0
 
 
 def object_of(service: str) -> str:
@@ -191,8 +196,10 @@ class Scenario:
         with c.status("creating agents..."):
             for host in HOSTS:
                 names = self._services_on(host)
-                create(host, "collector", f"col-{host}", f"procfs: {', '.join(names)} + host CPU, interfaces",
-                       interval=self.interval, per_process="name", match=f"^({'|'.join(names)})$")
+                create(host, "collector", f"col-{host}",
+                       f"procfs: {', '.join(names)} + host CPU, interfaces; TCP connections",
+                       interval=self.interval, per_process="name", match=f"^({'|'.join(names)})$",
+                       connections_every=CONNECTIONS_EVERY)
             if self.router is not None:
                 create("srv", "collector", ROUTER, f"SNMP {self.router.target}", probe="snmp",
                        target=self.router.target, community=Router.COMMUNITY, label=ROUTER,
@@ -249,6 +256,9 @@ class Scenario:
             shown = [o for o in cat if objects is None or any(fnmatch.fnmatchcase(o, g) for g in objects)]
             self.console.print(f"  {name} offers {len(cat)} objects; the enterprise modeler takes {len(shown)}: "
                                f"{', '.join(shown[:8])}{' ...' if len(shown) > 8 else ''}")
+            conn = ref.query("connections", objects=objects)
+            self.console.print(f"    connection evidence: {len(conn['edges'])} outgoing (object, endpoint), "
+                               f"{len(conn['listening'])} listening endpoints, {len(conn['watched'])} objects watched")
 
     def model(self) -> tuple[nx.DiGraph, dict, nx.DiGraph]:
         """Domain A's modeler first, then the enterprise modeler, which takes A's finished
@@ -282,6 +292,14 @@ class Scenario:
                            f"{info['objects']} objects, {g.number_of_edges()} dependencies; "
                            f"{info['pairs_scored']} of {info['candidate_pairs']} pairs scored by neural agents "
                            f"{info['pool']['by_agent']}{reused}, {info['seconds']['total']:.1f} s")
+        ev = info.get("connections") or {}
+        if ev.get("used"):
+            changed = "; ".join(f"{what}: {', '.join(f'{a} -> {b}' for a, b in ev[what])}"
+                                for what in ("added", "removed") if ev.get(what)) or "no edge changed"
+            self.console.print(f"  connection evidence used: {ev['pairs']} connected pairs, {ev['watched']} objects "
+                               f"watched, sources {ev['sources']}; against activity alone: {changed}")
+        else:
+            self.console.print(f"  no connection evidence (sources: {ev.get('sources', {})}): activity alone")
         return g, head
 
     # -- the result ---------------------------------------------------------------------
@@ -289,13 +307,15 @@ class Scenario:
     def report(self, g: nx.DiGraph, head: dict, g_a: nx.DiGraph) -> dict:
         c = self.console
         c.print("domain A's detailed model (mod-a): " + (", ".join(
-            f"{a} -> {b} ({conf:.2f})" for a, b, conf in sorted(g_a.edges(data="confidence"))) or "no dependencies"))
+            f"{a} -> {b} ({d['confidence']:.2f}, {d.get('evidence', 'activity')})"
+            for a, b, d in sorted(g_a.edges(data=True))) or "no dependencies"))
         truth = truth_edges()
         truth_objects = {v for e in truth for v in e} | {object_of(n) for n in BACKGROUND}
         seen = head["info"]["objects_by_source"]
         c.print("the enterprise modeler saw: " + "; ".join(f"{s}: {', '.join(objs)}" for s, objs in seen.items()))
 
-        table = Table("depends", "on", "confidence", "from", "vs truth", title="dependency model (enterprise)")
+        table = Table("depends", "on", "confidence", "evidence", "from", "vs truth",
+                      title="dependency model (enterprise)")
         for a, b, conf in sorted(g.edges(data="confidence"), key=lambda e: -(e[2] or 0)):
             if a in truth_objects and b in truth_objects:
                 verdict = "[green]right[/]" if (a, b) in truth else \
@@ -303,7 +323,8 @@ class Scenario:
             else:
                 verdict = "no truth (router)" if ROUTER in (a.split("/")[0], b.split("/")[0]) else "no truth"
             table.add_row(a, b, f"{conf:.2f}" if conf is not None else "-",
-                          g.edges[a, b].get("submodel", "enterprise"), verdict)
+                          g.edges[a, b].get("evidence", "activity"), g.edges[a, b].get("submodel", "enterprise"),
+                          verdict)
         c.print(table)
 
         scored = g.subgraph([v for v in g if v in truth_objects])
@@ -338,7 +359,9 @@ class Scenario:
                    "domain_a_edges": sorted(map(list, g_a.edges)),
                    "netns": None if self.net is None else {
                        "bridge": self.net.bridge, "namespaces": self.net.names, "addresses": self.net.address},
-                   "edges": [[a, b, conf] for a, b, conf in g.edges(data="confidence")]}
+                   "connections": head["info"].get("connections"),
+                   "edges": [[a, b, d.get("confidence"), d.get("evidence", "activity")]
+                             for a, b, d in g.edges(data=True)]}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         c.print(f"model files: {', '.join(str(p) for p in files)} "
                 f"(domain A's: domain-a.*; truth.json and summary.json beside them)")

@@ -66,26 +66,29 @@ def _positive(settings: dict, key: str) -> None:
         raise BadRequest(f"{key} must be a positive number")
 
 
-def decide(model: DependencyModeler, scores: PairScores,
-           connections: dict[tuple[str, str], float], watched: set[str]) -> nx.DiGraph:
-    """The core's decision, with connection evidence where it was looked for.
+def decide(model: DependencyModeler, scores: PairScores, connections: dict[tuple[str, str], float],
+           watched: set[str]) -> tuple[nx.DiGraph, dict[str, list]]:
+    """The core's decision, with connection evidence where it was looked for, and what
+    the evidence changed against activity alone (``added``, ``removed`` edges).
 
     The core weighs a pair without an observed connection down (that absence is evidence
     when a probe watched both objects); for pairs no probe watched it would be a verdict
     without evidence, so those keep the activity-only decision."""
     g = scoring.decide(model, scores)
     if not connections and not watched:
-        return g
+        return g, {"added": [], "removed": []}
+    activity_only = set(g.edges)
     with_evidence = scoring.decide(model, scores, connections)
     linked = {frozenset(p) for p in connections}
 
     def informed(a: str, b: str) -> bool:
         return (a in watched and b in watched) or frozenset((a, b)) in linked
 
-    g.remove_edges_from([(a, b) for a, b in g.edges if informed(a, b)])
+    g.remove_edges_from([(a, b) for a, b in activity_only if informed(a, b)])
     g.add_edges_from((a, b, d) for a, b, d in with_evidence.edges(data=True) if informed(a, b))
     g.graph["threshold_with_connections"] = with_evidence.graph.get("threshold")
-    return g
+    return g, {"added": sorted(map(list, set(g.edges) - activity_only)),
+               "removed": sorted(map(list, activity_only - set(g.edges)))}
 
 
 class ModelerAgent(Agent):
@@ -268,7 +271,7 @@ class ModelerAgent(Agent):
 
         answers, outcome = collect_connections(self.ref, self.settings["sources"], now - window)
         conn, watched, unresolved = resolve(answers, series)
-        g = decide(self._estimator, scoring.combine(job, proba), conn, watched)
+        g, changed = decide(self._estimator, scoring.combine(job, proba), conn, watched)
         for name, (sub, head) in subs.items():
             for v, data in sub.nodes(data=True):
                 g.add_node(v, **{**data, "submodel": name})
@@ -289,7 +292,7 @@ class ModelerAgent(Agent):
             "submodels_missing": missing,
             "objects_by_source": by_source,
             "connections": {"used": bool(conn or watched), "pairs": len(conn), "watched": len(watched),
-                            "unresolved_endpoints": unresolved, "sources": outcome},
+                            "unresolved_endpoints": unresolved, "sources": outcome, **changed},
             "seconds": {"collect": round(t_collected - t_start, 4),
                         "features": round(t_features - t_collected, 4),
                         "score": round(t_scored - t_features, 4),
