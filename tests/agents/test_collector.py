@@ -120,6 +120,8 @@ def test_external_probe_read_by_a_remote_collector(pair, tmp_path):
         got = pair.wait(lambda: (r := series(col.query("report"))) and "router1/cpu" in r and r, timeout=20)
         assert all(name.startswith("router1/") for name in got)
         assert got["router1/cpu"].value.min() >= 0
+        # an external probe meters no sockets: no connection evidence, answered empty
+        assert col.query("connections") == {"edges": [], "listening": [], "watched": [], "until": None}
     finally:
         probe.terminate()
         probe.wait(10)
