@@ -305,16 +305,19 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
         for k, c in enumerate(topology.get("clients", [])):
             procs.append(_spawn("client", {**c, "rate": c["rate"] * scale, "name": f"{PREFIX}cl{k}",
                                            "port": ports[c["to"]], "seed": seed * 1000 + k}))
+        metered = list(pid_service)
         for k in range(int(topology.get("background", 0))):
             kind = "periodic" if k % 2 == 0 else "random"
             procs.append(_spawn("background", {"name": f"{PREFIX}bg{k}", "run": run, "kind": kind,
                                                "period_s": 7 + 6 * k, "seed": seed * 1000 + 100 + k}))
+            metered.append(procs[-1].pid)
         probe = ProcfsProbe(per_process="name", match=rf"testbed_service (service|background) .*{run}",
                             host_cpu=False,
                             interfaces=False, host="tb")
         conn_probe = ConnectionProbe()
         samples, edges = [], {}
         port_service = {p: n for n, p in ports.items()}
+        machine = _Machine()
         probe.sample()
         start = time.monotonic()
         next_t, next_conn = start + interval, start
@@ -328,9 +331,11 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
                 next_conn = now + 2.0
             time.sleep(max(0.0, next_t - time.monotonic()))
             samples.extend(probe.sample())
+            machine.sample()
             next_t += interval
             if tick:
                 tick(min(1.0, (time.monotonic() - start) / seconds))
+        contention = machine.summary(metered)
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -354,8 +359,58 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
         w = csv.writer(handle)
         w.writerow(["source", "target", "count"])
         w.writerows(sorted([a, b, n] for (a, b), n in edges.items()))
+    (out / "machine.json").write_text(json.dumps(contention, indent=1) + "\n")
     return {"objects": len(series), "edges": len(truth["edges"]), "connections": len(edges),
             "load": level, "rate_scale": scale}
+
+
+class _Machine:
+    """How busy the machine was while recording: host CPU idle per sampling interval,
+    1-minute load average, and, at the end, how long the metered processes' threads waited
+    for a CPU (``/proc/PID/task/*/schedstat``) per second of CPU they got."""
+
+    def __init__(self) -> None:
+        self.prev = self._stat()
+        self.idle: list[float] = []
+        self.load: list[float] = []
+
+    @staticmethod
+    def _stat() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return v[3] + (v[4] if len(v) > 4 else 0), sum(v[:8])
+
+    def sample(self) -> None:
+        cur = self._stat()
+        if cur and self.prev and cur[1] > self.prev[1]:
+            self.idle.append((cur[0] - self.prev[0]) / (cur[1] - self.prev[1]))
+        self.prev = cur
+        with contextlib.suppress(OSError):
+            self.load.append(os.getloadavg()[0])
+
+    def summary(self, pids: list[int]) -> dict:
+        run = wait = 0
+        for pid in pids:
+            for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    r, w = task.read_text().split()[:2]
+                    run, wait = run + int(r), wait + int(w)
+        n = len(self.idle)
+        return {
+            "cpus": os.cpu_count(),
+            "host_idle_mean": round(sum(self.idle) / n, 3) if n else None,
+            "host_saturated_intervals": round(sum(i < 0.05 for i in self.idle) / n, 3) if n else None,
+            "loadavg_1min_mean": round(sum(self.load) / len(self.load), 2) if self.load else None,
+            "loadavg_1min_max": round(max(self.load), 2) if self.load else None,
+            "runqueue_wait_per_cpu_s": round(wait / run, 3) if run else None,
+            "note": "host_idle_mean: share of CPU time idle over the recording (all CPUs); "
+                    "host_saturated_intervals: share of sampling intervals with < 5 % idle; "
+                    "runqueue_wait_per_cpu_s: seconds the testbed's service and background threads "
+                    "(live at the end) waited for a CPU per second of CPU they used",
+        }
 
 
 def _wait_listening(ports, timeout: float = 10.0) -> None:

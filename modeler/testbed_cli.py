@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from modeler.testbed import (
@@ -54,6 +56,13 @@ def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: i
         topo = load_topology(topology)
     except TopologyError as exc:
         raise click.ClickException(str(exc)) from None
+    def stop(signum, _frame):
+        raise click.ClickException(f"stopped by signal {signum}; the testbed's processes were stopped")
+
+    # SIGTERM (and SIGINT, which shells ignore in background jobs) stop the recording
+    # through record()'s cleanup, so no service, client or background process outlives it
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"recording {topology}", total=1.0)
         info = record(topo, seconds, out, interval=interval, seed=seed, load=load,

@@ -39,6 +39,9 @@ def test_recording_writes_activity_truth_and_connections(chain):
     assert all(len(s) >= 80 for s in series.values())  # ~100 samples at 0.5 s
     truth = json.loads((out / "truth.json").read_text())["edges"]
     assert sorted(map(tuple, truth)) == [("app", "db"), ("web", "app")]
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["cpus"] >= 1 and 0 <= machine["host_idle_mean"] <= 1
+    assert machine["runqueue_wait_per_cpu_s"] >= 0
     # the procfs probe saw exactly the calls of the call graph
     assert set(evidence.read_connections(out / "connections.csv")) == {("web", "app"), ("app", "db")}
 
