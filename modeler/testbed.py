@@ -273,16 +273,30 @@ def _spawn(role: str, cfg: dict) -> subprocess.Popen:
     )
 
 
+def check_nice(nice: int | None) -> None:
+    """A nice value the testbed's processes can be started at (raises TopologyError)."""
+    if nice is None:
+        return
+    if isinstance(nice, bool) or not isinstance(nice, int) or not -20 <= nice <= 19:
+        raise TopologyError(f"nice {nice!r}: an integer in [-20, 19]")
+    if nice < os.getpriority(os.PRIO_PROCESS, 0) and os.geteuid() != 0:
+        raise TopologyError(f"nice {nice}: raising the priority needs root (CAP_SYS_NICE)")
+
+
 def record(topology: dict, seconds: float, out: str | Path, *, interval: float = 0.5,
-           seed: int = 0, load: str | float | None = None,
+           seed: int = 0, load: str | float | None = None, nice: int | None = None,
            tick: Callable[[float], None] | None = None) -> dict:
     """Run the testbed for ``seconds`` and write activity.csv, truth.json, connections.csv.
 
     ``load`` (a level of :data:`LOADS` or a rate scale) overrides the topology's own
-    ``load``; without either the level is :data:`DEFAULT_LOAD`.
+    ``load``; without either the level is :data:`DEFAULT_LOAD`.  ``nice`` runs every
+    service, client and background process at that nice value (a negative one keeps a
+    recording from being starved by other work on a shared machine; needs root).
     """
     validate(topology)
     level, scale = rate_scale(load if load is not None else topology.get("load"))
+    check_nice(nice)
+    prio = {} if nice is None else {"nice": nice}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     services = topology["services"]
@@ -297,19 +311,19 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
     try:
         for name, svc in services.items():
             cfg = {"name": PREFIX + name, "run": run, "port": ports[name], "work_ms": svc.get("work_ms", 4),
-                   "calls": [{"port": ports[d], "p": p} for d, p in (svc.get("calls") or {}).items()]}
+                   "calls": [{"port": ports[d], "p": p} for d, p in (svc.get("calls") or {}).items()], **prio}
             p = _spawn("service", cfg)
             procs.append(p)
             pid_service[p.pid] = name
         _wait_listening(ports.values())
         for k, c in enumerate(topology.get("clients", [])):
             procs.append(_spawn("client", {**c, "rate": c["rate"] * scale, "name": f"{PREFIX}cl{k}",
-                                           "port": ports[c["to"]], "seed": seed * 1000 + k}))
+                                           "port": ports[c["to"]], "seed": seed * 1000 + k, **prio}))
         metered = list(pid_service)
         for k in range(int(topology.get("background", 0))):
             kind = "periodic" if k % 2 == 0 else "random"
             procs.append(_spawn("background", {"name": f"{PREFIX}bg{k}", "run": run, "kind": kind,
-                                               "period_s": 7 + 6 * k, "seed": seed * 1000 + 100 + k}))
+                                               "period_s": 7 + 6 * k, "seed": seed * 1000 + 100 + k, **prio}))
             metered.append(procs[-1].pid)
         probe = ProcfsProbe(per_process="name", match=rf"testbed_service (service|background) .*{run}",
                             host_cpu=False,
@@ -335,7 +349,7 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
             next_t += interval
             if tick:
                 tick(min(1.0, (time.monotonic() - start) / seconds))
-        contention = machine.summary(metered)
+        contention = {**machine.summary(metered), "nice": nice or 0}
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):

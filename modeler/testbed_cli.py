@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import click
@@ -11,6 +12,7 @@ from modeler.testbed import (
     TOPOLOGIES,
     TRAINING_TOPOLOGIES,
     TopologyError,
+    check_nice,
     load_topology,
     rate_scale,
     record,
@@ -43,7 +45,11 @@ def list_topologies() -> None:
               help=f"Load level: {', '.join(f'{k} (client rates x{v:g})' for k, v in LOADS.items())}, "
                    "or a number that scales every client rate. Default: the topology's own "
                    "'load', else high.")
-def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: int, load: str | None) -> None:
+@click.option("--nice", type=int, default=None,
+              help="Run the testbed's processes (and this recorder) at this nice value; negative "
+                   "(root only) keeps the recording from being starved by other work on the machine.")
+def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: int, load: str | None,
+               nice: int | None) -> None:
     """Run TOPOLOGY (built-in name or JSON file) and record activity, truth, connections."""
     from rich.progress import Progress
 
@@ -53,9 +59,15 @@ def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: i
         except TopologyError as exc:
             raise click.BadParameter(str(exc), param_hint="'--load'") from None
     try:
+        check_nice(nice)
+    except TopologyError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--nice'") from None
+    try:
         topo = load_topology(topology)
     except TopologyError as exc:
         raise click.ClickException(str(exc)) from None
+    if nice is not None:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)  # the sampling loop keeps time too
     def stop(signum, _frame):
         raise click.ClickException(f"stopped by signal {signum}; the testbed's processes were stopped")
 
@@ -65,7 +77,7 @@ def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: i
         signal.signal(sig, stop)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"recording {topology}", total=1.0)
-        info = record(topo, seconds, out, interval=interval, seed=seed, load=load,
+        info = record(topo, seconds, out, interval=interval, seed=seed, load=load, nice=nice,
                       tick=lambda f: progress.update(task, completed=f))
     click.echo(f"{info['objects']} objects, {info['edges']} true edges, "
                f"{info['connections']} observed connections, load {info['load']} "

@@ -11,7 +11,7 @@ from masa.activity import read_csv
 from modeler import evidence
 from modeler.estimator import DependencyModeler
 from modeler.metrics import evaluate
-from modeler.testbed import LOADS, TopologyError, load_topology, rate_scale, record
+from modeler.testbed import LOADS, TopologyError, check_nice, load_topology, rate_scale, record
 from modeler.testbed_cli import testbed as testbed_cli
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
@@ -126,6 +126,14 @@ def test_load_levels_are_validated(tmp_path):
     assert result.exit_code == 2
     assert "Invalid value for '--load'" in result.output and "low, high" in result.output
     assert not (tmp_path / "x").exists()
+    for bad in (40, -21, True, 1.5):
+        with pytest.raises(TopologyError, match="nice"):
+            check_nice(bad)
+    check_nice(None)
+    check_nice(5)
+    result = CliRunner().invoke(testbed_cli, ["record", "chain", "--seconds", "5", "--out", str(tmp_path / "x"),
+                                              "--nice", "40"])
+    assert result.exit_code == 2 and "Invalid value for '--nice'" in result.output
     # a topology file may carry its own level; a bad one is refused when loading
     t = tmp_path / "t.json"
     t.write_text(json.dumps({"services": {"a": {}}, "clients": [{"to": "a", "rate": 3}], "load": "max"}))
