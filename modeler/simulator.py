@@ -184,11 +184,16 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
              metric: str = "cpu", rng: np.random.Generator | None = None,
              background: int = 3, clients_as_objects: bool = False,
              common_trend: bool = False, clock_skew: float = 0.5,
-             external_share: float = 0.2) -> Scenario:
+             external_share: float = 0.2, call_cost: float = 0.0,
+             internal: tuple[float, float] = (0.02, 0.8), work_cv2: tuple[float, float] = (0.05, 1.0)) -> Scenario:
     """Run requests through ``topology`` for ``seconds`` and meter every service.
 
     ``load`` scales client rates ("low" or "high"); ``metric`` is "cpu" (CPU seconds per
-    second with tick quantisation) or "requests" (requests served per second)."""
+    second with tick quantisation) or "requests" (requests served per second).
+    ``call_cost`` is the caller's CPU seconds per outgoing call (socket work: real callers
+    pay for their calls); ``internal`` the range of the share of internal work (timers,
+    GC) relative to request work; ``work_cv2`` the range of the squared coefficient of
+    variation of per-request work."""
     rng = rng or np.random.default_rng()
     dt = min(max(step / 10.0, 0.05), 60.0)
     n = int(np.ceil(seconds / dt)) + 2
@@ -212,6 +217,7 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
             if clients_as_objects and topology.in_degree(v) == 0:
                 client_objects[f"client_{v}"] = arrivals
     truth: list[tuple[str, str]] = []
+    outgoing = {v: np.zeros(n) for v in order}
     for v in order:
         for callee in topology.successors(v):
             e = topology.edges[v, callee]
@@ -220,6 +226,7 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
             if delay:
                 made = np.concatenate([np.zeros(delay), made[:-delay]])
             requests[callee] += made
+            outgoing[v] += made
             truth.append((v, callee))
 
     hosts = int(rng.integers(1, 4))
@@ -231,7 +238,9 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
             # keep services below saturation: a pegged CPU carries no signal
             rate = max(float(requests[v].mean()) / dt, 1e-9)
             work = min(topology.nodes[v]["work"], rng.uniform(0.02, 0.6) / rate)
-            amount = _cpu(rng, requests[v], work, t, dt)
+            amount = _cpu(rng, requests[v], work, t, dt, internal, work_cv2)
+            if call_cost > 0:
+                amount = np.minimum(amount + outgoing[v] * call_cost * rng.uniform(0.5, 2.0), 2.0 * dt)
             series[v] = _meter(rng, amount, dt, step, seconds, TICK, offsets[host], v, CPU)
         else:
             amount = requests[v] * _ar1(rng, n, dt, 50 * dt, 0.05)
@@ -253,15 +262,17 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
                     {"shape": topology.graph.get("shape", "custom"), "load": load, "metric": metric})
 
 
-def _cpu(rng: np.random.Generator, req: np.ndarray, work: float, t: np.ndarray, dt: float) -> np.ndarray:
+def _cpu(rng: np.random.Generator, req: np.ndarray, work: float, t: np.ndarray, dt: float,
+         internal_range: tuple[float, float] = (0.02, 0.8),
+         cv2_range: tuple[float, float] = (0.05, 1.0)) -> np.ndarray:
     """CPU seconds per fine slot: gamma-distributed per-request work plus internal work
     (timers, garbage collection) that has nothing to do with any caller."""
-    cv2 = rng.uniform(0.05, 1.0)
+    cv2 = rng.uniform(*cv2_range)
     shape = np.maximum(req / cv2, 1e-9)
     busy = np.where(req > 0, rng.gamma(shape, work * cv2), 0.0)
     mean_busy = max(float(busy.mean()), 1e-6)
     internal = np.zeros_like(busy)
-    share = rng.uniform(0.02, 0.8)
+    share = float(np.exp(rng.uniform(*np.log(internal_range))))
     kind = rng.integers(0, 3)
     if kind == 0:  # periodic housekeeping
         period = rng.uniform(5, 120)
@@ -304,6 +315,17 @@ def random_scenario(rng: np.random.Generator, *, step: float | None = None,
     if n_services is None and rng.random() < 0.25:  # large applications like PetShop's 40 components
         n_services = int(rng.integers(16, 40))
     topo = random_topology(rng, n_services, shape)
+    if metric == "cpu" and step <= 2.0 and rng.random() < 0.5:
+        # the profile of real service processes (what the testbeds meter): little
+        # internal work, steady per-request cost, callers paying for their calls
+        return simulate(
+            topo, seconds=bins * step, step=step, load=str(rng.choice(["low", "high"])),
+            metric=metric, rng=rng, background=int(rng.integers(0, 5)),
+            clients_as_objects=False, common_trend=rng.random() < 0.1,
+            clock_skew=float(rng.choice([0.0, 0.0, 0.3])), external_share=float(rng.uniform(0.1, 0.6)),
+            call_cost=float(np.exp(rng.uniform(np.log(2e-4), np.log(3e-3)))),
+            internal=(0.003, 0.15), work_cv2=(0.02, 0.3),
+        )
     return simulate(
         topo, seconds=bins * step, step=step, load=str(rng.choice(["low", "high"])),
         metric=metric, rng=rng, background=int(rng.integers(0, 6)),

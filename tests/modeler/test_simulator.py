@@ -39,3 +39,18 @@ def test_random_scenarios_cover_coarse_request_metrics():
     sc = random_scenario(rng, step=300.0, metric="requests", bins=200)
     assert all(s.unit == "req/s" for s in sc.series.values())
     assert all((s.value >= 0).all() for s in sc.series.values())
+
+
+def test_callers_pay_for_their_calls():
+    """With a per-call cost a caller's CPU also counts the calls it makes, as a real
+    process's socket work does."""
+    def run(cost):
+        rng = np.random.default_rng(4)
+        topo = nx.DiGraph([("svc0", "svc1")])
+        topo.nodes["svc0"]["work"] = topo.nodes["svc1"]["work"] = 0.002
+        topo.edges["svc0", "svc1"].update(p=1.0, calls=3)
+        sc = simulate(topo, seconds=300, step=1.0, rng=rng, background=0, clock_skew=0,
+                      external_share=0, call_cost=cost, internal=(0.003, 0.01))
+        return sc.series["svc0"].value.mean()
+
+    assert run(2e-3) > 1.5 * run(0.0)
