@@ -325,6 +325,9 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
             procs.append(_spawn("background", {"name": f"{PREFIX}bg{k}", "run": run, "kind": kind,
                                                "period_s": 7 + 6 * k, "seed": seed * 1000 + 100 + k, **prio}))
             metered.append(procs[-1].pid)
+        # a process is metered under the name it gives itself once started; sampling
+        # before that would add a stray "python3" object
+        _wait_named(metered)
         probe = ProcfsProbe(per_process="name", match=rf"testbed_service (service|background) .*{run}",
                             host_cpu=False,
                             interfaces=False, host="tb")
@@ -425,6 +428,21 @@ class _Machine:
                     "runqueue_wait_per_cpu_s: seconds the testbed's service and background threads "
                     "(live at the end) waited for a CPU per second of CPU they used",
         }
+
+
+def _wait_named(pids: list[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                raise RuntimeError(f"testbed process {pid} exited at start") from None
+            if comm.startswith(PREFIX):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"testbed process {pid} did not start (still {comm!r})")
+            time.sleep(0.02)
 
 
 def _wait_listening(ports, timeout: float = 10.0) -> None:
