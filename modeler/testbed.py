@@ -350,6 +350,11 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
             samples.extend(probe.sample())
             machine.sample()
             next_t += interval
+            if (late := time.monotonic() - next_t) > 0:
+                # the recorder itself did not get a CPU in time: skip the missed ticks (one
+                # longer interval) rather than sample in a burst of near-zero intervals
+                next_t += interval * (1 + int(late // interval))
+                machine.stalls += 1
             if tick:
                 tick(min(1.0, (time.monotonic() - start) / seconds))
         contention = {**machine.summary(metered), "nice": nice or 0}
@@ -390,6 +395,7 @@ class _Machine:
         self.prev = self._stat()
         self.idle: list[float] = []
         self.load: list[float] = []
+        self.stalls = 0
 
     @staticmethod
     def _stat() -> tuple[int, int] | None:
@@ -423,10 +429,12 @@ class _Machine:
             "loadavg_1min_mean": round(sum(self.load) / len(self.load), 2) if self.load else None,
             "loadavg_1min_max": round(max(self.load), 2) if self.load else None,
             "runqueue_wait_per_cpu_s": round(wait / run, 3) if run else None,
+            "sampling_stalls": self.stalls,
             "note": "host_idle_mean: share of CPU time idle over the recording (all CPUs); "
                     "host_saturated_intervals: share of sampling intervals with < 5 % idle; "
                     "runqueue_wait_per_cpu_s: seconds the testbed's service and background threads "
-                    "(live at the end) waited for a CPU per second of CPU they used",
+                    "(live at the end) waited for a CPU per second of CPU they used; sampling_stalls: "
+                    "times the recorder was late by more than a sampling interval (ticks skipped)",
         }
 
 

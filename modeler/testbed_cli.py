@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 
 import click
@@ -17,6 +16,7 @@ from modeler.testbed import (
     rate_scale,
     record,
 )
+from modeler.testbed_service import set_priority
 
 
 @click.group("testbed")
@@ -46,8 +46,9 @@ def list_topologies() -> None:
                    "or a number that scales every client rate. Default: the topology's own "
                    "'load', else high.")
 @click.option("--nice", type=int, default=None,
-              help="Run the testbed's processes (and this recorder) at this nice value; negative "
-                   "(root only) keeps the recording from being starved by other work on the machine.")
+              help="Run the testbed's processes and this recorder at this nice value (with Linux "
+                   "autogroups, also the recorder's session, i.e. the shell it runs in); negative "
+                   "(root only) keeps a recording from being starved by other work on the machine.")
 def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: int, load: str | None,
                nice: int | None) -> None:
     """Run TOPOLOGY (built-in name or JSON file) and record activity, truth, connections."""
@@ -67,7 +68,9 @@ def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: i
     except TopologyError as exc:
         raise click.ClickException(str(exc)) from None
     if nice is not None:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)  # the sampling loop keeps time too
+        # the sampling loop keeps time too: this process and its session's autogroup, or
+        # the testbed's own (reniced) processes starve it
+        set_priority(nice)
     def stop(signum, _frame):
         raise click.ClickException(f"stopped by signal {signum}; the testbed's processes were stopped")
 
