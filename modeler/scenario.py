@@ -85,6 +85,18 @@ def truth_edges() -> set[tuple[str, str]]:
     return out
 
 
+def activity_alone(g: nx.DiGraph, head: dict, g_a: nx.DiGraph, head_a: dict) -> set[tuple[str, str]]:
+    """The edges the two modelers would have decided without connection evidence: each
+    version records what the evidence added and removed against activity alone."""
+
+    def undo(edges: set, info: dict) -> set:
+        ev = info.get("connections") or {}
+        return (edges - {tuple(e) for e in ev.get("added", [])}) | {tuple(e) for e in ev.get("removed", [])}
+
+    own = {(a, b) for a, b, sub in g.edges(data="submodel") if sub is None}
+    return undo(own, head["info"]) | undo(set(g_a.edges), head_a.get("info", {}))
+
+
 class Scenario:
     """One run: ``start`` the processes and agents, ``collect``, ``model``, ``report``;
     ``stop`` (always called) ends every process started."""
@@ -99,6 +111,7 @@ class Scenario:
         self.router: Router | None = None
         self.cluster: LocalCluster | None = None
         self.sources: list[Any] = []
+        self.head_a: dict = {}
 
     # -- processes and agents -------------------------------------------------------------
 
@@ -263,7 +276,7 @@ class Scenario:
     def model(self) -> tuple[nx.DiGraph, dict, nx.DiGraph]:
         """Domain A's modeler first, then the enterprise modeler, which takes A's finished
         model as it is and scores only the pairs it does not cover."""
-        g_a, _ = self._run("mod-a")
+        g_a, self.head_a = self._run("mod-a")
         g, head = self._run("enterprise")
         return g, head, g_a
 
@@ -337,6 +350,12 @@ class Scenario:
         c.print("  found: " + (", ".join(f"{a} -> {b}" for a, b in sorted(truth & set(scored.edges))) or "none"))
         c.print("  missed: " + (", ".join(f"{a} -> {b}" for a, b in missed) or "none"))
         c.print("  wrong or reversed: " + (", ".join(f"{a} -> {b}" for a, b in wrong) or "none"))
+        alone = nx.DiGraph(sorted(activity_alone(g, head, g_a, self.head_a)))
+        alone.add_nodes_from(g)
+        m_alone = metrics.evaluate(alone.subgraph([v for v in alone if v in truth_objects]), truth)
+        c.print(f"  from activity alone (this run's decision without connection evidence, from the versions' "
+                f"provenance): precision {m_alone['precision']:.2f}, recall {m_alone['recall']:.2f}, "
+                f"F1 {m_alone['f1']:.2f}")
         if self.router is not None:
             carries = ("its ports carry the hosts' traffic (" + ", ".join(
                 f"{self.net.port(h)} = {h}" for h in HOSTS) + ")") if self.net is not None \
@@ -353,7 +372,7 @@ class Scenario:
             files.append(path)
         (self.out / "truth.json").write_text(json.dumps(
             {"edges": sorted(map(list, truth)), "objects": sorted(truth_objects)}, indent=1) + "\n")
-        summary = {"metrics": m, "objects_by_source": seen, "router": self.router is not None,
+        summary = {"metrics": m, "metrics_activity_alone": m_alone, "objects_by_source": seen, "router": self.router is not None,
                    "version": head["version"], "pool": head["info"]["pool"], "seconds": self.seconds,
                    "submodels": head["info"]["submodels"],
                    "domain_a_edges": sorted(map(list, g_a.edges)),
