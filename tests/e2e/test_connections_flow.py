@@ -115,7 +115,7 @@ def test_collector_reports_the_connection_by_object_names(flow):
     back = endpoint("127.0.0.1", port, namespace_scope())  # this machine's loopback
     got = c.wait(lambda: (a := col.query("connections")) and
                  ("h1/proc/cx-front", back) in pairs(a)[0] and (back, "h1/proc/cx-back") in pairs(a)[1] and a,
-                 timeout=30)
+                 timeout=90, every=0.5)
     edges, _ = pairs(got)
     # the server's accepted socket is no edge (only callers report theirs): cx-back calls nobody
     assert not any(o == "h1/proc/cx-back" for o, _ep in edges)
@@ -149,7 +149,7 @@ def test_domain_agent_names_members_evidence_as_its_collective_object(flow):
     c, port = flow
     dom = c.ref("dom", timeout=20)
     back = endpoint("127.0.0.1", port, namespace_scope())
-    got = c.wait(lambda: (a := dom.query("connections")) and (back, "D/cpu") in pairs(a)[1] and a, timeout=30)
+    got = c.wait(lambda: (a := dom.query("connections")) and (back, "D/cpu") in pairs(a)[1] and a, timeout=90, every=0.5)
     assert all(obj.startswith("D/") for _ep, obj in got["listening"])  # default: the collective objects
     assert "D/cpu" in got["watched"]
     members = dom.query("connections", objects=["h2/proc/*"])
@@ -170,13 +170,13 @@ def test_modeler_edges_rest_on_connection_evidence(flow):
         got = [Series.from_wire(w) for w in col.query("report", objects=["h1/proc/cx-front"])["series"]]
         return max((float(s.end[-1] - s.start[0]) for s in got if len(s)), default=0.0)
 
-    c.wait(lambda: span() > 25, timeout=60, every=1.0)
+    c.wait(lambda: span() > 25, timeout=120, every=1.0)
     c.create("h2", "modeler", "mod", sources=["med", "old"], window=120.0, http=None)
     c.create("h2", "modeler", "mod-d", sources=[{"agent": "col-1", "objects": ["h1/proc/cx-front"]},
                                                 {"agent": "dom", "objects": ["D/*"]}], window=120.0, http=None)
     for name, (caller, callee) in (("mod", ("h1/proc/cx-front", "h1/proc/cx-back")),
                                    ("mod-d", ("h1/proc/cx-front", "D/cpu"))):
-        mod = c.ref(name, timeout=30)
+        mod = c.ref(name, timeout=90)
         assert mod.configure("run")["started"] is True
         c.wait(lambda mod=mod: finished(mod, 1), timeout=120, every=0.5)
         g = interface.from_json(mod.query("model")["model"])
@@ -186,6 +186,6 @@ def test_modeler_edges_rest_on_connection_evidence(flow):
         info = mod.query("versions_list")[-1]["info"]["connections"]
         assert info["used"] is True and info["pairs"] >= 1
     # the source without the operation: its object is modeled from activity, nothing failed
-    info = c.ref("mod", timeout=30).query("versions_list")[-1]["info"]
+    info = c.ref("mod", timeout=90).query("versions_list")[-1]["info"]
     assert info["connections"]["sources"] == {"med": "ok", "old": "unsupported"}
     assert "old/load" in info["objects_by_source"]["old"]
