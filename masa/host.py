@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import threading
 import time
@@ -270,6 +271,13 @@ class _Context(HostContext):
             self._host.checkpoint(slot)
 
 
+def _next_due(due: float, period: float, now: float) -> float:
+    """The next time on the task's own beat after ``now``.  Beats missed while the host
+    was stalled are skipped, not made up back to back: a meter sampled twice within a
+    few milliseconds turns one CPU tick into a rate of several cores."""
+    return due + max(1, math.floor((now - due) / period) + 1) * period
+
+
 class Scheduler:
     """Periodic agent tasks on a small pool; a task still running is not started twice."""
 
@@ -306,7 +314,7 @@ class Scheduler:
         with self._lock:
             due = [t for t in self._tasks.values() if t[0] <= now and not t[4]]
             for task in due:
-                task[0] = max(task[0] + task[1], now)
+                task[0] = _next_due(task[0], task[1], now)
                 task[4] = True
         for task in due:
             self._pool.submit(self._run, task)
