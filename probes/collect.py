@@ -86,15 +86,16 @@ def _endpoint(addr: tuple[str, int]) -> str:
 
 
 def _grid(interval: float, seconds: float, progress: Progress) -> Iterable[float]:
-    """Tick times ``start + k * interval`` up to ``seconds``; when a tick is reached a
-    whole interval late, the missed ones are skipped (and counted late), not bunched."""
+    """Tick times ``start + k * interval`` up to ``seconds``; a tick reached more than half
+    an interval late is skipped (and counted late), not taken and then followed at once
+    by the next: rates over a sliver of an interval are CPU-tick noise."""
     start = time.time()
     n = int(seconds / interval + 1e-9)
     k = 0
     while k <= n:
         due = start + k * interval
         now = time.time()
-        if now > due + interval:
+        if now > due + interval / 2:
             progress.late += 1
             k = int((now - start) / interval) + 1
             continue

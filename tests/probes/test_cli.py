@@ -39,3 +39,19 @@ def test_collect_rejects_bad_rules(tmp_path):
     run = subprocess.run(MASA + ["collect", "procfs", "--group", "web=colour:blue", "--seconds", "1",
                                  "--out", str(tmp_path / "a.csv")], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "unknown kind 'colour'" in run.stderr
+
+
+def test_a_tick_reached_late_is_skipped_not_bunched(monkeypatch):
+    """A sample taken late and the next one right after it would give a rate over a
+    sliver of an interval: a tick more than half an interval late is skipped."""
+    from probes import collect
+
+    clock = [100.0]
+    monkeypatch.setattr(collect.time, "time", lambda: clock[0])
+    progress = collect.Progress()
+    ticks = collect._grid(1.0, 10.0, progress)
+    assert next(ticks) == 100.0
+    clock[0] = 101.6  # tick 101 reached 0.6 s late: skipped, the next is 102
+    assert next(ticks) == 102.0 and progress.late == 1
+    clock[0] = 103.3  # 0.3 s late: still taken
+    assert next(ticks) == 103.0 and progress.late == 1
