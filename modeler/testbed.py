@@ -59,7 +59,7 @@ TOPOLOGIES: dict[str, dict] = {
         "background": 2,
     },
     # a diamond: two paths from the front to one store
-    "diamond": {
+    "twopath": {
         "services": {
             "front": {"work_ms": 3, "calls": {"left": 0.6, "right": 0.5}},
             "left": {"work_ms": 5, "calls": {"store": 0.7}},
@@ -92,7 +92,7 @@ TOPOLOGIES: dict[str, dict] = {
         "background": 2,
     },
     # a deeper chain with low call probabilities and a shortcut
-    "deep": {
+    "shortcut": {
         "services": {
             "edge": {"work_ms": 2, "calls": {"logic": 0.5}},
             "logic": {"work_ms": 6, "calls": {"rules": 0.4, "ledger": 0.3}},
@@ -153,7 +153,7 @@ TOPOLOGIES: dict[str, dict] = {
 }
 
 #: Built-ins the shipped network may be trained on; the others stay held out.
-TRAINING_TOPOLOGIES = ("chain", "fanout", "diamond", "cached", "collider", "deep")
+TRAINING_TOPOLOGIES = ("chain", "fanout", "twopath", "cached", "collider", "shortcut")
 
 #: Named load levels: the factor every client ``rate`` is multiplied by.  The built-ins'
 #: rates at x1 keep a 12-service testbed at ~1 core on average with bursts near 2 cores,
