@@ -9,7 +9,8 @@ threshold comes from its own calibrated probabilities).  Datasets:
   ``masa testbed record``); with and without the procfs connection evidence;
 * PetShop (``../shared/datasets/petshop``), never used for training.
 
-Usage: ``python bench/accuracy.py --testbeds /tmp/tb [--no-pcmci] [--write]``.
+Usage: ``python bench/accuracy.py --testbeds bench/data/testbeds [--testbeds DIR ...]
+[--no-pcmci] [--write]``.
 Needs the ``bench`` extra (statsmodels, tigramite, causal-learn).
 """
 
@@ -148,18 +149,19 @@ def best_from_edgesets(sets: list[set[tuple[int, int]]], names: list[str], truth
 # -- datasets ------------------------------------------------------------------------------
 
 
-def datasets(testbeds: Path | None) -> list[dict]:
+def datasets(testbeds: list[Path]) -> list[dict]:
     out = []
-    if testbeds:
-        for d in sorted(p for p in testbeds.iterdir() if (p / "truth.json").exists()):
-            if d.name in TRAINING_TOPOLOGIES:
-                continue
-            series = read_csv(d / "activity.csv")
-            truth = check_truth(json.loads((d / "truth.json").read_text())["edges"], series)
-            conn = evidence.read_connections(d / "connections.csv") if (d / "connections.csv").exists() else None
-            for step in (0.5, 2.0):
-                out.append({"name": f"testbed {d.name} @{step:g}s", "series": series, "truth": truth,
-                            "step": step, "masa_step": None if step < 1 else step, "connections": conn})
+    dirs = sorted({d for t in testbeds for d in t.iterdir() if (d / "truth.json").exists()},
+                  key=lambda d: (d.name, str(d)))
+    for d in dirs:
+        if d.name.split("-")[0] in TRAINING_TOPOLOGIES:  # chain, chain-high, ...
+            continue
+        series = read_csv(d / "activity.csv")
+        truth = check_truth(json.loads((d / "truth.json").read_text())["edges"], series)
+        conn = evidence.read_connections(d / "connections.csv") if (d / "connections.csv").exists() else None
+        for step in (0.5, 2.0):
+            out.append({"name": f"testbed {d.name} @{step:g}s", "series": series, "truth": truth,
+                        "step": step, "masa_step": None if step < 1 else step, "connections": conn})
     for traffic in ("high_traffic", "low_traffic"):
         d = PETSHOP / traffic
         if d.exists():
@@ -206,10 +208,12 @@ def run(ds: dict, pcmci: bool, model_path: str | None) -> list[tuple[str, dict, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--testbeds", type=Path, help="directory of testbed recordings")
+    ap.add_argument("--testbeds", type=Path, action="append", default=[],
+                    help="directory of testbed recordings (repeatable)")
     ap.add_argument("--model", help="network to evaluate (default: the shipped one)")
     ap.add_argument("--no-pcmci", action="store_true", help="skip PCMCI+ (slowest baseline)")
     ap.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
+    ap.add_argument("--notes", type=Path, help="markdown to put after the summary (reading, caveats)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     lines = ["## Accuracy", "",
@@ -237,6 +241,8 @@ def main() -> None:
               "| dataset | masa skeleton F1 | best baseline skeleton F1 | masa directed F1 | "
               "best baseline directed F1 | margin | masa + connections directed F1 |",
               "|---|---|---|---|---|---|---|", *summary, ""]
+    if args.notes:
+        lines += [args.notes.read_text().strip(), ""]
     print("\n".join(lines[-(len(summary) + 4):]))
     if args.write:
         from bench.results import update_section

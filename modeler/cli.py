@@ -74,7 +74,9 @@ def evaluate(model: str, truth: str, as_json: bool) -> None:
 @click.option("--recording", "recordings", multiple=True, type=click.Path(file_okay=False),
               help="A testbed directory (activity.csv + truth.json) to add; repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int) -> None:
+@click.option("--cache", type=click.Path(file_okay=False),
+              help="Directory keeping the simulated feature blocks (.npz) between runs.")
+def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int, cache: str | None) -> None:
     """Train the dependency network on simulated and recorded data."""
     from rich.progress import Progress
 
@@ -83,7 +85,8 @@ def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int) -> N
     with Progress(transient=True) as progress:
         task = progress.add_task("simulating and extracting features", total=scenarios)
         try:
-            model = training.train(scenarios, seed, recordings, tick=lambda: progress.advance(task))
+            model = training.train(scenarios, seed, recordings, tick=lambda: progress.advance(task),
+                                   cache=cache)
         except (ActivityError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
     model.save(out)

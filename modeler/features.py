@@ -36,6 +36,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "partial_burst",
     "partial_level",
     "min_partial1",
+    "min_partial2",
+    "min_partial1_level",
+    "min_partial1_nocopy",
+    "min_partial1_lag0",
+    "copies_src",
+    "copies_dst",
     "rel_strength_src",
     "rel_strength_dst",
     "coactive_dst_given_src",
@@ -174,8 +180,13 @@ def _skew(x: np.ndarray) -> np.ndarray:
     return np.mean(x**3, axis=1)
 
 
+#: Above this correlation two series are copies of each other (a caller that forwards
+#: every request, the members of a fan-out group that one request touches together).
+COPY = 0.97
+
+
 def _third_party(r: np.ndarray, pairs: np.ndarray, floor: float = 0.0,
-                 batch: int = 4096) -> tuple[np.ndarray, ...]:
+                 batch: int = 4096, copy_limit: float = np.inf) -> tuple[np.ndarray, ...]:
     """Smallest first-order partial correlation of (i, j) over all k, and collider evidence.
 
     Collider at j with parent i: some k unrelated to i (|r_ik| small) becomes related
@@ -199,6 +210,8 @@ def _third_party(r: np.ndarray, pairs: np.ndarray, floor: float = 0.0,
         # only objects associated with i or j can explain their association; among
         # thousands of unrelated ones some would by chance (multiple comparisons)
         pij_k[np.maximum(np.abs(rik), np.abs(rjk)) < floor] = np.inf
+        # a copy of i or j explains everything j or i explains: no evidence either way
+        pij_k[np.maximum(np.abs(rik), np.abs(rjk)) > copy_limit] = np.inf
         mins = pij_k.min(axis=1)
         out_min[s : s + len(p)] = np.where(np.isfinite(mins), mins, np.abs(rij[:, 0]))
         dj = np.sqrt((1 - rij**2) * (1 - rjk**2))
@@ -211,6 +224,51 @@ def _third_party(r: np.ndarray, pairs: np.ndarray, floor: float = 0.0,
         out_col_j[s : s + len(p)] = np.where(np.isfinite(cj), cj, 0.0)
         out_col_i[s : s + len(p)] = np.where(np.isfinite(ci), ci, 0.0)
     return out_min, out_col_j, out_col_i
+
+
+def _second_order(r: np.ndarray, pairs: np.ndarray, m: int = 6, floor: float = 0.0,
+                  batch: int = 2048) -> np.ndarray:
+    """Smallest second-order partial correlation |r_ij.kl| over pairs {k, l} of the ``m``
+    objects most associated with i or j (the second level of PC).
+
+    First order is not enough where two paths connect a pair (a diamond, a caller and a
+    shared back-end) or where a sibling pair shares a caller *and* a common load: both
+    thirds must be held fixed at once."""
+    n = r.shape[0]
+    out = np.abs(r[pairs[:, 0], pairs[:, 1]]).astype(float)
+    if n < 4 or len(pairs) == 0:
+        return out
+    m = min(m, n - 2)
+    a = np.abs(r).copy()
+    np.fill_diagonal(a, 0.0)
+    tri = np.triu_indices(m, 1)
+    for s in range(0, len(pairs), batch):
+        p = pairs[s : s + batch]
+        i, j = p[:, 0], p[:, 1]
+        assoc = np.maximum(a[i], a[j])  # (P, n)
+        assoc[np.arange(len(p)), i] = -1.0
+        assoc[np.arange(len(p)), j] = -1.0
+        ks = np.argpartition(-assoc, m - 1, axis=1)[:, :m]  # (P, m)
+        rij = r[i, j][:, None, None]
+        rik = r[i[:, None], ks]  # (P, m)
+        rjk = r[j[:, None], ks]
+        rkl = r[ks[:, :, None], ks[:, None, :]]  # (P, m, m)
+
+        def part(x, y, z):  # first-order partial of x, y given z, broadcast
+            return (x - y * z) / np.sqrt(np.clip((1 - y**2) * (1 - z**2), 1e-9, None))
+
+        # given k (axis 1): r_ij.k, r_il.k, r_jl.k for every l (axis 2)
+        rij_k = part(rij, rik[:, :, None], rjk[:, :, None])
+        ril_k = part(rik[:, None, :], rik[:, :, None], rkl)
+        rjl_k = part(rjk[:, None, :], rjk[:, :, None], rkl)
+        rij_kl = np.abs(part(rij_k, ril_k, rjl_k))[:, tri[0], tri[1]]
+        weak = np.minimum(assoc[np.arange(len(p))[:, None], ks][:, tri[0]],
+                          assoc[np.arange(len(p))[:, None], ks][:, tri[1]]) < floor
+        rij_kl[weak] = np.inf
+        best = rij_kl.min(axis=1)
+        out[s : s + len(p)] = np.where(np.isfinite(best), np.minimum(best, out[s : s + len(p)]),
+                                       out[s : s + len(p)])
+    return np.clip(out, 0.0, 1.0)
 
 
 def _relevant_corr(level: np.ndarray, act: np.ndarray, pairs: np.ndarray, batch: int = 2048) -> np.ndarray:
@@ -278,10 +336,19 @@ def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
     lingam_tanh = rho * (x_tanh_y - tanh_x_y)
     lingam_skew = rho * (np.einsum("pt,pt->p", b[i] ** 2, b[j]) - np.einsum("pt,pt->p", b[i], b[j] ** 2)) / t
 
-    min_p1, col_j, col_i = _third_party(rb, pairs, floor=4.0 / np.sqrt(t))
+    floor = 4.0 / np.sqrt(t)
+    min_p1, col_j, col_i = _third_party(rb, pairs, floor=floor)
+    min_p2 = _second_order(rb, pairs, floor=floor)
+    min_p1_level, _, _ = _third_party(rl, pairs, floor=floor)
+    min_p1_nocopy, _, _ = _third_party(rb, pairs, floor=floor, copy_limit=COPY)
+    # at lag 0 only: best lags chosen per pair make the three correlations of a
+    # first-order partial inconsistent (same host, same instants: lag 0 is the truth)
+    r0 = np.clip(0.5 * (prep.lag_burst[0] + prep.lag_burst[0].T), -0.999, 0.999)
+    min_p1_lag0, _, _ = _third_party(r0, pairs, floor=floor)
 
     absb = np.abs(rb).copy()
     np.fill_diagonal(absb, 0.0)
+    copies = np.log1p((absb > COPY).sum(axis=1))
     row_max = np.maximum(absb.max(axis=1), 1e-9)
 
     mean, duty, skew, burst_share = _node_stats(prep)
@@ -295,6 +362,12 @@ def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
         prep.partial_burst[i, j],
         prep.partial_level[i, j],
         min_p1,
+        min_p2,
+        min_p1_level,
+        min_p1_nocopy,
+        min_p1_lag0,
+        copies[i],
+        copies[j],
         absb[i, j] / row_max[i],
         absb[i, j] / row_max[j],
         prep.coactive[i, j],

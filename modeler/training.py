@@ -7,6 +7,7 @@ simulator teaches is anchored on real processes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 
 from masa.activity import read_csv
 from modeler.estimator import DependencyModeler, check_truth, recording_features
+from modeler.features import FEATURE_NAMES
 from modeler.simulator import random_scenario
 
 Block = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -39,9 +41,22 @@ def read_truth(path: str | Path) -> list[list[str]]:
     return edges
 
 
-def simulated_blocks(n: int, seed: int = 0,
-                     tick: Callable[[], None] | None = None) -> list[Block]:
-    """Feature blocks of ``n`` random simulated scenarios."""
+def simulated_blocks(n: int, seed: int = 0, tick: Callable[[], None] | None = None,
+                     cache: str | Path | None = None) -> list[Block]:
+    """Feature blocks of ``n`` random simulated scenarios.
+
+    With ``cache`` (a directory) the blocks are kept in a plain ``.npz`` named by seed,
+    count and a hash of the feature names, so a retraining with other network settings
+    does not simulate again, and a change of features never reads stale blocks."""
+    path = None
+    if cache is not None:
+        tag = hashlib.sha256("|".join(FEATURE_NAMES).encode()).hexdigest()[:10]
+        path = Path(cache) / f"sim-seed{seed}-n{n}-{tag}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as data:
+                cuts = np.cumsum(data["lengths"])[:-1]
+                return list(zip(np.split(data["x"], cuts), np.split(data["y"], cuts),
+                                np.split(data["s"], cuts), strict=True))
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -49,6 +64,10 @@ def simulated_blocks(n: int, seed: int = 0,
         out.append(recording_features(sc.series, sc.truth))
         if tick:
             tick()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=np.concatenate([b[0] for b in out]), y=np.concatenate([b[1] for b in out]),
+                 s=np.concatenate([b[2] for b in out]), lengths=np.array([len(b[1]) for b in out]))
     return out
 
 
@@ -74,12 +93,12 @@ def recorded_blocks(directories: Iterable[str | Path], windows: int = 8, seed: i
 
 def train(n_simulated: int = 1600, seed: int = 0, recordings: Iterable[str | Path] = (),
           tick: Callable[[], None] | None = None, real_weight: int = 3,
-          **params) -> DependencyModeler:
+          cache: str | Path | None = None, **params) -> DependencyModeler:
     """Train a modeler on simulated scenarios plus recorded testbed directories.
 
     Real recordings are cut into windows and counted ``real_weight`` times: on held-out
     validation recordings this is what fixed the direction of chains that simulated data
     alone got backwards."""
-    blocks = simulated_blocks(n_simulated, seed, tick) + real_weight * recorded_blocks(recordings)
+    blocks = simulated_blocks(n_simulated, seed, tick, cache) + real_weight * recorded_blocks(recordings)
     xs, ys, ss = (list(t) for t in zip(*blocks, strict=True))
     return DependencyModeler(random_state=seed, **params).fit_features(xs, ys, ss)

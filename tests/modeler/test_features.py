@@ -118,3 +118,33 @@ def test_size_features_stay_in_the_range_the_network_was_trained_on():
     prep = grid_of({f"o{k}": bursty(rng, 200) for k in range(80)})
     x = pair_features(prep, np.array([[0, 1]]))
     assert x[0, F["log_objects"]] == LOG_OBJECTS_RANGE[1]
+
+
+def test_second_order_separates_a_pair_joined_by_two_paths():
+    """gw -> api -> store and gw -> auth -> store: gw and store are joined by two paths,
+    so no single middle object explains them; both middles together do."""
+    rng = np.random.default_rng(7)
+    n = 4000
+    gw = bursty(rng, n)
+    api = 0.8 * gw + 0.6 * bursty(rng, n)
+    auth = 0.5 * gw + 0.6 * bursty(rng, n)
+    store = api + auth + 0.6 * bursty(rng, n)
+    prep = grid_of({"gw": gw, "api": api, "auth": auth, "store": store, "bg": bursty(rng, n)})
+    assert feat(prep, "gw", "store", "min_partial1") > 0.15
+    assert feat(prep, "gw", "store", "min_partial2") < 0.06
+    assert feat(prep, "api", "store", "min_partial2") > 0.3  # a real edge stays
+
+
+def test_copies_are_counted_and_never_explain_their_twin_away():
+    """A fan-out group whose members one request touches together are copies of each
+    other: a copy of the callee must not explain the caller's edge to it away."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    front = bursty(rng, n)
+    group = 0.6 * front + 0.5 * bursty(rng, n)
+    prep = grid_of({"front": front, "g1": group, "g2": group * 1.001 + 1e-3 * rng.random(n),
+                    "other": bursty(rng, n)})
+    assert feat(prep, "front", "g1", "min_partial1") < 0.1  # g2 explains it: no evidence
+    assert feat(prep, "front", "g1", "min_partial1_nocopy") > 0.3
+    assert feat(prep, "front", "g1", "copies_dst") == pytest.approx(np.log(2))
+    assert feat(prep, "front", "g1", "copies_src") == 0.0

@@ -54,3 +54,20 @@ def test_shipped_network_separates_dependencies_on_a_simulated_recording():
 def test_unfitted_modeler_says_so():
     with pytest.raises(RuntimeError, match="not fitted"):
         DependencyModeler().predict({})
+
+
+def test_training_cache_gives_the_same_blocks_without_simulating(tmp_path, monkeypatch):
+    from modeler import training
+
+    first = training.simulated_blocks(3, seed=5, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(training, "random_scenario", no_simulation)
+    again = training.simulated_blocks(3, seed=5, cache=tmp_path)
+    assert len(again) == 3
+    for a, b in zip(first, again, strict=True):
+        for u, v in zip(a, b, strict=True):
+            np.testing.assert_array_equal(u, v)
