@@ -58,7 +58,7 @@ class ConnectionSampler:
         self._addresses_at = -ADDRESSES_EVERY
 
     def _objects(self, st: procread.ProcStat) -> list[str]:
-        app, obj = self.probe._label(st)  # the probe's own naming, cached per process
+        app, obj = self.probe.label(st)  # the probe's own naming, cached per process
         out = [obj] if obj else []
         if app:
             out.append(f"{self.probe.host}/app/{app}")

@@ -105,9 +105,10 @@ class ProcfsProbe:
         """Processes seen by the last sample."""
         return len(self._ticks)
 
-    # -- internals -----------------------------------------------------------------------
-
-    def _label(self, st: procread.ProcStat) -> tuple[str | None, str | None]:
+    def label(self, st: procread.ProcStat) -> tuple[str | None, str | None]:
+        """The application and the process object a process is metered under (either may
+        be None), cached per process: evidence about a process (its connections) must be
+        named exactly as its activity is."""
         key = (st.pid, st.starttime, st.comm)
         label = self._labels.get(key)
         if label is None:
@@ -121,6 +122,8 @@ class ProcfsProbe:
                 obj = f"{self.host}/proc/{name}/{st.pid}" if self.per_process == "pid" else f"{self.host}/proc/{name}"
             label = self._labels[key] = (app, obj)
         return label
+
+    # -- internals -----------------------------------------------------------------------
 
     def _rates(
         self,
@@ -147,7 +150,7 @@ class ProcfsProbe:
             delta = used - before
             if delta < 0:
                 continue
-            app, obj = self._label(st)
+            app, obj = self.label(st)
             rate = delta / procread.CLK_TCK / dt
             if obj is not None:
                 per_obj[obj] = per_obj.get(obj, 0.0) + rate
