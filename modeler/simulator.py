@@ -308,11 +308,12 @@ def random_scenario(rng: np.random.Generator, *, step: float | None = None,
     """A scenario drawn from the training distribution: many shapes, loads, sampling steps
     (0.5 s to 5-minute bins), metrics, background processes and trends."""
     if step is None:
-        step = float(rng.choice([0.5, 1.0, 1.0, 2.0, 2.0, 5.0, 10.0, 60.0, 300.0]))
+        step = float(rng.choice([0.5, 1.0, 1.0, 2.0, 2.0, 5.0, 10.0, 60.0, 300.0, 300.0, 300.0]))
     if metric is None:
         metric = "requests" if (step >= 60 and rng.random() < 0.8) or rng.random() < 0.15 else "cpu"
     bins = bins or int(np.exp(rng.uniform(np.log(150), np.log(1500))))  # minutes to hours
-    if n_services is None and rng.random() < 0.25:  # large applications like PetShop's 40 components
+    if n_services is None and rng.random() < (0.5 if step >= 60 else 0.25):
+        # large applications like PetShop's 40 components (cloud metrics: coarse bins)
         n_services = int(rng.integers(16, 40))
     topo = random_topology(rng, n_services, shape)
     if metric == "cpu" and step <= 2.0 and rng.random() < 0.5:
