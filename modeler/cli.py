@@ -76,7 +76,10 @@ def evaluate(model: str, truth: str, as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache", type=click.Path(file_okay=False),
               help="Directory keeping the simulated feature blocks (.npz) between runs.")
-def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int, cache: str | None) -> None:
+@click.option("--members", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="Networks in the ensemble (same data, seeds SEED, SEED+1, ...).")
+def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int, cache: str | None,
+          members: int) -> None:
     """Train the dependency network on simulated and recorded data."""
     from rich.progress import Progress
 
@@ -86,7 +89,7 @@ def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int, cach
         task = progress.add_task("simulating and extracting features", total=scenarios)
         try:
             model = training.train(scenarios, seed, recordings, tick=lambda: progress.advance(task),
-                                   cache=cache)
+                                   cache=cache, members=members)
         except (ActivityError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
     model.save(out)

@@ -35,6 +35,20 @@ class PairNetwork:
         self.temperature = float(temperature)
         self.feature_names = tuple(feature_names)
         self.meta = dict(meta or {})
+        #: further networks of an ensemble (same features, other seeds): their calibrated
+        #: probabilities are averaged with this one's, which steadies what one training
+        #: run's random initialisation and calibration split would decide alone
+        self.members: list[PairNetwork] = []
+
+    @classmethod
+    def ensemble(cls, nets: list[PairNetwork]) -> PairNetwork:
+        """One network whose probabilities are the average of ``nets``'."""
+        if not nets or any(n.feature_names != nets[0].feature_names for n in nets):
+            raise ValueError("an ensemble needs networks trained on the same features")
+        head = cls(nets[0].mean, nets[0].scale, nets[0].weights, nets[0].biases, nets[0].temperature,
+                   nets[0].feature_names, nets[0].meta)
+        head.members = [m for n in nets[1:] for m in [n, *n.members]] + list(nets[0].members)
+        return head
 
     # -- training -------------------------------------------------------------------
 
@@ -76,9 +90,16 @@ class PairNetwork:
         return h @ self.weights[-1] + self.biases[-1]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of (none, forward, backward), one row per pair."""
+        """Calibrated probabilities of (none, forward, backward), one row per pair (the
+        average over the members of an ensemble)."""
         if len(x) == 0:
             return np.zeros((0, 3))
+        p = self._proba(x)
+        for m in self.members:
+            p = p + m._proba(x)
+        return p / (1 + len(self.members))
+
+    def _proba(self, x: np.ndarray) -> np.ndarray:
         z = self.logits(x) / self.temperature
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
@@ -89,13 +110,16 @@ class PairNetwork:
     def save(self, path: str | Path, **extra: float) -> None:
         arrays = {
             "format_version": np.array(FORMAT_VERSION),
-            "mean": self.mean, "scale": self.scale,
-            "temperature": np.array(self.temperature),
             "feature_names": np.array(self.feature_names, dtype=str),
-            "n_layers": np.array(len(self.weights)),
+            "n_members": np.array(1 + len(self.members)),
         }
-        for k, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            arrays[f"w{k}"], arrays[f"b{k}"] = w, b
+        for m, net in enumerate([self, *self.members]):
+            pre = "" if m == 0 else f"m{m}_"
+            arrays.update({f"{pre}mean": net.mean, f"{pre}scale": net.scale,
+                           f"{pre}temperature": np.array(net.temperature),
+                           f"{pre}n_layers": np.array(len(net.weights))})
+            for k, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+                arrays[f"{pre}w{k}"], arrays[f"{pre}b{k}"] = w, b
         for key, value in {**self.meta, **extra}.items():
             arrays[f"meta_{key}"] = np.array(value)
         with Path(path).open("wb") as handle:
@@ -107,8 +131,16 @@ class PairNetwork:
             version = int(data["format_version"])
             if version != FORMAT_VERSION:
                 raise ValueError(f"{path}: model format {version}, this masa reads {FORMAT_VERSION}")
-            n = int(data["n_layers"])
             meta = {k[5:]: data[k].item() for k in data.files if k.startswith("meta_")}
-            return cls(data["mean"], data["scale"], [data[f"w{k}"] for k in range(n)],
-                       [data[f"b{k}"] for k in range(n)], float(data["temperature"]),
-                       tuple(str(s) for s in data["feature_names"]), meta)
+            names = tuple(str(s) for s in data["feature_names"])
+            count = int(data["n_members"]) if "n_members" in data.files else 1
+            nets = []
+            for m in range(count):
+                pre = "" if m == 0 else f"m{m}_"
+                n = int(data[f"{pre}n_layers"])
+                nets.append(cls(data[f"{pre}mean"], data[f"{pre}scale"], [data[f"{pre}w{k}"] for k in range(n)],
+                                [data[f"{pre}b{k}"] for k in range(n)], float(data[f"{pre}temperature"]),
+                                names, meta))
+            head = nets[0]
+            head.members = nets[1:]
+            return head

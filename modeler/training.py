@@ -17,6 +17,7 @@ import numpy as np
 from masa.activity import read_csv
 from modeler.estimator import DependencyModeler, check_truth, recording_features
 from modeler.features import FEATURE_NAMES
+from modeler.network import PairNetwork
 from modeler.simulator import random_scenario
 
 Block = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -93,12 +94,18 @@ def recorded_blocks(directories: Iterable[str | Path], windows: int = 8, seed: i
 
 def train(n_simulated: int = 1600, seed: int = 0, recordings: Iterable[str | Path] = (),
           tick: Callable[[], None] | None = None, real_weight: int = 3,
-          cache: str | Path | None = None, **params) -> DependencyModeler:
+          cache: str | Path | None = None, members: int = 1, **params) -> DependencyModeler:
     """Train a modeler on simulated scenarios plus recorded testbed directories.
 
     Real recordings are cut into windows and counted ``real_weight`` times: on held-out
     validation recordings this is what fixed the direction of chains that simulated data
-    alone got backwards."""
+    alone got backwards.  ``members`` > 1 trains an ensemble on the same data (seeds
+    ``seed``, ``seed + 1``, ...) whose probabilities are averaged."""
     blocks = simulated_blocks(n_simulated, seed, tick, cache) + real_weight * recorded_blocks(recordings)
     xs, ys, ss = (list(t) for t in zip(*blocks, strict=True))
-    return DependencyModeler(random_state=seed, **params).fit_features(xs, ys, ss)
+    # an ensemble: the same data, other initialisations and calibration splits
+    models = [DependencyModeler(random_state=seed + k, **params).fit_features(xs, ys, ss)
+              for k in range(max(1, members))]
+    model = models[0]
+    model.network_ = PairNetwork.ensemble([m.network_ for m in models])
+    return model

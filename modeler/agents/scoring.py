@@ -33,8 +33,9 @@ def network_id(net: PairNetwork) -> str:
     """A content hash of the network: what a model version names as its network, and
     what a pool checks so that one model is never scored by two different networks."""
     h = hashlib.sha256()
-    for a in [net.mean, net.scale, *net.weights, *net.biases, np.array(net.temperature)]:
-        h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+    for m in [net, *net.members]:
+        for a in [m.mean, m.scale, *m.weights, *m.biases, np.array(m.temperature)]:
+            h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
     return h.hexdigest()[:16]
 
 

@@ -71,3 +71,24 @@ def test_training_cache_gives_the_same_blocks_without_simulating(tmp_path, monke
     for a, b in zip(first, again, strict=True):
         for u, v in zip(a, b, strict=True):
             np.testing.assert_array_equal(u, v)
+
+
+def test_an_ensemble_averages_its_members_and_survives_save_and_load(tmp_path):
+    from modeler.agents.scoring import network_id
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, 4))
+    y = np.where(x[:, 0] > 0.5, 1, np.where(x[:, 1] > 0.5, 2, 0))
+    nets = [PairNetwork.train(x[:400], y[:400], x[400:], y[400:], hidden=(8,), random_state=s,
+                              feature_names=("a", "b", "c", "d")) for s in (0, 1, 2)]
+    ens = PairNetwork.ensemble(nets)
+    mean = sum(n.predict_proba(x) for n in nets) / 3
+    np.testing.assert_allclose(ens.predict_proba(x), mean)
+    ens.save(tmp_path / "e.npz")
+    back = PairNetwork.load(tmp_path / "e.npz")
+    assert len(back.members) == 2
+    np.testing.assert_allclose(back.predict_proba(x), mean)
+    assert network_id(back) == network_id(ens) != network_id(nets[0])
+    with pytest.raises(ValueError):
+        PairNetwork.ensemble([nets[0], PairNetwork(nets[1].mean, nets[1].scale, nets[1].weights,
+                                                   nets[1].biases, feature_names=("z", "b", "c", "d"))])
