@@ -245,6 +245,7 @@ def main() -> None:
         lines += [args.notes.read_text().strip(), ""]
     print("\n".join(lines[-(len(summary) + 4):]))
     if args.write:
+        sys.path.insert(0, str(ROOT))
         from bench.results import update_section
 
         update_section("Accuracy", "\n".join(lines[2:]))
