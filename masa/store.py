@@ -478,14 +478,7 @@ class Store:
         q = q.where(SampleRow.end > since)
         if until is not None:
             q = q.where(SampleRow.end <= until)
-        if objects is not None:
-            wanted = list(objects)
-            if not wanted:
-                return []
-            q = q.where(SampleRow.object.in_(wanted))
-        q = q.order_by(SampleRow.object, SampleRow.end)
-        with self._read() as s:
-            return [tuple(r) for r in s.execute(q)]
+        return self._rows(q.order_by(SampleRow.object, SampleRow.end), SampleRow.object, objects)
 
     def activity_objects(self) -> list[tuple[str, str]]:
         """Every ``(object, unit)`` with samples in the store."""
@@ -552,12 +545,16 @@ class Store:
         q = select(ObservationRow.subject, ObservationRow.target, ObservationRow.count,
                    ObservationRow.first, ObservationRow.last)
         q = q.where(ObservationRow.kind == kind, ObservationRow.last > since)
-        if subjects is not None:
-            wanted = list(subjects)
+        return self._rows(q.order_by(ObservationRow.subject, ObservationRow.target), ObservationRow.subject, subjects)
+
+    def _rows(self, q: Any, column: Any, among: Iterable[str] | None) -> list[tuple]:
+        """Run ``q`` as tuples, limited to rows whose ``column`` is ``among`` the given
+        names (``None``: all; an empty list: none, without asking the database)."""
+        if among is not None:
+            wanted = list(among)
             if not wanted:
                 return []
-            q = q.where(ObservationRow.subject.in_(wanted))
-        q = q.order_by(ObservationRow.subject, ObservationRow.target)
+            q = q.where(column.in_(wanted))
         with self._read() as s:
             return [tuple(r) for r in s.execute(q)]
 

@@ -72,3 +72,13 @@ def two_domains(n_a: int = 5, n_b: int = 4, seconds: float = 400.0, seed: int = 
     shift = time.time() - 2.0 - end
     sc.series = {k: Series(k, s.unit, s.start + shift, s.end + shift, s.value) for k, s in sc.series.items()}
     return sc
+
+
+def finished(mod, job: int) -> dict | None:
+    """The modeler's status once run ``job`` is over (failing the test if it failed)."""
+    st = mod.query("status")
+    j = st["job"]
+    if j.get("job") == job and j["state"] in ("done", "failed"):
+        assert j["state"] == "done", j.get("error")
+        return st
+    return None

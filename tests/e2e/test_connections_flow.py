@@ -20,6 +20,7 @@ from masa.errors import UnknownOperation
 from modeler import interface
 from probes.connections import endpoint, namespace_scope
 from tests.cluster import TEST_KINDS, Cluster
+from tests.e2e.scenario import finished
 
 #: the two peers: the server burns CPU per request, the client sends bursts of them
 PEER = r"""
@@ -68,15 +69,6 @@ class ActivityOnlySource(Agent):
         values = [0.05 + 0.04 * ((int(x) * 7919) % 13) / 13 for x in t]  # unrelated to the peers
         s = Series("old/load", "cpu", t, [a + 1.0 for a in t], values)
         return {"series": [s.to_wire()], "until": end}
-
-
-def finished(mod, job: int) -> dict | None:
-    st = mod.query("status")
-    j = st["job"]
-    if j.get("job") == job and j["state"] in ("done", "failed"):
-        assert j["state"] == "done", j.get("error")
-        return st
-    return None
 
 
 def pairs(answer: dict) -> tuple[set, set]:

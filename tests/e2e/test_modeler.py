@@ -18,18 +18,9 @@ from modeler import interface
 from modeler.estimator import DependencyModeler
 from modeler.web.auth import page_url, web_token
 from tests.cluster import ROOT, Cluster
-from tests.e2e.scenario import fill, recording
+from tests.e2e.scenario import fill, finished, recording
 
 HOSTS = {"m1": {"domain": "A"}, "n1": {"domain": "A"}, "n2": {"domain": "A"}, "n3": {"domain": "A"}}
-
-
-def finished(mod, job: int) -> dict | None:
-    st = mod.query("status")
-    j = st["job"]
-    if j.get("job") == job and j["state"] in ("done", "failed"):
-        assert j["state"] == "done", j.get("error")
-        return st
-    return None
 
 
 def http(base: str, token: str, path: str, raw: bool = False, **params):
