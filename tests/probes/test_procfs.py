@@ -16,6 +16,7 @@ from masa.activity import CPU
 from probes import procread
 from probes.procfs import ProcfsProbe, to_series
 from probes.rules import RuleError, parse_rules
+from tests.probes.traffic import through_loopback
 
 STEP = 0.25
 
@@ -204,20 +205,13 @@ def test_rules_group_by_user_and_name(spawn):
 def test_interface_bytes_and_host_cpu(spawn):
     """Bytes sent over loopback between two samples show up on lo; a spinning child
     shows up in host CPU."""
-    import socket
-
     probe = ProcfsProbe(per_process="none", host="h")
     child = spawn(["cpu:0.4"], marker="masa-probe-test-host")
     child.wait_event()
     probe.sample()
     st = procread.read_stat(child.pid)
     base = (st.utime + st.stime) / procread.CLK_TCK
-    payload = b"y" * 50_000
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
-        b.bind(("127.0.0.1", 0))
-        for _ in range(40):  # 2 MB through lo
-            a.sendto(payload, b.getsockname())
-            b.recv(65536)
+    through_loopback(40, 50_000)  # 2 MB through lo
     _, _, cpu_used = child.wait_event()
     out = {s.object: s for s in probe.sample()}
     lo = out["h/if/lo/in"]

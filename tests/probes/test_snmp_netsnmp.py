@@ -22,6 +22,7 @@ from tests.probes.snmp_agents import (
     net_snmp,
     parse_net_snmp,
 )
+from tests.probes.traffic import through_loopback
 
 pytestmark = pytest.mark.snmpd
 
@@ -81,12 +82,7 @@ def test_rates_are_counter_differences_over_the_interval(snmpd):
     try:
         poller.poll_sync()
         before = poller.last_readings["interfaces"]
-        payload = b"x" * 60_000
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
-            b.bind(("127.0.0.1", 0))
-            for _ in range(100):  # 6 MB through lo
-                a.sendto(payload, b.getsockname())
-                b.recv(65536)
+        through_loopback(100, 60_000)  # 6 MB through lo
         time.sleep(3.5)  # past net-snmp's ifTable cache
         out = poller.poll_sync()
         after = poller.last_readings["interfaces"]
