@@ -16,25 +16,21 @@ Needs the ``bench`` extra (statsmodels, tigramite, causal-learn).
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+import time
+import warnings
+from pathlib import Path
 
-# bench/platform.py (another benchmark) would shadow the standard library's `platform`
-sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from masa.activity import read_csv  # noqa: E402
-from modeler import evidence  # noqa: E402
-from modeler.estimator import DependencyModeler, check_truth  # noqa: E402
-from modeler.grid import align  # noqa: E402
-from modeler.metrics import evaluate  # noqa: E402
-from modeler.testbed import TRAINING_TOPOLOGIES  # noqa: E402
+from masa.activity import read_csv
+from modeler import evidence
+from modeler.estimator import DependencyModeler, check_truth
+from modeler.grid import align
+from modeler.metrics import evaluate
+from modeler.testbed import TRAINING_TOPOLOGIES
 
 ROOT = Path(__file__).resolve().parent.parent
 PETSHOP = ROOT.parent / "shared" / "datasets" / "petshop"

@@ -34,9 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/ holds a platform.py that would shadow the standard library's when this file runs
-# as a script (its directory comes first on sys.path)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 GOAL_PROC_SHARE = 0.01  # of one core, sampling 300 processes at 1 Hz

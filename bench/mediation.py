@@ -15,19 +15,14 @@ Figures are medians; the latest go to bench/RESULTS.md ("## Mediation").
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, and bench/platform.py
-# would shadow the standard library's module of that name for every import below.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

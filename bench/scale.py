@@ -11,17 +11,13 @@ Usage: ``python bench/scale.py [--sizes 100,1000,5000] [--write]``.
 
 from __future__ import annotations
 
+import argparse
+import json
+import resource
+import subprocess
 import sys
-
-# bench/platform.py (another benchmark) would shadow the standard library's `platform`
-sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import time
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BINS = 2000

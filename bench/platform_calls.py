@@ -1,28 +1,23 @@
 """Platform benchmark: what the agent layer costs over bare Pyro5, cascades, migration, load.
 
-    ./run bench platform [--quick]
+    ./run bench platform_calls [--quick]
 
 Everything runs as real processes on loopback: a bare Pyro5 daemon (the named peer:
 same serializer, same thread-pool server, no masa) next to a masa cluster.  Each figure
 is the median of several runs; the latest figures go to bench/RESULTS.md.
 """
 
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
+import textwrap
+import time
 from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path and "platform.py" would
-# shadow the standard library's module of that name for every import below.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import textwrap  # noqa: E402
-import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -242,7 +237,7 @@ def main() -> None:
 def _markdown(rows, runs, calls, moves, window, quick) -> str:
     chain_us, per_hop = rows["cascade"]
     lines = [
-        f"`bench/platform.py` ({'quick run' if quick else 'full run'}; medians of {runs} runs; "
+        f"`bench/platform_calls.py` ({'quick run' if quick else 'full run'}; medians of {runs} runs; "
         f"{time.strftime('%Y-%m-%d')}). Peer: a bare Pyro5 daemon (msgpack, thread pool, no masa) "
         "in its own process, measured in the same run. All processes on loopback.",
         "",
