@@ -3,6 +3,7 @@
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -98,6 +99,29 @@ def test_builtin_training_topologies_are_valid_and_not_the_held_out_ones():
         shape = sorted(truth_edges(TOPOLOGIES[name]))
         assert all(shape != sorted(truth_edges(TOPOLOGIES[h])) for h in held_out)
 
+
+
+def test_training_recordings_and_topology_files_are_no_held_out_shape():
+    """The network trains on every recording in examples/testbeds; none may be a held-out
+    topology under other names (isomorphic call graphs), or the accuracy benchmark would
+    score it on what it learned from."""
+    import networkx as nx
+
+    from modeler.testbed import TOPOLOGIES, TRAINING_TOPOLOGIES, truth_edges, validate
+    root = Path(__file__).resolve().parents[2] / "examples"
+    held_out = [nx.DiGraph(truth_edges(TOPOLOGIES[n])) for n in TOPOLOGIES if n not in TRAINING_TOPOLOGIES]
+    files = sorted((root / "topologies").glob("*.json"))
+    assert len(files) >= 5
+    for f in files:
+        validate(load_topology(str(f)))
+    graphs = {f.stem: nx.DiGraph(truth_edges(load_topology(str(f)))) for f in files}
+    recordings = sorted(d for d in (root / "testbeds").iterdir() if (d / "truth.json").exists())
+    assert len(recordings) >= 28
+    graphs.update({d.name: nx.DiGraph([tuple(e) for e in json.loads((d / "truth.json").read_text())["edges"]])
+                   for d in recordings})
+    for name, g in graphs.items():
+        assert g.number_of_edges() > 0, name
+        assert not any(nx.is_isomorphic(g, h) for h in held_out), f"{name} has a held-out topology's shape"
 
 def test_high_load_drives_services_harder_than_low_load(recordings):
     cpu = {}
