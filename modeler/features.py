@@ -86,8 +86,8 @@ class Prepared:
     lag_burst: list[np.ndarray]
     r_level: np.ndarray  # signed correlation at the best lag, symmetric
     r_burst: np.ndarray
-    partial_burst: np.ndarray
-    partial_level: np.ndarray
+    partial_burst: np.ndarray | LowRankPartial  # indexed [i, j] only
+    partial_level: np.ndarray | LowRankPartial
     explained: np.ndarray  # R^2 of each object from all others (burst series)
     coactive: np.ndarray  # coactive[i, j] = P(j active | i active)
 
@@ -110,18 +110,34 @@ def _lagged(x: np.ndarray, lags: int) -> list[np.ndarray]:
 
 
 def _best_lag(lagged: list[np.ndarray]) -> np.ndarray:
-    """Signed correlation of largest magnitude over lags -L..L (symmetric matrix)."""
-    stack = np.stack([m for m in lagged] + [m.T for m in lagged[1:]])
-    pick = np.abs(stack).argmax(axis=0)
-    best = np.take_along_axis(stack, pick[None], axis=0)[0]
-    return np.clip(best, -0.999, 0.999)
+    """Signed correlation of largest magnitude over lags -L..L (symmetric matrix).
+
+    A running maximum over the lags (first of equal magnitudes wins, as argmax would):
+    no (2L+1) x N x N stack in memory."""
+    best = lagged[0].copy()
+    best_abs = np.abs(best)
+    for m in list(lagged[1:]) + [m.T for m in lagged[1:]]:
+        a = np.abs(m)
+        better = a > best_abs
+        np.copyto(best, m, where=better)
+        np.copyto(best_abs, a, where=better)
+    return np.clip(best, -0.999, 0.999, out=best)
 
 
-def _partial(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+#: Above this many objects the partial correlations go through :func:`_partial_fast`
+#: (same values to rounding); at training sizes the dense sklearn path stays bit-identical.
+FAST_PARTIAL_ABOVE = 500
+
+
+def _partial(x: np.ndarray) -> tuple[np.ndarray | LowRankPartial, np.ndarray]:
     """Partial correlations given all other objects, and each object's R^2 from the rest.
 
     Ledoit-Wolf shrinkage keeps this defined when objects outnumber bins or when a chain
     of always-called services makes the covariance nearly singular."""
+    if x.shape[0] > FAST_PARTIAL_ABOVE:
+        fast = _partial_fast(x)
+        if fast is not None:
+            return fast
     lw = LedoitWolf(assume_centered=True).fit(x.T)
     prec = lw.precision_
     d = np.sqrt(np.clip(np.diag(prec), 1e-12, None))
@@ -130,6 +146,93 @@ def _partial(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cov_diag = np.diag(lw.covariance_)
     r2 = np.clip(1.0 - 1.0 / np.clip(cov_diag * np.diag(prec), 1e-12, None), 0.0, 1.0)
     return np.clip(pc, -1.0, 1.0), r2
+
+
+def _lw_shrinkage(x: np.ndarray, gram: np.ndarray) -> float:
+    """sklearn's ``ledoit_wolf_shrinkage(x.T, assume_centered=True)`` (same formula, same
+    value to rounding) from ``gram``, ``x x^T`` or ``x^T x``: both have the same squared
+    sum, so with more objects than bins no N x N product is formed."""
+    n, t = x.shape
+    x2_rows = np.einsum("it,it->t", x, x)  # per bin: sum over objects of x^2
+    trace = x2_rows / t  # summed, the trace of the empirical covariance
+    mu = float(np.sum(trace)) / n
+    beta_ = float(np.sum(x2_rows**2))  # sum of the coefficients of <X2.T, X2>
+    delta_ = float(np.sum(gram**2)) / t**2  # sum of the squared coefficients of <X.T, X>
+    beta = 1.0 / (n * t) * (beta_ / t - delta_)
+    delta = (delta_ - 2.0 * mu * float(np.sum(trace)) + n * mu**2) / n
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else beta / delta
+
+
+class LowRankPartial:
+    """Partial correlations ``pc[i, j]`` from a precision ``(I - Z Z^T) / a`` (Z: N x T),
+    evaluated only at the pairs asked for: O(T) per pair instead of an N x N matrix."""
+
+    def __init__(self, z: np.ndarray, a: float) -> None:
+        self.z, self.a = z, a
+        self.prec_diag = (1.0 - np.einsum("it,it->i", z, z)) / a
+        self.d = np.sqrt(np.clip(self.prec_diag, 1e-12, None))
+
+    def __getitem__(self, key: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        i, j = (np.asarray(k, dtype=np.intp) for k in key)
+        prec = -np.einsum("pt,pt->p", self.z[i], self.z[j]) / self.a
+        pc = -prec / self.d[i] / self.d[j]
+        return np.clip(np.where(i == j, 1.0, pc), -1.0, 1.0)
+
+
+def _partial_fast(x: np.ndarray) -> tuple[np.ndarray | LowRankPartial, np.ndarray] | None:
+    """:func:`_partial` without the O(N^3) eigendecomposition of an N x N matrix.
+
+    The Ledoit-Wolf estimate is ``C = a I + b X X^T`` (X: N objects x T bins, ``a = s mu``,
+    ``b = (1 - s) / T``, shrinkage ``s`` by sklearn's formula, :func:`_lw_shrinkage`).  With more objects than
+    bins its inverse is, by Woodbury, ``(I - b X G^-1 X^T) / a`` with the T x T matrix
+    ``G = a I + b X^T X``: O(N T^2), and the precision is then needed only on the
+    diagonal and at the pairs asked for (:class:`LowRankPartial`).  With fewer objects
+    than bins C (N x N, positive definite) is inverted through its Cholesky factor,
+    O(N^3) <= O(N T^2).  None when C is singular (no shrinkage or all rows constant) or
+    the factorisation fails: then the dense path (a pseudo-inverse) is the definition."""
+    n, t = x.shape
+    gram = x.T @ x if n > t else x @ x.T  # the smaller of the two
+    shrink = _lw_shrinkage(x, gram)
+    sq = np.einsum("it,it->i", x, x) / t  # diagonal of the empirical covariance
+    mu = float(np.sum(sq)) / n
+    a, b = shrink * mu, (1.0 - shrink) / t
+    if not a > 0.0:
+        return None
+    cov_diag = (1.0 - shrink) * sq + a
+    try:
+        pc, prec_diag = _precision_at(x, gram, shrink, a, b)
+    except np.linalg.LinAlgError:
+        return None
+    r2 = np.clip(1.0 - 1.0 / np.clip(cov_diag * prec_diag, 1e-12, None), 0.0, 1.0)
+    return pc, r2
+
+
+def _precision_at(x: np.ndarray, gram: np.ndarray, shrink: float, a: float,
+                  b: float) -> tuple[np.ndarray | LowRankPartial, np.ndarray]:
+    """Partial correlations and the precision's diagonal (see :func:`_partial_fast`)."""
+    import scipy.linalg
+
+    n, t = x.shape
+    if n > t:
+        g = gram
+        g *= b
+        g.flat[:: t + 1] += a
+        chol = scipy.linalg.cholesky(g, lower=True, check_finite=False)
+        z = np.sqrt(b) * scipy.linalg.solve_triangular(chol, x.T, lower=True, check_finite=False).T
+        pc = LowRankPartial(z, a)
+        prec_diag = pc.prec_diag
+    else:
+        c = (1.0 - shrink) * (gram / t)
+        c.flat[:: n + 1] += a
+        prec = scipy.linalg.cho_solve(scipy.linalg.cho_factor(c, lower=True, check_finite=False),
+                                      np.eye(n), check_finite=False)
+        prec_diag = np.diag(prec).copy()
+        d = np.sqrt(np.clip(prec_diag, 1e-12, None))
+        pc = -prec / d[:, None] / d[None, :]
+        np.fill_diagonal(pc, 1.0)
+        pc = np.clip(pc, -1.0, 1.0, out=pc)
+    return pc, prec_diag
 
 
 def prepare(grid: Grid) -> Prepared:
@@ -185,6 +288,11 @@ def _skew(x: np.ndarray) -> np.ndarray:
 COPY = 0.97
 
 
+def _rows_per_batch(n: int, elements: int = 1 << 20) -> int:
+    """Pairs per batch so that a (pairs x n) temporary stays about 8 MB (cache-friendly)."""
+    return max(16, elements // max(n, 1))
+
+
 def _third_party(r: np.ndarray, pairs: np.ndarray, floor: float = 0.0,
                  batch: int = 4096, copy_limit: float = np.inf) -> tuple[np.ndarray, ...]:
     """Smallest first-order partial correlation of (i, j) over all k, and collider evidence.
@@ -193,55 +301,146 @@ def _third_party(r: np.ndarray, pairs: np.ndarray, floor: float = 0.0,
     given j (|r_ik.j| large): the signature of two independent callers of one service.
     Scored ``|r_ik.j| - 3 |r_ik|`` so that a partial correlation merely sharpened by
     conditioning (k already related to i) does not count."""
+    (out_min,) = _min_partial1(r, pairs, floor, (copy_limit,))
+    col_j, col_i = _collider(r, pairs)
+    return out_min, col_j, col_i
+
+
+def _neighbours(r: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Objects associated at least ``floor`` with each object, as CSR (row pointers,
+    columns); None when that is not sparse (an eighth of all pairs or more)."""
     n = r.shape[0]
-    out_min = np.empty(len(pairs))
-    out_col_j = np.empty(len(pairs))
-    out_col_i = np.empty(len(pairs))
-    idx = np.arange(n)
+    if not floor > 0.0:
+        return None
+    near = np.abs(r) >= floor
+    np.fill_diagonal(near, False)
+    if near.sum() >= n * n / 8:
+        return None
+    rows, cols = np.nonzero(near)
+    indptr = np.zeros(n + 1, dtype=np.intp)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, cols
+
+
+def _min_partial1(r: np.ndarray, pairs: np.ndarray, floor: float,
+                  copy_limits: tuple[float, ...] = (np.inf,),
+                  neighbours: tuple[np.ndarray, np.ndarray] | None | str = "auto") -> list[np.ndarray]:
+    """Smallest |r_ij.k| over the thirds k associated with i or j (|r_ik| or |r_jk| at
+    least ``floor``) and not copies of them (both at most the copy limit); |r_ij| when
+    no k qualifies.  One result per copy limit.
+
+    Where few objects pass the floor (burst series) only they are visited: per pair the
+    union of the two neighbour lists (:func:`_neighbours`) instead of all N objects."""
+    n = r.shape[0]
+    pairs = pairs.reshape(-1, 2)
+    if isinstance(neighbours, str):
+        neighbours = _neighbours(r, floor) if len(pairs) else None
+    if neighbours is not None:
+        return _min_partial1_sparse(r, pairs, neighbours, copy_limits)
+    outs = [np.empty(len(pairs)) for _ in copy_limits]
+    batch = _rows_per_batch(n)
     for s in range(0, len(pairs), batch):
         p = pairs[s : s + batch]
         i, j = p[:, 0], p[:, 1]
+        rows = np.arange(len(p))
         rij = r[i, j][:, None]
         rik, rjk = r[i], r[j]  # (P, n)
-        mask = (idx[None, :] == i[:, None]) | (idx[None, :] == j[:, None])
-        denom = np.sqrt((1 - rik**2) * (1 - rjk**2))
-        pij_k = np.abs((rij - rik * rjk) / denom)
-        pij_k[mask] = np.inf
+        pij_k = np.abs((rij - rik * rjk) / np.sqrt((1 - rik**2) * (1 - rjk**2)))
+        pij_k[rows, i] = np.inf
+        pij_k[rows, j] = np.inf
+        strongest = np.maximum(np.abs(rik), np.abs(rjk))
         # only objects associated with i or j can explain their association; among
         # thousands of unrelated ones some would by chance (multiple comparisons)
-        pij_k[np.maximum(np.abs(rik), np.abs(rjk)) < floor] = np.inf
-        # a copy of i or j explains everything j or i explains: no evidence either way
-        pij_k[np.maximum(np.abs(rik), np.abs(rjk)) > copy_limit] = np.inf
-        mins = pij_k.min(axis=1)
-        out_min[s : s + len(p)] = np.where(np.isfinite(mins), mins, np.abs(rij[:, 0]))
-        dj = np.sqrt((1 - rij**2) * (1 - rjk**2))
-        col_j = np.abs((rik - rij * rjk) / dj) - 3 * np.abs(rik)
-        di = np.sqrt((1 - rij**2) * (1 - rik**2))
-        col_i = np.abs((rjk - rij * rik) / di) - 3 * np.abs(rjk)
-        col_j[mask] = -np.inf
-        col_i[mask] = -np.inf
-        cj, ci = col_j.max(axis=1), col_i.max(axis=1)
+        pij_k[strongest < floor] = np.inf
+        for out, limit in zip(outs, copy_limits, strict=True):
+            # a copy of i or j explains everything j or i explains: no evidence either way
+            mins = (np.where(strongest > limit, np.inf, pij_k) if np.isfinite(limit) else pij_k).min(axis=1)
+            out[s : s + len(p)] = np.where(np.isfinite(mins), mins, np.abs(rij[:, 0]))
+    return outs
+
+
+def _min_partial1_sparse(r: np.ndarray, pairs: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray],
+                         copy_limits: tuple[float, ...]) -> list[np.ndarray]:
+    """:func:`_min_partial1` over neighbour lists."""
+    indptr, cols = neighbours
+    deg = np.diff(indptr)
+
+    def gather(who: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cnt = deg[who]
+        pid = np.repeat(np.arange(len(who)), cnt)
+        start = np.repeat(indptr[who] - (np.cumsum(cnt) - cnt), cnt)
+        return pid, cols[start + np.arange(len(pid))]
+
+    outs = [np.full(len(pairs), np.inf) for _ in copy_limits]
+    budget, s = 1 << 20, 0
+    while s < len(pairs):
+        # as many pairs as keep the (pair, k) entries within budget, at least one
+        load = np.cumsum(deg[pairs[s:, 0]] + deg[pairs[s:, 1]])
+        e = s + max(1, int(np.searchsorted(load, budget, side="right")))
+        p = pairs[s:e]
+        i, j = p[:, 0], p[:, 1]
+        pi, ki = gather(i)
+        pj, kj = gather(j)
+        pid, k = np.concatenate([pi, pj]), np.concatenate([ki, kj])
+        ii, jj = i[pid], j[pid]
+        rij, rik, rjk = r[ii, jj], r[ii, k], r[jj, k]
+        val = np.abs((rij - rik * rjk) / np.sqrt((1 - rik**2) * (1 - rjk**2)))
+        val[(k == ii) | (k == jj)] = np.inf
+        strongest = np.maximum(np.abs(rik), np.abs(rjk))
+        for out, limit in zip(outs, copy_limits, strict=True):
+            v = np.where(strongest > limit, np.inf, val) if np.isfinite(limit) else val
+            np.minimum.at(out[s:e], pid, v)
+        s = e
+    direct = np.abs(r[pairs[:, 0], pairs[:, 1]])
+    return [np.where(np.isfinite(out), out, direct) for out in outs]
+
+
+def _collider(r: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Collider evidence at j and at i (see :func:`_third_party`): over all k."""
+    n = r.shape[0]
+    pairs = pairs.reshape(-1, 2)
+    out_col_j = np.empty(len(pairs))
+    out_col_i = np.empty(len(pairs))
+    batch = _rows_per_batch(n)
+    for s in range(0, len(pairs), batch):
+        p = pairs[s : s + batch]
+        i, j = p[:, 0], p[:, 1]
+        rows = np.arange(len(p))
+        rij = r[i, j][:, None]
+        rik, rjk = r[i], r[j]  # (P, n)
+        one_rij2 = 1 - rij**2
+        col_j = np.abs((rik - rij * rjk) / np.sqrt(one_rij2 * (1 - rjk**2))) - 3 * np.abs(rik)
+        col_j[rows, i] = -np.inf
+        col_j[rows, j] = -np.inf
+        cj = col_j.max(axis=1)
+        del col_j
+        col_i = np.abs((rjk - rij * rik) / np.sqrt(one_rij2 * (1 - rik**2))) - 3 * np.abs(rjk)
+        col_i[rows, i] = -np.inf
+        col_i[rows, j] = -np.inf
+        ci = col_i.max(axis=1)
         out_col_j[s : s + len(p)] = np.where(np.isfinite(cj), cj, 0.0)
         out_col_i[s : s + len(p)] = np.where(np.isfinite(ci), ci, 0.0)
-    return out_min, out_col_j, out_col_i
+    return out_col_j, out_col_i
 
 
 def _second_order(r: np.ndarray, pairs: np.ndarray, m: int = 6, floor: float = 0.0,
-                  batch: int = 2048) -> np.ndarray:
+                  batch: int | None = None, a: np.ndarray | None = None) -> np.ndarray:
     """Smallest second-order partial correlation |r_ij.kl| over pairs {k, l} of the ``m``
     objects most associated with i or j (the second level of PC).
 
     First order is not enough where two paths connect a pair (a diamond, a caller and a
     shared back-end) or where a sibling pair shares a caller *and* a common load: both
-    thirds must be held fixed at once."""
+    thirds must be held fixed at once.  ``a``: |r| with a zero diagonal, if at hand."""
     n = r.shape[0]
     out = np.abs(r[pairs[:, 0], pairs[:, 1]]).astype(float)
     if n < 4 or len(pairs) == 0:
         return out
     m = min(m, n - 2)
-    a = np.abs(r).copy()
-    np.fill_diagonal(a, 0.0)
+    if a is None:
+        a = np.abs(r)
+        np.fill_diagonal(a, 0.0)
     tri = np.triu_indices(m, 1)
+    batch = batch or _rows_per_batch(n)
     for s in range(0, len(pairs), batch):
         p = pairs[s : s + batch]
         i, j = p[:, 0], p[:, 1]
@@ -287,6 +486,25 @@ def _relevant_corr(level: np.ndarray, act: np.ndarray, pairs: np.ndarray, batch:
         den = np.sqrt((xc**2).sum(axis=1) * (yc**2).sum(axis=1))
         out[s : s + len(p)] = np.divide(num, den, out=np.zeros_like(num), where=den > 1e-12)
     return out
+
+
+def _matrix_stats(prep: Prepared, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, np.ndarray]:
+    """Lag-0 burst correlations (symmetrised), per-object copy counts and strongest burst
+    association, and the neighbour lists of :func:`_min_partial1`: N x N work done once
+    per recording, not once per batch of pairs."""
+    cached = getattr(prep, "_matrix_cache", None)
+    if cached is None:
+        # at lag 0 only: best lags chosen per pair make the three correlations of a
+        # first-order partial inconsistent (same host, same instants: lag 0 is the truth)
+        r0 = np.clip(0.5 * (prep.lag_burst[0] + prep.lag_burst[0].T), -0.999, 0.999)
+        absb = np.abs(prep.r_burst)
+        np.fill_diagonal(absb, 0.0)
+        copies = np.log1p((absb > COPY).sum(axis=1))
+        row_max = np.maximum(absb.max(axis=1), 1e-9)
+        near = {"burst": _neighbours(prep.r_burst, floor), "level": _neighbours(prep.r_level, floor),
+                "lag0": _neighbours(r0, floor)}
+        cached = prep._matrix_cache = (r0, copies, row_max, near, absb)
+    return cached
 
 
 def _node_stats(prep: Prepared) -> tuple[np.ndarray, ...]:
@@ -337,19 +555,13 @@ def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
     lingam_skew = rho * (np.einsum("pt,pt->p", b[i] ** 2, b[j]) - np.einsum("pt,pt->p", b[i], b[j] ** 2)) / t
 
     floor = 4.0 / np.sqrt(t)
-    min_p1, col_j, col_i = _third_party(rb, pairs, floor=floor)
-    min_p2 = _second_order(rb, pairs, floor=floor)
-    min_p1_level, _, _ = _third_party(rl, pairs, floor=floor)
-    min_p1_nocopy, _, _ = _third_party(rb, pairs, floor=floor, copy_limit=COPY)
-    # at lag 0 only: best lags chosen per pair make the three correlations of a
-    # first-order partial inconsistent (same host, same instants: lag 0 is the truth)
-    r0 = np.clip(0.5 * (prep.lag_burst[0] + prep.lag_burst[0].T), -0.999, 0.999)
-    min_p1_lag0, _, _ = _third_party(r0, pairs, floor=floor)
-
-    absb = np.abs(rb).copy()
-    np.fill_diagonal(absb, 0.0)
-    copies = np.log1p((absb > COPY).sum(axis=1))
-    row_max = np.maximum(absb.max(axis=1), 1e-9)
+    r0, copies, row_max, near, absb = _matrix_stats(prep, floor)
+    min_p1, min_p1_nocopy = _min_partial1(rb, pairs, floor, (np.inf, COPY), near["burst"])
+    col_j, col_i = _collider(rb, pairs)
+    min_p2 = _second_order(rb, pairs, floor=floor, a=absb)
+    (min_p1_level,) = _min_partial1(rl, pairs, floor, neighbours=near["level"])
+    (min_p1_lag0,) = _min_partial1(r0, pairs, floor, neighbours=near["lag0"])
+    absb_ij = np.where(i == j, 0.0, np.abs(rb[i, j]))
 
     mean, duty, skew, burst_share = _node_stats(prep)
 
@@ -368,8 +580,8 @@ def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
         min_p1_lag0,
         copies[i],
         copies[j],
-        absb[i, j] / row_max[i],
-        absb[i, j] / row_max[j],
+        absb_ij / row_max[i],
+        absb_ij / row_max[j],
         prep.coactive[i, j],
         prep.coactive[j, i],
         lead,
