@@ -79,6 +79,7 @@ def main() -> None:
         print(lines[-1], flush=True)
     lines.append("")
     if args.write:
+        sys.path.insert(0, str(ROOT))  # run as a script, bench/ itself is on the path
         from bench.results import update_section
 
         update_section("Scale", "\n".join(lines[2:]))
