@@ -293,19 +293,6 @@ def _rows_per_batch(n: int, elements: int = 1 << 20) -> int:
     return max(16, elements // max(n, 1))
 
 
-def _third_party(r: np.ndarray, pairs: np.ndarray, floor: float = 0.0,
-                 batch: int = 4096, copy_limit: float = np.inf) -> tuple[np.ndarray, ...]:
-    """Smallest first-order partial correlation of (i, j) over all k, and collider evidence.
-
-    Collider at j with parent i: some k unrelated to i (|r_ik| small) becomes related
-    given j (|r_ik.j| large): the signature of two independent callers of one service.
-    Scored ``|r_ik.j| - 3 |r_ik|`` so that a partial correlation merely sharpened by
-    conditioning (k already related to i) does not count."""
-    (out_min,) = _min_partial1(r, pairs, floor, (copy_limit,))
-    col_j, col_i = _collider(r, pairs)
-    return out_min, col_j, col_i
-
-
 def _neighbours(r: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray] | None:
     """Objects associated at least ``floor`` with each object, as CSR (row pointers,
     columns); None when that is not sparse (an eighth of all pairs or more)."""
@@ -396,7 +383,12 @@ def _min_partial1_sparse(r: np.ndarray, pairs: np.ndarray, neighbours: tuple[np.
 
 
 def _collider(r: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Collider evidence at j and at i (see :func:`_third_party`): over all k."""
+    """Collider evidence at j and at i, over all k.
+
+    Collider at j with parent i: some k unrelated to i (|r_ik| small) becomes related
+    given j (|r_ik.j| large): the signature of two independent callers of one service.
+    Scored ``|r_ik.j| - 3 |r_ik|`` so that a partial correlation merely sharpened by
+    conditioning (k already related to i) does not count."""
     n = r.shape[0]
     pairs = pairs.reshape(-1, 2)
     out_col_j = np.empty(len(pairs))
