@@ -293,6 +293,15 @@ def _rows_per_batch(n: int, elements: int = 1 << 20) -> int:
     return max(16, elements // max(n, 1))
 
 
+def _batches(r: np.ndarray, pairs: np.ndarray):
+    """Cache-sized batches of pairs for the (pairs x N) scans over third objects: the
+    batch's start, its i and j, row numbers, r_ij as a column, and the rows r_i. and r_j."""
+    batch = _rows_per_batch(r.shape[0])
+    for s in range(0, len(pairs), batch):
+        i, j = pairs[s : s + batch, 0], pairs[s : s + batch, 1]
+        yield s, i, j, np.arange(len(i)), r[i, j][:, None], r[i], r[j]
+
+
 def _neighbours(r: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray] | None:
     """Objects associated at least ``floor`` with each object, as CSR (row pointers,
     columns); None when that is not sparse (an eighth of all pairs or more)."""
@@ -318,20 +327,13 @@ def _min_partial1(r: np.ndarray, pairs: np.ndarray, floor: float,
 
     Where few objects pass the floor (burst series) only they are visited: per pair the
     union of the two neighbour lists (:func:`_neighbours`) instead of all N objects."""
-    n = r.shape[0]
     pairs = pairs.reshape(-1, 2)
     if isinstance(neighbours, str):
         neighbours = _neighbours(r, floor) if len(pairs) else None
     if neighbours is not None:
         return _min_partial1_sparse(r, pairs, neighbours, copy_limits)
     outs = [np.empty(len(pairs)) for _ in copy_limits]
-    batch = _rows_per_batch(n)
-    for s in range(0, len(pairs), batch):
-        p = pairs[s : s + batch]
-        i, j = p[:, 0], p[:, 1]
-        rows = np.arange(len(p))
-        rij = r[i, j][:, None]
-        rik, rjk = r[i], r[j]  # (P, n)
+    for s, i, j, rows, rij, rik, rjk in _batches(r, pairs):
         pij_k = np.abs((rij - rik * rjk) / np.sqrt((1 - rik**2) * (1 - rjk**2)))
         pij_k[rows, i] = np.inf
         pij_k[rows, j] = np.inf
@@ -342,7 +344,7 @@ def _min_partial1(r: np.ndarray, pairs: np.ndarray, floor: float,
         for out, limit in zip(outs, copy_limits, strict=True):
             # a copy of i or j explains everything j or i explains: no evidence either way
             mins = (np.where(strongest > limit, np.inf, pij_k) if np.isfinite(limit) else pij_k).min(axis=1)
-            out[s : s + len(p)] = np.where(np.isfinite(mins), mins, np.abs(rij[:, 0]))
+            out[s : s + len(i)] = np.where(np.isfinite(mins), mins, np.abs(rij[:, 0]))
     return outs
 
 
@@ -389,17 +391,10 @@ def _collider(r: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     given j (|r_ik.j| large): the signature of two independent callers of one service.
     Scored ``|r_ik.j| - 3 |r_ik|`` so that a partial correlation merely sharpened by
     conditioning (k already related to i) does not count."""
-    n = r.shape[0]
     pairs = pairs.reshape(-1, 2)
     out_col_j = np.empty(len(pairs))
     out_col_i = np.empty(len(pairs))
-    batch = _rows_per_batch(n)
-    for s in range(0, len(pairs), batch):
-        p = pairs[s : s + batch]
-        i, j = p[:, 0], p[:, 1]
-        rows = np.arange(len(p))
-        rij = r[i, j][:, None]
-        rik, rjk = r[i], r[j]  # (P, n)
+    for s, i, j, rows, rij, rik, rjk in _batches(r, pairs):
         one_rij2 = 1 - rij**2
         col_j = np.abs((rik - rij * rjk) / np.sqrt(one_rij2 * (1 - rjk**2))) - 3 * np.abs(rik)
         col_j[rows, i] = -np.inf
@@ -410,8 +405,8 @@ def _collider(r: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         col_i[rows, i] = -np.inf
         col_i[rows, j] = -np.inf
         ci = col_i.max(axis=1)
-        out_col_j[s : s + len(p)] = np.where(np.isfinite(cj), cj, 0.0)
-        out_col_i[s : s + len(p)] = np.where(np.isfinite(ci), ci, 0.0)
+        out_col_j[s : s + len(i)] = np.where(np.isfinite(cj), cj, 0.0)
+        out_col_i[s : s + len(i)] = np.where(np.isfinite(ci), ci, 0.0)
     return out_col_j, out_col_i
 
 
