@@ -103,13 +103,16 @@ def test_builtin_training_topologies_are_valid_and_not_the_held_out_ones():
 
 def test_training_recordings_and_topology_files_are_no_held_out_shape():
     """The network trains on every recording in examples/testbeds; none may be a held-out
-    topology under other names (isomorphic call graphs), or the accuracy benchmark would
-    score it on what it learned from."""
+    topology (a held-out built-in or any recording in bench/data/testbeds) under other names
+    (isomorphic call graphs), or the accuracy benchmark would score it on what it learned from."""
     import networkx as nx
 
     from modeler.testbed import TOPOLOGIES, TRAINING_TOPOLOGIES, truth_edges, validate
     root = Path(__file__).resolve().parents[2] / "examples"
     held_out = [nx.DiGraph(truth_edges(TOPOLOGIES[n])) for n in TOPOLOGIES if n not in TRAINING_TOPOLOGIES]
+    held_out_dirs = sorted((root.parent / "bench" / "data" / "testbeds").glob("*/truth.json"))
+    assert len(held_out_dirs) >= 10
+    held_out += [nx.DiGraph([tuple(e) for e in json.loads(f.read_text())["edges"]]) for f in held_out_dirs]
     files = sorted((root / "topologies").glob("*.json"))
     assert len(files) >= 5
     for f in files:
