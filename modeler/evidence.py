@@ -15,7 +15,12 @@ from pathlib import Path
 from masa.activity import ActivityError
 
 #: How much more likely an observed connection is under a dependency than without one.
-LR_CONNECTED = 50.0
+#: A process holding a connection to another's listening socket is all but proof that it
+#: calls it (what it does not prove, health checks and monitors, is rare among the objects
+#: a modeler watches), and it must outweigh an activity model that sees nothing: a light
+#: caller's share of a callee's work can drown in the callee's other traffic (activity
+#: probability ~0.01 for a true, connected pair), which x50 left below the cut.
+LR_CONNECTED = 1000.0
 #: The same for *no* observed connection between two objects the probe watched.
 LR_NOT_CONNECTED = 0.05
 #: Direction certainty a connection gives: the connecting side is the caller.
