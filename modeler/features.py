@@ -21,6 +21,7 @@ only on the pairs that survive screening.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
@@ -94,6 +95,22 @@ class Prepared:
     @property
     def n(self) -> int:
         return self.level.shape[0]
+
+    @property
+    def floor(self) -> float:
+        """Smallest association worth a look: about four standard errors of a correlation
+        over this many bins, below which a third object's association is chance."""
+        return 4.0 / float(np.sqrt(self.level.shape[1]))
+
+    @cached_property
+    def matrix_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, np.ndarray]:
+        """See :func:`_matrix_stats` (once per recording, shared by all batches of pairs)."""
+        return _matrix_stats(self)
+
+    @cached_property
+    def node_stats(self) -> tuple[np.ndarray, ...]:
+        """See :func:`_node_stats` (once per recording)."""
+        return _node_stats(self)
 
     def screen_score(self) -> np.ndarray:
         """Cheap symmetric bound: no burst association at any lag, no dependency to look for.
@@ -267,7 +284,7 @@ def screen(prep: Prepared, threshold: float, keep_top: int = 3) -> np.ndarray:
     score = prep.screen_score().copy()
     np.fill_diagonal(score, -1.0)
     # never below what four standard errors of a correlation allow at this length
-    keep = score >= max(threshold, 4.0 / np.sqrt(prep.grid.n_bins))
+    keep = score >= max(threshold, prep.floor)
     if keep_top and prep.n > 1:
         k = min(keep_top, prep.n - 1)
         top = np.argpartition(-score, k - 1, axis=1)[:, :k]
@@ -320,16 +337,14 @@ def _neighbours(r: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray] | 
 
 def _min_partial1(r: np.ndarray, pairs: np.ndarray, floor: float,
                   copy_limits: tuple[float, ...] = (np.inf,),
-                  neighbours: tuple[np.ndarray, np.ndarray] | None | str = "auto") -> list[np.ndarray]:
+                  neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> list[np.ndarray]:
     """Smallest |r_ij.k| over the thirds k associated with i or j (|r_ik| or |r_jk| at
     least ``floor``) and not copies of them (both at most the copy limit); |r_ij| when
     no k qualifies.  One result per copy limit.
 
-    Where few objects pass the floor (burst series) only they are visited: per pair the
-    union of the two neighbour lists (:func:`_neighbours`) instead of all N objects."""
+    With ``neighbours`` (:func:`_neighbours`, where few objects pass the floor) only they
+    are visited: per pair the union of the two lists instead of all N objects."""
     pairs = pairs.reshape(-1, 2)
-    if isinstance(neighbours, str):
-        neighbours = _neighbours(r, floor) if len(pairs) else None
     if neighbours is not None:
         return _min_partial1_sparse(r, pairs, neighbours, copy_limits)
     outs = [np.empty(len(pairs)) for _ in copy_limits]
@@ -475,39 +490,34 @@ def _relevant_corr(level: np.ndarray, act: np.ndarray, pairs: np.ndarray, batch:
     return out
 
 
-def _matrix_stats(prep: Prepared, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, np.ndarray]:
+def _matrix_stats(prep: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, np.ndarray]:
     """Lag-0 burst correlations (symmetrised), per-object copy counts and strongest burst
     association, and the neighbour lists of :func:`_min_partial1`: N x N work done once
-    per recording, not once per batch of pairs."""
-    cached = getattr(prep, "_matrix_cache", None)
-    if cached is None:
-        # at lag 0 only: best lags chosen per pair make the three correlations of a
-        # first-order partial inconsistent (same host, same instants: lag 0 is the truth)
-        r0 = np.clip(0.5 * (prep.lag_burst[0] + prep.lag_burst[0].T), -0.999, 0.999)
-        absb = np.abs(prep.r_burst)
-        np.fill_diagonal(absb, 0.0)
-        copies = np.log1p((absb > COPY).sum(axis=1))
-        row_max = np.maximum(absb.max(axis=1), 1e-9)
-        near = {"burst": _neighbours(prep.r_burst, floor), "level": _neighbours(prep.r_level, floor),
-                "lag0": _neighbours(r0, floor)}
-        cached = prep._matrix_cache = (r0, copies, row_max, near, absb)
-    return cached
+    per recording (:attr:`Prepared.matrix_stats`), not once per batch of pairs."""
+    floor = prep.floor
+    # at lag 0 only: best lags chosen per pair make the three correlations of a
+    # first-order partial inconsistent (same host, same instants: lag 0 is the truth)
+    r0 = np.clip(0.5 * (prep.lag_burst[0] + prep.lag_burst[0].T), -0.999, 0.999)
+    absb = np.abs(prep.r_burst)
+    np.fill_diagonal(absb, 0.0)
+    copies = np.log1p((absb > COPY).sum(axis=1))
+    row_max = np.maximum(absb.max(axis=1), 1e-9)
+    near = {"burst": _neighbours(prep.r_burst, floor), "level": _neighbours(prep.r_level, floor),
+            "lag0": _neighbours(r0, floor)}
+    return r0, copies, row_max, near, absb
 
 
 def _node_stats(prep: Prepared) -> tuple[np.ndarray, ...]:
     """Per-object volume, duty cycle, burst skewness and burst share (computed once)."""
-    cached = getattr(prep, "_node_cache", None)
-    if cached is None:
-        raw = prep.grid.values
-        t = raw.shape[1]
-        mean = np.maximum(np.abs(raw.mean(axis=1)), 1e-12)
-        duty = np.clip(prep.act.mean(axis=1), 1.0 / t, 1.0)
-        skew = np.clip(_skew(prep.burst), -10, 10)
-        hp_var = highpass(raw).var(axis=1)
-        tot_var = raw.var(axis=1)
-        burst_share = np.divide(hp_var, tot_var, out=np.zeros_like(hp_var), where=tot_var > 1e-18)
-        cached = prep._node_cache = (mean, duty, skew, burst_share)
-    return cached
+    raw = prep.grid.values
+    t = raw.shape[1]
+    mean = np.maximum(np.abs(raw.mean(axis=1)), 1e-12)
+    duty = np.clip(prep.act.mean(axis=1), 1.0 / t, 1.0)
+    skew = np.clip(_skew(prep.burst), -10, 10)
+    hp_var = highpass(raw).var(axis=1)
+    tot_var = raw.var(axis=1)
+    burst_share = np.divide(hp_var, tot_var, out=np.zeros_like(hp_var), where=tot_var > 1e-18)
+    return mean, duty, skew, burst_share
 
 
 def pair_features(prep: Prepared, pairs: np.ndarray, batch: int = 4096) -> np.ndarray:
@@ -541,8 +551,8 @@ def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
     lingam_tanh = rho * (x_tanh_y - tanh_x_y)
     lingam_skew = rho * (np.einsum("pt,pt->p", b[i] ** 2, b[j]) - np.einsum("pt,pt->p", b[i], b[j] ** 2)) / t
 
-    floor = 4.0 / np.sqrt(t)
-    r0, copies, row_max, near, absb = _matrix_stats(prep, floor)
+    floor = prep.floor
+    r0, copies, row_max, near, absb = prep.matrix_stats
     min_p1, min_p1_nocopy = _min_partial1(rb, pairs, floor, (np.inf, COPY), near["burst"])
     col_j, col_i = _collider(rb, pairs)
     min_p2 = _second_order(rb, pairs, floor=floor, a=absb)
@@ -550,7 +560,7 @@ def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
     (min_p1_lag0,) = _min_partial1(r0, pairs, floor, neighbours=near["lag0"])
     absb_ij = np.where(i == j, 0.0, np.abs(rb[i, j]))
 
-    mean, duty, skew, burst_share = _node_stats(prep)
+    mean, duty, skew, burst_share = prep.node_stats
 
     cols = [
         prep.lag_level[0][i, j],

@@ -107,7 +107,7 @@ def test_first_order_minimum_and_colliders_equal_the_dense_scan(sparse):
     pairs = np.concatenate([pairs, [[0, 1], [1, 0], [2, 5]]])
     want_min, want_cj, want_ci = dense_third_party(r, pairs, floor)
     want_nocopy, _, _ = dense_third_party(r, pairs, floor, copy_limit=0.97)
-    got_min, got_nocopy = _min_partial1(r, pairs, floor, (np.inf, 0.97))
+    got_min, got_nocopy = _min_partial1(r, pairs, floor, (np.inf, 0.97), _neighbours(r, floor))
     np.testing.assert_allclose(got_min, want_min, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got_nocopy, want_nocopy, rtol=0, atol=1e-12)
     if sparse:
