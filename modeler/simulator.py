@@ -263,8 +263,7 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
 
 
 def _cpu(rng: np.random.Generator, req: np.ndarray, work: float, t: np.ndarray, dt: float,
-         internal_range: tuple[float, float] = (0.02, 0.8),
-         cv2_range: tuple[float, float] = (0.05, 1.0)) -> np.ndarray:
+         internal_range: tuple[float, float], cv2_range: tuple[float, float]) -> np.ndarray:
     """CPU seconds per fine slot: gamma-distributed per-request work plus internal work
     (timers, garbage collection) that has nothing to do with any caller."""
     cv2 = rng.uniform(*cv2_range)
