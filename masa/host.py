@@ -271,7 +271,7 @@ class _Context(HostContext):
             self._host.checkpoint(slot)
 
 
-def _next_due(due: float, period: float, now: float) -> float:
+def next_beat(due: float, period: float, now: float) -> float:
     """The next time on the task's own beat after ``now``.  Beats missed while the host
     was stalled are skipped, not made up back to back: a meter sampled twice within a
     few milliseconds turns one CPU tick into a rate of several cores."""
@@ -314,7 +314,7 @@ class Scheduler:
         with self._lock:
             due = [t for t in self._tasks.values() if t[0] <= now and not t[4]]
             for task in due:
-                task[0] = _next_due(task[0], task[1], now)
+                task[0] = next_beat(task[0], task[1], now)
                 task[4] = True
         for task in due:
             self._pool.submit(self._run, task)
@@ -799,15 +799,15 @@ class AgentHost:
     def _housekeeping(self) -> None:
         """Heartbeats to the registry, scheduled tasks, the watchdog, expiries."""
         registry: Proxy | None = None
-        next_beat = 0.0
+        next_heartbeat = 0.0
         next_save = time.monotonic() + 5.0
         while not self._stop.is_set():
             now = time.monotonic()
             self.scheduler.tick()
             self._watchdog(now)
             self._expire(now)
-            if now >= next_beat:
-                next_beat = now + self.settings.heartbeat
+            if now >= next_heartbeat:
+                next_heartbeat = now + self.settings.heartbeat
                 registry = self._beat(registry)
             if now >= next_save:
                 next_save = now + 5.0

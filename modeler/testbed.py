@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from masa.activity import write_csv
+from masa.host import next_beat
 from probes.procfs import ConnectionProbe, ProcfsProbe, to_series
 
 PREFIX = "tb-"
@@ -349,12 +350,12 @@ def record(topology: dict, seconds: float, out: str | Path, *, interval: float =
             time.sleep(max(0.0, next_t - time.monotonic()))
             samples.extend(probe.sample())
             machine.sample()
-            next_t += interval
-            if (late := time.monotonic() - next_t) > 0:
-                # the recorder itself did not get a CPU in time: skip the missed ticks (one
-                # longer interval) rather than sample in a burst of near-zero intervals
-                next_t += interval * (1 + int(late // interval))
+            due = next_beat(next_t, interval, time.monotonic())
+            if due > next_t + interval:
+                # the recorder itself did not get a CPU in time: the missed ticks are skipped
+                # (one longer interval), as the hosts' scheduler does, not sampled in a burst
                 machine.stalls += 1
+            next_t = due
             if tick:
                 tick(min(1.0, (time.monotonic() - start) / seconds))
         contention = {**machine.summary(metered), "nice": nice or 0}

@@ -3,7 +3,7 @@
 import pytest
 
 from masa.errors import AgentSuspended, BadRequest
-from masa.host import _next_due
+from masa.host import next_beat
 
 
 def test_suspend_resume_terminate(cluster):
@@ -69,7 +69,7 @@ def test_periodic_tasks_skip_missed_beats_instead_of_bursting():
     # On time: the next beat.  After a stall of 5.5 periods: the next beat after now,
     # once, on the task's own phase; never "now" again, which a meter would turn into
     # a rate over a few milliseconds.
-    assert _next_due(10.0, 1.0, 10.01) == 11.0
-    assert _next_due(10.0, 1.0, 15.5) == 16.0
-    assert _next_due(10.0, 0.5, 12.0) == 12.5
-    assert _next_due(10.0, 2.0, 9.0) == 12.0  # woken early: still one period on
+    assert next_beat(10.0, 1.0, 10.01) == 11.0
+    assert next_beat(10.0, 1.0, 15.5) == 16.0
+    assert next_beat(10.0, 0.5, 12.0) == 12.5
+    assert next_beat(10.0, 2.0, 9.0) == 12.0  # woken early: still one period on
