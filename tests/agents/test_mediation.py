@@ -7,7 +7,9 @@ import time
 import numpy as np
 import pytest
 
+from agents import preprocess
 from agents.domain_join import reference_join
+from masa.activity import Series
 from tests.agents.mediation_helpers import (
     assert_same_samples,
     gaps,
@@ -81,13 +83,10 @@ def test_cascade_of_three_mediators_applies_each_step_once(chain):
     assert entry["applied"] == ["resample(min_coverage=0.5,origin=0.0,period=1.0)",
                                 "normalise(offset=0.0,scale=2.0)"]
     got = recorded(c, "casc-top", "b1/cpu")
-    raw = series(c.ref("col1").query("report", objects=["b1/cpu"], since=got.start[0] - 5,
-                                      until=got.end[-1]))["b1/cpu"]
-    edges = np.stack([got.start, got.end])
-    assert np.all(np.diff(edges, axis=0) == 1.0) and np.all(got.start == np.round(got.start))
-    rate, covered = raw.resample(got.start[0], 1.0, len(got))
-    full = covered >= 0.999
-    np.testing.assert_allclose(got.value[full], rate[full] / 2, rtol=1e-9)  # resampled once, halved
+    # everything the collector holds now (no `until`): the sample running past the last
+    # bin's end, which casc1 had when it closed that bin, must be part of the recomputation
+    raw = series(c.ref("col1").query("report", objects=["b1/cpu"], since=got.start[0] - 5))["b1/cpu"]
+    assert_resampled_once(got, raw, period=1.0, scale=2.0)  # resampled once, halved
     # a report down the cascade agrees with the stream, and the second one is a cache hit
     answer = c.ref("casc3").query("report", objects=["b1/cpu"], since=got.start[0], until=got.end[-1])
     assert answer["until"] >= got.end[-1] - 1  # final up to the last whole bin below
@@ -97,6 +96,52 @@ def test_cascade_of_three_mediators_applies_each_step_once(chain):
     after = c.ref("casc3").query("status")["cache"]
     assert after["hits"] == before["hits"] + 1 and after["fetches"] == before["fetches"]
     assert_same_samples(series(again)["b1/cpu"], window(got, got.start[0] + 1, answer["until"]), rtol=1e-12)
+
+
+def assert_resampled_once(got: Series, raw: Series, period: float, scale: float) -> None:
+    """``got`` is ``raw`` resampled once (bins of ``period`` on the whole-second grid, rate =
+    activity / covered time, bins under half covered left out) and divided by ``scale``:
+    bin by bin at each bin's own place, none missing in between.  ``raw`` must hold every
+    sample overlapping the bins (fetch it past ``got.end[-1]``): a bin computed from fewer
+    samples than ``raw`` holds, or a step applied twice, fails."""
+    assert len(got) and len(raw) and raw.end[-1] >= got.end[-1]
+    assert np.all(got.end - got.start == period) and np.all(got.start == np.round(got.start))
+    n = int(round((got.end[-1] - got.start[0]) / period))
+    rate, covered = raw.resample(got.start[0], period, n)
+    k = np.round((got.start - got.start[0]) / period).astype(int)
+    assert np.all(covered[k] >= 0.5 - 1e-9), "a bin from less than half its time"
+    np.testing.assert_allclose(got.value, rate[k] / covered[k] / scale, rtol=1e-9)
+    left_out = sorted(set(np.flatnonzero(covered >= 0.5 + 1e-6)) - set(k))
+    assert not left_out, f"bins covered by the raw data but not delivered: {left_out}"
+
+
+def test_the_resample_check_takes_the_sample_running_past_the_last_bin():
+    """The flake this test once had: the raw data for the check was cut at the last bin's
+    end, and a bin covered >= 99.9 % was compared as if fully covered, so a collector
+    sample that began 0.4 ms before that end made a correct bin differ by 4e-4."""
+    t0 = 1_700_000_000.0
+    bounds = t0 + np.array([-0.2, 0.1, 0.4, 0.7, 1.0, 1.3, 1.6, 1.9, 2.2, 2.5, 2.8, 3 - 0.0004, 3.3])
+    values = np.r_[np.linspace(1.0, 1.3, len(bounds) - 2), 3.0]  # the straddling sample: busier
+    raw = Series("x", "cpu", bounds[:-1], bounds[1:], values)
+    resample = preprocess.check({"step": "resample", "period": 1.0})
+    halve = preprocess.check({"step": "normalise", "scale": 2})
+    served = window(preprocess.apply([resample, halve], raw), t0, t0 + 3)  # as a mediator serves
+    assert_resampled_once(served, raw, 1.0, 2.0)
+    cut = window(raw, -np.inf, served.end[-1])
+    with pytest.raises(AssertionError):  # the last bin's own samples are needed to check it
+        assert_resampled_once(served, cut, 1.0, 2.0)
+    rate, covered = cut.resample(t0 + 2, 1.0, 1)  # the last bin closed before its last sample
+    early = np.concatenate([served.value[:-1], rate / covered / 2])
+    assert abs(early[-1] / served.value[-1] - 1) > 1e-4
+    partial = Series("x", "cpu", served.start, served.end, early)
+    with pytest.raises(AssertionError):
+        assert_resampled_once(partial, raw, 1.0, 2.0)
+    twice = preprocess.apply([halve], served)  # a step applied again
+    with pytest.raises(AssertionError):
+        assert_resampled_once(twice, raw, 1.0, 2.0)
+    gap = Series("x", "cpu", served.start[[0, 2]], served.end[[0, 2]], served.value[[0, 2]])
+    with pytest.raises(AssertionError):  # a bin lost on the way
+        assert_resampled_once(gap, raw, 1.0, 2.0)
 
 
 def test_a_step_handed_down_is_applied_below_and_skipped_here(chain):
