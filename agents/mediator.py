@@ -339,7 +339,7 @@ class MediatorAgent(RecorderAgent):
         self._maybe_redirect()
         answer = super().subscribe(request, subscriber, self._up_objects(objects), predicates, interval,
                                    deliver, resume_seq, resume_until)
-        self._open_below(request, objects, predicates, float(answer["resume_until"]))
+        self._open_below(request, objects, predicates)
         return answer
 
     def _up_objects(self, objects: list[str] | None) -> list[str] | None:
@@ -348,18 +348,22 @@ class MediatorAgent(RecorderAgent):
     def _below_id(self, request: str, source: str) -> str:
         return f"{self.name}:{request}@{source}"
 
-    def _open_below(self, request: str, objects: list[str] | None, predicates: list[str] | None,
-                    start: float) -> None:
-        """Standing requests below for the one from above starting at ``start``.  A new
-        one asks below for history from ``start`` (less the steps' look-back), and the
-        horizon goes back there: the first batches up need samples from before now."""
+    def _anchor_stream(self, request: str, start: float) -> None:
+        """A new standing request below per source, asking for history from ``start``
+        (less the steps' look-back), and the horizon back there: the first batches up need
+        samples from before now.  Runs before the request from above can be delivered, so
+        no batch up is cut from a store that has not received that history yet."""
         begin = start - self._lookback()
         for source in self.settings["sources"]:
             rid = self._below_id(request, source)
-            with self.lock:
-                if rid not in self.inbox.subs:
-                    self.inbox.subs[rid] = {"seq": 0, "until": begin}
-                    self._complete = self.state["complete_until"] = min(self._complete, start)
+            if rid not in self.inbox.subs:
+                self.inbox.subs[rid] = {"seq": 0, "until": begin}
+                self._complete = self.state["complete_until"] = min(self._complete, start)
+
+    def _open_below(self, request: str, objects: list[str] | None, predicates: list[str] | None) -> None:
+        """Send the standing requests below that :meth:`_anchor_stream` registered."""
+        for source in self.settings["sources"]:
+            rid = self._below_id(request, source)
             try:
                 self.inbox.subscribe(rid, source, self._down_objects(objects), self._pushdown(predicates))
             except Exception:  # noqa: BLE001 - registered; the resubscribe task retries it

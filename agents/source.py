@@ -94,7 +94,7 @@ class ActivitySource(Agent):
     def _deliver(self) -> None:
         # Checkpoint after acknowledged batches: a restart then resumes from what was
         # acknowledged rather than from up to five seconds earlier.
-        if self.subscriptions.deliver_all(horizon=self._complete):
+        if self.subscriptions.deliver_all(horizon=lambda: self._complete):
             self.host.checkpoint(self)
 
     def carry_since(self) -> float | None:
@@ -157,9 +157,14 @@ class ActivitySource(Agent):
                   resume_until: float | None = None) -> dict:
         """Open (or re-open) a standing request; samples are pushed to ``subscriber``."""
         answer = self.subscriptions.subscribe(request, subscriber, objects, predicates, interval,
-                                              deliver, resume_seq, resume_until)
+                                              deliver, resume_seq, resume_until,
+                                              anchor=lambda start: self._anchor_stream(request, start))
         self.host.checkpoint(self)  # a standing request must survive a restart at once
         return answer
+
+    def _anchor_stream(self, request: str, start: float) -> None:
+        """Called under the lock as ``request`` opens with its stream at ``start``: a source
+        whose data for it is still to come (a mediator) lowers its horizon here."""
 
     @query
     def quit(self, request: str) -> bool:

@@ -154,7 +154,11 @@ class Subscriptions:
     def subscribe(self, request: str, subscriber: str, objects: list[str] | None = None,
                   predicates: list[str] | None = None, interval: float | None = None,
                   deliver: str = "deliver", resume_seq: int | None = None,
-                  resume_until: float | None = None) -> dict:
+                  resume_until: float | None = None,
+                  anchor: Callable[[float], None] | None = None) -> dict:
+        """Open or re-open ``request``; ``anchor(start)`` runs under the agent's lock just
+        before the request becomes visible to :meth:`deliver_all`, so a source that must
+        fetch history from ``start`` first can lower its horizon before any batch is cut."""
         if not isinstance(request, str) or not request or not isinstance(subscriber, str):
             raise BadRequest("a standing request needs a request id and a subscriber name")
         if objects is not None and (not isinstance(objects, list) or not all(isinstance(o, str) for o in objects)):
@@ -176,6 +180,8 @@ class Subscriptions:
                 spec["acked_seq"], spec["acked_until"] = old["acked_seq"], old["acked_until"]
             if resume_seq is not None and resume_until is not None:
                 spec["acked_seq"], spec["acked_until"] = int(resume_seq), float(resume_until)
+            if anchor is not None:
+                anchor(spec["acked_until"])
             self.requests[request] = spec
         return {"request": request, "resume_seq": spec["acked_seq"], "resume_until": spec["acked_until"]}
 
@@ -183,15 +189,21 @@ class Subscriptions:
         with self.agent.lock:
             return self.requests.pop(request, None) is not None
 
-    def deliver_all(self, now: float | None = None, horizon: float | None = None) -> int:
+    def deliver_all(self, now: float | None = None,
+                    horizon: float | Callable[[], float] | None = None) -> int:
         """Push every due batch; returns the number of batches acknowledged.
 
         ``horizon``: newest time up to which the source's data is complete (samples ending
-        later may still arrive); defaults to now."""
+        later may still arrive), or a function returning it; defaults to now.  A function
+        is read under the agent's lock together with the list of requests, so a request
+        opened meanwhile (see ``anchor`` in :meth:`subscribe`) is never cut against a
+        horizon from before it lowered it."""
         now = time.time() if now is None else now
-        horizon = now if horizon is None else horizon
+        with self.agent.lock:
+            items = list(self.requests.items())
+            horizon = now if horizon is None else horizon() if callable(horizon) else horizon
         acked = 0
-        for request, spec in list(self.requests.items()):
+        for request, spec in items:
             if spec["interval"] and now < spec["next_due"]:
                 continue
             spec["next_due"] = now + (spec["interval"] or 0)

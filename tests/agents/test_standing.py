@@ -79,3 +79,55 @@ def test_inbox_takes_only_the_tail_of_a_longer_repeat():
     assert inbox.subs["r"]["until"] == 4.0
     with pytest.raises(BadRequest, match="no standing request"):
         inbox.accept("other", "src", 1, 1.0, [])
+
+
+def test_a_request_opened_during_a_delivery_pass_waits_for_its_history():
+    """A mediator re-subscribed from an older position must fetch that history from below
+    before it can send it up.  ``anchor`` lowers its horizon when the request opens; a
+    delivery pass already under way must not cut the new request against the horizon it
+    read before (that cut an empty batch over the missing history and acknowledged it)."""
+    import threading
+
+    from agents.standing import Subscriptions
+
+    class Source(_Holder):
+        complete = 200.0
+        sent: list = []
+
+        def ref(self, name):
+            holder = self
+
+            class Peer:
+                def query(self, op, **kw):
+                    holder.sent.append((kw["request"], kw["until"]))
+                    return kw["seq"]
+            return Peer()
+
+    src = Source()
+    subs = Subscriptions(src, lambda since, until: [])
+    reading, release = threading.Event(), threading.Event()
+
+    def horizon():  # the pass reads its horizon, then stalls before cutting batches
+        value = src.complete
+        reading.set()
+        release.wait(5)
+        return value
+
+    def lower(start):
+        src.complete = min(src.complete, start)
+
+    passing = threading.Thread(target=subs.deliver_all, kwargs={"horizon": horizon})
+    passing.start()
+    assert reading.wait(5)
+    opened = threading.Thread(target=subs.subscribe, args=("late", "up"),
+                              kwargs={"resume_seq": 3, "resume_until": 100.0, "anchor": lower})
+    opened.start()
+    release.set()
+    passing.join(5)
+    opened.join(5)
+    assert not passing.is_alive() and not opened.is_alive()
+    assert src.complete == 100.0 and "late" in subs.requests
+    assert src.sent == []  # nothing cut over (100, 200] before the history arrived
+    assert subs.deliver_all(horizon=lambda: src.complete) == 0
+    src.complete = 130.0  # the history came in up to 130: now it is sent
+    assert subs.deliver_all(horizon=lambda: src.complete) == 1 and src.sent == [("late", 130.0)]
