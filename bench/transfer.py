@@ -151,7 +151,8 @@ def main() -> None:
             f"scenarios, seed {args.seed}, one member each), trained in the same run: on the simulator "
             "alone, and on the simulator plus the shipped recipe's 8 real recordings (the peer); the "
             "shipped network (3 members) for reference. Scored on real recordings of topologies "
-            "none of them has seen, at the recording's own grid and at 2 s.\n\n" + "\n".join(table)))
+            "none of them has seen, at the recording's own grid and at 2 s. What the figures say is read in "
+            "## Accuracy (from `bench/accuracy_notes.md`).\n\n" + "\n".join(table)))
 
 
 if __name__ == "__main__":
