@@ -189,19 +189,17 @@ class Subscriptions:
         with self.agent.lock:
             return self.requests.pop(request, None) is not None
 
-    def deliver_all(self, now: float | None = None,
-                    horizon: float | Callable[[], float] | None = None) -> int:
+    def deliver_all(self, now: float | None = None, horizon: Callable[[], float] | None = None) -> int:
         """Push every due batch; returns the number of batches acknowledged.
 
-        ``horizon``: newest time up to which the source's data is complete (samples ending
-        later may still arrive), or a function returning it; defaults to now.  A function
-        is read under the agent's lock together with the list of requests, so a request
-        opened meanwhile (see ``anchor`` in :meth:`subscribe`) is never cut against a
-        horizon from before it lowered it."""
+        ``horizon()``: newest time up to which the source's data is complete (samples
+        ending later may still arrive); now without it.  It is read under the agent's lock
+        together with the list of requests, so a request opened meanwhile (see ``anchor``
+        in :meth:`subscribe`) is never cut against a horizon from before it lowered it."""
         now = time.time() if now is None else now
         with self.agent.lock:
             items = list(self.requests.items())
-            horizon = now if horizon is None else horizon() if callable(horizon) else horizon
+            horizon = now if horizon is None else horizon()
         acked = 0
         for request, spec in items:
             if spec["interval"] and now < spec["next_due"]:

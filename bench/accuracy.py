@@ -174,8 +174,7 @@ def datasets(testbeds: list[Path]) -> list[dict]:
 def run(ds: dict, pcmci: bool, model_path: str | None) -> list[tuple[str, dict, float]]:
     rows = []
     t = time.perf_counter()
-    model = DependencyModeler.load(model_path, step=ds["masa_step"]) if model_path else \
-        DependencyModeler.default(step=ds["masa_step"])
+    model = DependencyModeler.load(model_path, step=ds["masa_step"])
     scores = model.score_pairs(ds["series"])
     g = model.decide(scores, None)
     rows.append(("masa (no threshold from truth)", evaluate(g, ds["truth"]), time.perf_counter() - t))
@@ -184,12 +183,8 @@ def run(ds: dict, pcmci: bool, model_path: str | None) -> list[tuple[str, dict, 
         rows.append(("masa + connections", evaluate(g, ds["truth"]), time.perf_counter() - t))
     # diagnostic, never a result: masa's own pair probabilities with the threshold chosen
     # with the truth, like the baselines get; how much masa's self-chosen cut costs
-    n = len(scores.names)
-    adjacency, directed = np.zeros((n, n)), np.zeros((n, n))
-    adjacency[scores.pairs[:, 0], scores.pairs[:, 1]] = scores.adjacency
-    directed[scores.pairs[:, 0], scores.pairs[:, 1]] = scores.adjacency * scores.direction
-    best = best_from_scores(directed, scores.names, ds["truth"])
-    best["skeleton_f1"] = best_from_scores(adjacency, scores.names, ds["truth"])["skeleton_f1"]
+    best = best_from_scores(scores.matrix(scores.adjacency * scores.direction), scores.names, ds["truth"])
+    best["skeleton_f1"] = best_from_scores(scores.matrix(scores.adjacency), scores.names, ds["truth"])["skeleton_f1"]
     rows.append((DIAGNOSTIC, best, 0.0))
 
     grid = align(ds["series"], ds["step"])

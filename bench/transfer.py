@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from modeler import training
-from modeler.estimator import DependencyModeler
+from modeler.estimator import DependencyModeler, labels_for
 from modeler.features import FEATURE_NAMES, pair_features, prepare
 from modeler.grid import align
 from modeler.metrics import evaluate
@@ -56,35 +56,28 @@ def _train(scenarios: int, seed: int, cache: str | None, with_real: bool, out: s
     return out
 
 
-def modeler(path: str | None, step: float | None) -> DependencyModeler:
-    return DependencyModeler.load(path, step=step) if path else DependencyModeler.default(step=step)
-
-
 def score(path: str | None, directory: Path, step: float | None) -> dict:
     """Skeleton and directed F1, the share of found dependencies pointing the right way,
     and the ranking quality (AUC) of the dependency probability over all pairs."""
     series, truth = training.read_recording(directory)
-    m = modeler(path, step)
+    m = DependencyModeler.load(path, step=step)
     sc = m.score_pairs(series)
     g = m.decide(sc)
     r = evaluate(g, truth)
     true = set(map(tuple, truth))
     found = [(a, b) in true for a, b in g.edges if (a, b) in true or (b, a) in true]
-    skel = {frozenset(e) for e in true}
-    y = [frozenset((sc.names[i], sc.names[j])) in skel for i, j in sc.pairs]
-    auc = roc_auc_score(y, sc.adjacency) if 0 < sum(y) < len(y) else float("nan")
+    y = labels_for(sc.names, sc.pairs, truth) > 0
+    auc = roc_auc_score(y, sc.adjacency) if 0 < y.sum() < len(y) else float("nan")
     return {"skeleton_f1": r["skeleton_f1"], "f1": r["f1"], "oriented": found, "auc": auc}
 
 
 def realism(directories: list[Path], n_sim: int, seed: int) -> dict[str, dict[str, float]]:
     """Medians of the association statistics the network leans on, real vs simulated
     (simulated: CPU scenarios at the steps real recordings have, as in training)."""
-    def stats(series, truth, step):
-        prep = prepare(align(series, step))
-        idx = {n: k for k, n in enumerate(prep.grid.names)}
-        edges = {frozenset((idx[a], idx[b])) for a, b in truth if a in idx and b in idx}
-        iu = np.array([(i, j) for i in range(prep.n) for j in range(i + 1, prep.n)])
-        y = np.array([frozenset(p) in edges for p in map(tuple, iu)])
+    def stats(series, truth):
+        prep = prepare(align(series))
+        iu = np.column_stack(np.triu_indices(prep.n, 1))
+        y = labels_for(prep.grid.names, iu, truth) > 0
         rb = np.abs(prep.r_burst[iu[:, 0], iu[:, 1]])
         p1 = pair_features(prep, iu[y])[:, FEATURE_NAMES.index("min_partial1")]
         return rb[y], rb[~y], p1
@@ -94,13 +87,13 @@ def realism(directories: list[Path], n_sim: int, seed: int) -> dict[str, dict[st
         return {"edge corr": float(np.median(cols[0])), "non-edge corr": float(np.median(cols[1])),
                 "edge min partial": float(np.median(cols[2]))}
 
-    real = [stats(*training.read_recording(d), None) for d in directories]
+    real = [stats(*training.read_recording(d)) for d in directories]
     rng = np.random.default_rng(seed)
     sim = []
     for _ in range(n_sim):
         sc = random_scenario(rng, step=float(rng.choice([0.5, 1.0, 2.0])), metric="cpu",
                              n_services=int(rng.integers(4, 13)))
-        sim.append(stats(sc.series, list(sc.truth), None))
+        sim.append(stats(sc.series, list(sc.truth)))
     return {"real recordings": medians(real), "simulated (CPU, 0.5-2 s)": medians(sim)}
 
 

@@ -33,7 +33,7 @@ def infer(activity: str, out: str, fmt: str | None, connections: str | None,
     try:
         series = read_csv(activity)
         conn = evidence.read_connections(connections) if connections else None
-        model = DependencyModeler.load(model_path, step=step) if model_path else DependencyModeler.default(step=step)
+        model = DependencyModeler.load(model_path or None, step=step)
         g = model.predict(series, conn)
     except (ActivityError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -49,6 +49,12 @@ class PairScores:
     r: np.ndarray | None = None  # burst correlation at the best lag, all objects
     n_bins: int = 0
 
+    def matrix(self, values: np.ndarray) -> np.ndarray:
+        """``values`` per examined ordered pair as an N x N matrix (0 where not examined)."""
+        out = np.zeros((len(self.names), len(self.names)))
+        out[self.pairs[:, 0], self.pairs[:, 1]] = values
+        return out
+
 
 #: keep(names, pairs) -> bool mask of the ordered pairs worth scoring
 PairFilter = Callable[[list[str], np.ndarray], np.ndarray]
@@ -171,7 +177,10 @@ class DependencyModeler:
         self.network_.save(path)
 
     @classmethod
-    def load(cls, path: str | Path, **params) -> DependencyModeler:
+    def load(cls, path: str | Path | None, **params) -> DependencyModeler:
+        """A network trained with `masa train`; ``None``: the shipped one (:meth:`default`)."""
+        if path is None:
+            return cls.default(**params)
         net = PairNetwork.load(path)
         if net.feature_names != FEATURE_NAMES:
             raise ValueError(f"{path}: model was trained on other features; retrain with `masa train`")
@@ -225,9 +234,7 @@ class DependencyModeler:
     def predict_proba(self, series: Mapping[str, Series]) -> tuple[list[str], np.ndarray]:
         """Matrix ``P[i, j]``: probability that object i depends on object j."""
         sc = self.score_pairs(series)
-        p = np.zeros((len(sc.names), len(sc.names)))
-        p[sc.pairs[:, 0], sc.pairs[:, 1]] = sc.adjacency * sc.direction
-        return sc.names, p
+        return sc.names, sc.matrix(sc.adjacency * sc.direction)
 
     def predict(self, series: Mapping[str, Series],
                 connections: Mapping[tuple[str, str], float] | None = None) -> nx.DiGraph:
