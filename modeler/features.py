@@ -157,12 +157,19 @@ def _partial(x: np.ndarray) -> tuple[np.ndarray | LowRankPartial, np.ndarray]:
             return fast
     lw = LedoitWolf(assume_centered=True).fit(x.T)
     prec = lw.precision_
+    return _partial_from_precision(prec), _explained(np.diag(lw.covariance_), np.diag(prec))
+
+
+def _partial_from_precision(prec: np.ndarray) -> np.ndarray:
     d = np.sqrt(np.clip(np.diag(prec), 1e-12, None))
     pc = -prec / d[:, None] / d[None, :]
     np.fill_diagonal(pc, 1.0)
-    cov_diag = np.diag(lw.covariance_)
-    r2 = np.clip(1.0 - 1.0 / np.clip(cov_diag * np.diag(prec), 1e-12, None), 0.0, 1.0)
-    return np.clip(pc, -1.0, 1.0), r2
+    return np.clip(pc, -1.0, 1.0, out=pc)
+
+
+def _explained(cov_diag: np.ndarray, prec_diag: np.ndarray) -> np.ndarray:
+    """Each object's R^2 from all the others: 1 - 1 / (C_ii P_ii)."""
+    return np.clip(1.0 - 1.0 / np.clip(cov_diag * prec_diag, 1e-12, None), 0.0, 1.0)
 
 
 def _lw_shrinkage(x: np.ndarray, gram: np.ndarray) -> float:
@@ -221,8 +228,7 @@ def _partial_fast(x: np.ndarray) -> tuple[np.ndarray | LowRankPartial, np.ndarra
         pc, prec_diag = _precision_at(x, gram, shrink, a, b)
     except np.linalg.LinAlgError:
         return None
-    r2 = np.clip(1.0 - 1.0 / np.clip(cov_diag * prec_diag, 1e-12, None), 0.0, 1.0)
-    return pc, r2
+    return pc, _explained(cov_diag, prec_diag)
 
 
 def _precision_at(x: np.ndarray, gram: np.ndarray, shrink: float, a: float,
@@ -245,10 +251,7 @@ def _precision_at(x: np.ndarray, gram: np.ndarray, shrink: float, a: float,
         prec = scipy.linalg.cho_solve(scipy.linalg.cho_factor(c, lower=True, check_finite=False),
                                       np.eye(n), check_finite=False)
         prec_diag = np.diag(prec).copy()
-        d = np.sqrt(np.clip(prec_diag, 1e-12, None))
-        pc = -prec / d[:, None] / d[None, :]
-        np.fill_diagonal(pc, 1.0)
-        pc = np.clip(pc, -1.0, 1.0, out=pc)
+        pc = _partial_from_precision(prec)
     return pc, prec_diag
 
 
