@@ -23,8 +23,8 @@ PAGE = """<!doctype html>
 </style></head>
 <body>
 <header><h1>masa modeler <span id="name"></span></h1>
- <span id="state">…</span>
  <button id="run">Run now</button><button id="start">Start</button><button id="stop">Stop</button>
+ <span id="state">…</span>
 </header>
 <main>
  <section><h2>Model <span id="version"></span></h2><svg id="graph" viewBox="0 0 1000 460"></svg>

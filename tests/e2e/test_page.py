@@ -137,10 +137,10 @@ def test_supervision_page_end_to_end(modeler, browser, tmp_path):
 
     # control: stop / start scheduling, re-run now -> a second version appears
     browser.find_element(By.ID, "stop").click()
-    c.wait(lambda: mod.query("status")["running"] is False, timeout=10)
+    c.wait(lambda: mod.query("status")["running"] is False, timeout=30)
     wait_for(browser, lambda d: texts(d, "#state")[0].startswith("stopped"))
     browser.find_element(By.ID, "start").click()
-    c.wait(lambda: mod.query("status")["running"] is True, timeout=10)
+    c.wait(lambda: mod.query("status")["running"] is True, timeout=30)
     browser.find_element(By.ID, "run").click()
     wait_for(browser, lambda d: texts(d, "#versions tbody tr td:first-child")[:1] == ["v2"], timeout=60)
     wait_for(browser, lambda d: "v2" in texts(d, "#version")[0])
