@@ -100,8 +100,11 @@ _BUILDERS = {
 
 
 def random_topology(rng: np.random.Generator, n_services: int | None = None,
-                    shape: str | None = None) -> nx.DiGraph:
-    """A call graph (edge caller -> callee) with per-service work and per-edge call odds."""
+                    shape: str | None = None, *, always: float = 0.25,
+                    p_min: float = 0.15) -> nx.DiGraph:
+    """A call graph (edge caller -> callee) with per-service work and per-edge call odds:
+    a share ``always`` of the edges is called on every request, the others with a
+    probability drawn from ``[p_min, 0.95]``."""
     shape = shape or SHAPES[int(rng.integers(0, len(SHAPES)))]
     n = n_services or int(rng.integers(3, 16))
     g = _BUILDERS[shape](rng, n)
@@ -109,8 +112,7 @@ def random_topology(rng: np.random.Generator, n_services: int | None = None,
     for v in g:
         g.nodes[v]["work"] = float(np.exp(rng.uniform(np.log(0.001), np.log(0.04))))
     for e in g.edges:
-        always = rng.random() < 0.25
-        g.edges[e]["p"] = 1.0 if always else float(rng.uniform(0.15, 0.95))
+        g.edges[e]["p"] = 1.0 if rng.random() < always else float(rng.uniform(p_min, 0.95))
         g.edges[e]["calls"] = 1 if rng.random() < 0.8 else int(rng.integers(2, 4))
     g.graph["shape"] = shape
     return g
@@ -185,7 +187,8 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
              background: int = 3, clients_as_objects: bool = False,
              common_trend: bool = False, clock_skew: float = 0.5,
              external_share: float = 0.2, call_cost: float = 0.0,
-             internal: tuple[float, float] = (0.02, 0.8), work_cv2: tuple[float, float] = (0.05, 1.0)) -> Scenario:
+             internal: tuple[float, float] = (0.02, 0.8), work_cv2: tuple[float, float] = (0.05, 1.0),
+             rates: tuple[float, float] | None = None, busy: tuple[float, float] = (0.02, 0.6)) -> Scenario:
     """Run requests through ``topology`` for ``seconds`` and meter every service.
 
     ``load`` scales client rates ("low" or "high"); ``metric`` is "cpu" (CPU seconds per
@@ -193,7 +196,9 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
     ``call_cost`` is the caller's CPU seconds per outgoing call (socket work: real callers
     pay for their calls); ``internal`` the range of the share of internal work (timers,
     GC) relative to request work; ``work_cv2`` the range of the squared coefficient of
-    variation of per-request work."""
+    variation of per-request work; ``rates`` the range of a client population's base
+    rate in requests/s (default by ``load``: 1-15 low, 15-120 high); ``busy`` the range of
+    a service's mean CPU share, which caps its per-request work."""
     rng = rng or np.random.default_rng()
     dt = min(max(step / 10.0, 0.05), 60.0)
     n = int(np.ceil(seconds / dt)) + 2
@@ -204,7 +209,7 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
         common = _trend(rng, t, seconds)
         if rng.random() < 0.5:
             common = common * _ar1(rng, n, dt, step * rng.uniform(1, 10), rng.uniform(0.2, 0.8))
-    base_range = (1.0, 15.0) if load == "low" else (15.0, 120.0)
+    base_range = rates or ((1.0, 15.0) if load == "low" else (15.0, 120.0))
 
     requests = {v: np.zeros(n) for v in order}
     client_objects: dict[str, np.ndarray] = {}
@@ -237,7 +242,7 @@ def simulate(topology: nx.DiGraph, seconds: float, step: float, *, load: str = "
         if metric == "cpu":
             # keep services below saturation: a pegged CPU carries no signal
             rate = max(float(requests[v].mean()) / dt, 1e-9)
-            work = min(topology.nodes[v]["work"], rng.uniform(0.02, 0.6) / rate)
+            work = min(topology.nodes[v]["work"], rng.uniform(*busy) / rate)
             amount = _cpu(rng, requests[v], work, t, dt, internal, work_cv2)
             if call_cost > 0:
                 amount = np.minimum(amount + outgoing[v] * call_cost * rng.uniform(0.5, 2.0), 2.0 * dt)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from masa.activity import read_csv
+from modeler import features, grid, simulator
 from modeler.estimator import DependencyModeler, check_truth, recording_features
 from modeler.features import FEATURE_NAMES
 from modeler.network import PairNetwork
@@ -42,16 +43,24 @@ def read_truth(path: str | Path) -> list[list[str]]:
     return edges
 
 
+def _blocks_tag() -> str:
+    digest = hashlib.sha256("|".join(FEATURE_NAMES).encode())
+    for module in (simulator, grid, features):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def simulated_blocks(n: int, seed: int = 0, tick: Callable[[], None] | None = None,
                      cache: str | Path | None = None) -> list[Block]:
     """Feature blocks of ``n`` random simulated scenarios.
 
     With ``cache`` (a directory) the blocks are kept in a plain ``.npz`` named by seed,
-    count and a hash of the feature names, so a retraining with other network settings
-    does not simulate again, and a change of features never reads stale blocks."""
+    count and a hash of the code that makes them (simulator, grid, features), so a
+    retraining with other network settings does not simulate again, and a change of the
+    simulator or the features never reads stale blocks."""
     path = None
     if cache is not None:
-        tag = hashlib.sha256("|".join(FEATURE_NAMES).encode()).hexdigest()[:10]
+        tag = _blocks_tag()
         path = Path(cache) / f"sim-seed{seed}-n{n}-{tag}.npz"
         if path.exists():
             with np.load(path, allow_pickle=False) as data:

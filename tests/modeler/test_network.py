@@ -1,5 +1,7 @@
 """The pair network: storage without pickle, calibration, the shipped default."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -71,6 +73,19 @@ def test_training_cache_gives_the_same_blocks_without_simulating(tmp_path, monke
     for a, b in zip(first, again, strict=True):
         for u, v in zip(a, b, strict=True):
             np.testing.assert_array_equal(u, v)
+
+
+def test_a_changed_simulator_never_reads_stale_cached_blocks(tmp_path, monkeypatch):
+    """Blocks are named by the code that made them: after an edit of the simulator (the
+    feature names unchanged) the cache misses and simulates again."""
+    from modeler import simulator, training
+
+    training.simulated_blocks(1, seed=5, cache=tmp_path)
+    edited = tmp_path / "simulator.py"
+    edited.write_text(Path(simulator.__file__).read_text() + "\n# an edit\n")
+    monkeypatch.setattr(simulator, "__file__", str(edited))
+    training.simulated_blocks(1, seed=5, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
 
 
 def test_an_ensemble_averages_its_members_and_survives_save_and_load(tmp_path):

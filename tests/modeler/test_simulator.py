@@ -54,3 +54,29 @@ def test_callers_pay_for_their_calls():
         return sc.series["svc0"].value.mean()
 
     assert run(2e-3) > 1.5 * run(0.0)
+
+
+def test_client_rates_and_busy_share_set_the_load_of_a_testbed_like_profile():
+    """Real testbed services see a few requests per second and run at a few percent of a
+    core; the simulator must be able to draw that regime, not only tens of requests/s."""
+    def mean_cpu(**kw):
+        rng = np.random.default_rng(6)
+        topo = nx.DiGraph([("svc0", "svc1")])
+        topo.nodes["svc0"]["work"] = topo.nodes["svc1"]["work"] = 0.002
+        topo.edges["svc0", "svc1"].update(p=1.0, calls=1)
+        sc = simulate(topo, seconds=300, step=1.0, rng=rng, background=0, clock_skew=0,
+                      external_share=0, internal=(0.003, 0.01), **kw)
+        return sc.series["svc1"].value.mean()
+
+    quiet = mean_cpu(rates=(1.0, 1.0), busy=(0.9, 0.9))
+    busy = mean_cpu(rates=(10.0, 10.0), busy=(0.9, 0.9))
+    assert busy > 5 * quiet  # 2 ms a request: ten times the clients, ten times the CPU
+    # the busy share caps per-request work: the same requests at a fraction of the CPU
+    assert mean_cpu(rates=(10.0, 10.0), busy=(0.003, 0.003)) < busy / 4
+
+
+def test_call_odds_follow_the_requested_mix():
+    rng = np.random.default_rng(7)
+    odds = [p for _ in range(30) for *_, p in random_topology(rng, 12, "dag", always=0.1, p_min=0.3).edges(data="p")]
+    assert min(odds) >= 0.3
+    assert 0.03 < np.mean(np.array(odds) == 1.0) < 0.2
