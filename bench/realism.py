@@ -28,6 +28,10 @@ from modeler.grid import align
 from modeler.simulator import random_scenario, random_topology, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: bench/ itself is on the path, not the root
+
+from bench.results import update_section  # noqa: E402
+
 #: The training recordings only: the held-out ones are for ## Accuracy, never for tuning.
 RECORDINGS = [ROOT / "examples" / "testbeds"]
 STEP = 0.5
@@ -125,9 +129,6 @@ def main() -> None:
     text = "\n".join(head + [""] + roles)
     print(text)
     if args.write:
-        sys.path.insert(0, str(ROOT))
-        from bench.results import update_section
-
         update_section("Realism: simulated vs real activity", (
             f"`python bench/realism.py --write`: every real training recording (`examples/testbeds/`, "
             f"at its own 0.5 s grid; held-out recordings are not used) against {args.scenarios} simulated CPU scenarios at 0.5 s per regime "
