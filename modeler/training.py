@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from masa.activity import read_csv
-from modeler import features, grid, simulator
+from modeler import estimator, features, grid, simulator
 from modeler.estimator import DependencyModeler, check_truth, recording_features
-from modeler.features import FEATURE_NAMES
 from modeler.network import PairNetwork
 from modeler.simulator import random_scenario
 
@@ -44,8 +43,8 @@ def read_truth(path: str | Path) -> list[list[str]]:
 
 
 def _blocks_tag() -> str:
-    digest = hashlib.sha256("|".join(FEATURE_NAMES).encode())
-    for module in (simulator, grid, features):
+    digest = hashlib.sha256()
+    for module in (simulator, grid, features, estimator):  # estimator: recording_features, labels
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:10]
 
@@ -55,7 +54,7 @@ def simulated_blocks(n: int, seed: int = 0, tick: Callable[[], None] | None = No
     """Feature blocks of ``n`` random simulated scenarios.
 
     With ``cache`` (a directory) the blocks are kept in a plain ``.npz`` named by seed,
-    count and a hash of the code that makes them (simulator, grid, features), so a
+    count and a hash of the code that makes them (simulator, grid, features, labels), so a
     retraining with other network settings does not simulate again, and a change of the
     simulator or the features never reads stale blocks."""
     path = None
