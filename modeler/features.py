@@ -338,6 +338,13 @@ def _neighbours(r: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray] | 
     return indptr, cols
 
 
+def first_order_partial(rij: np.ndarray, rik: np.ndarray, rjk: np.ndarray) -> np.ndarray:
+    """|r_ij.k|: what is left of i and j's association once k is held fixed. A third
+    object that drives both (or passes one's activity on to the other) leaves little;
+    correlations must be clipped inside (-1, 1), as every matrix of :class:`Prepared` is."""
+    return np.abs((rij - rik * rjk) / np.sqrt((1 - rik**2) * (1 - rjk**2)))
+
+
 def _min_partial1(r: np.ndarray, pairs: np.ndarray, floor: float,
                   copy_limits: tuple[float, ...] = (np.inf,),
                   neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> list[np.ndarray]:
@@ -352,7 +359,7 @@ def _min_partial1(r: np.ndarray, pairs: np.ndarray, floor: float,
         return _min_partial1_sparse(r, pairs, neighbours, copy_limits)
     outs = [np.empty(len(pairs)) for _ in copy_limits]
     for s, i, j, rows, rij, rik, rjk in _batches(r, pairs):
-        pij_k = np.abs((rij - rik * rjk) / np.sqrt((1 - rik**2) * (1 - rjk**2)))
+        pij_k = first_order_partial(rij, rik, rjk)
         pij_k[rows, i] = np.inf
         pij_k[rows, j] = np.inf
         strongest = np.maximum(np.abs(rik), np.abs(rjk))
@@ -391,7 +398,7 @@ def _min_partial1_sparse(r: np.ndarray, pairs: np.ndarray, neighbours: tuple[np.
         pid, k = np.concatenate([pi, pj]), np.concatenate([ki, kj])
         ii, jj = i[pid], j[pid]
         rij, rik, rjk = r[ii, jj], r[ii, k], r[jj, k]
-        val = np.abs((rij - rik * rjk) / np.sqrt((1 - rik**2) * (1 - rjk**2)))
+        val = first_order_partial(rij, rik, rjk)
         val[(k == ii) | (k == jj)] = np.inf
         strongest = np.maximum(np.abs(rik), np.abs(rjk))
         for out, limit in zip(outs, copy_limits, strict=True):
