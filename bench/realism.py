@@ -8,6 +8,7 @@ real training recordings (at their own 0.5 s grid; the held-out ones are left al
 scenarios at 0.5 s: the training distribution, and a quiet regime (a few requests per
 second, services at a few percent of a core, many services with clients of their own,
 mostly partial call odds). Also the services' mean CPU: the load regime itself.
+(`bench/transfer.py` asks the other question: whether networks trained on it hold up.)
 
     python bench/realism.py [--scenarios 40] [--write]
 """
@@ -23,7 +24,7 @@ import networkx as nx
 import numpy as np
 
 from modeler import training
-from modeler.features import prepare
+from modeler.features import first_order_partial, prepare
 from modeler.grid import align
 from modeler.simulator import random_scenario, random_topology, simulate
 
@@ -65,7 +66,7 @@ def explained_away(series: dict, truth: list[tuple[str, str]]) -> list[tuple]:
         if not len(thirds):
             continue
         rik, rjk = r[i, thirds], r[j, thirds]
-        partial = np.abs(r[i, j] - rik * rjk) / np.sqrt(np.maximum((1 - rik**2) * (1 - rjk**2), 1e-12))
+        partial = first_order_partial(r[i, j], rik, rjk)
         m = int(np.argmin(partial))
         out.append((abs(r[i, j]), partial[m], role(g, a, b, names[thirds[m]]), abs(rik[m]), abs(rjk[m])))
     return out

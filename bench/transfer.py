@@ -3,9 +3,7 @@
 Two networks of one recipe (same simulated scenarios, same seed), one trained on the
 simulator alone and one on the simulator plus the real training recordings (the peer),
 scored in the same run on real recordings neither has seen, next to the shipped network.
-And how alike the simulator's activity and real activity look: the burst correlation of
-true dependencies and of unrelated pairs, and the smallest first-order partial
-correlation of true dependencies (what chain ends and siblings are judged by).
+How alike simulated and real activity look is `bench/realism.py`'s question.
 
     python bench/transfer.py [--scenarios 1600 --seed 31 --cache DIR] [--write]
 """
@@ -13,7 +11,6 @@ correlation of true dependencies (what chain ends and siblings are judged by).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,10 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from modeler import training
 from modeler.estimator import DependencyModeler, labels_for
-from modeler.features import FEATURE_NAMES, pair_features, prepare
-from modeler.grid import align
 from modeler.metrics import evaluate
-from modeler.simulator import random_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINING = ROOT / "examples" / "testbeds"
@@ -71,32 +65,6 @@ def score(path: str | None, directory: Path, step: float | None) -> dict:
     return {"skeleton_f1": r["skeleton_f1"], "f1": r["f1"], "oriented": found, "auc": auc}
 
 
-def realism(directories: list[Path], n_sim: int, seed: int) -> dict[str, dict[str, float]]:
-    """Medians of the association statistics the network leans on, real vs simulated
-    (simulated: CPU scenarios at the steps real recordings have, as in training)."""
-    def stats(series, truth):
-        prep = prepare(align(series))
-        iu = np.column_stack(np.triu_indices(prep.n, 1))
-        y = labels_for(prep.grid.names, iu, truth) > 0
-        rb = np.abs(prep.r_burst[iu[:, 0], iu[:, 1]])
-        p1 = pair_features(prep, iu[y])[:, FEATURE_NAMES.index("min_partial1")]
-        return rb[y], rb[~y], p1
-
-    def medians(parts):
-        cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
-        return {"edge corr": float(np.median(cols[0])), "non-edge corr": float(np.median(cols[1])),
-                "edge min partial": float(np.median(cols[2]))}
-
-    real = [stats(*training.read_recording(d)) for d in directories]
-    rng = np.random.default_rng(seed)
-    sim = []
-    for _ in range(n_sim):
-        sc = random_scenario(rng, step=float(rng.choice([0.5, 1.0, 2.0])), metric="cpu",
-                             n_services=int(rng.integers(4, 13)))
-        sim.append(stats(sc.series, list(sc.truth)))
-    return {"real recordings": medians(real), "simulated (CPU, 0.5-2 s)": medians(sim)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", type=int, default=1600)
@@ -129,12 +97,6 @@ def main() -> None:
                     f"{np.mean(oriented):.3f} ({len(oriented)}) | {np.nanmean([r['auc'] for r in rows]):.3f} |")
             table.append(line)
             print(line, flush=True)
-    looks = realism([d for dirs in groups.values() for d in dirs], 60, args.seed + 1000)
-    keys = list(next(iter(looks.values())))
-    table += ["", "| activity | " + " | ".join(f"median {k}" for k in keys) + " |", "|---|" + "---|" * len(keys)]
-    for label, med in looks.items():
-        table.append(f"| {label} | " + " | ".join(f"{med[k]:.2f}" for k in keys) + " |")
-        print(label, json.dumps({k: round(v, 3) for k, v in med.items()}), flush=True)
     if args.write:
         sys.path.insert(0, str(ROOT))
         from bench.results import update_section
