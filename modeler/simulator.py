@@ -33,7 +33,7 @@ class Scenario:
     truth: list[tuple[str, str]]
     connections: list[tuple[str, str]] = field(default_factory=list)
     step: float = 1.0
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # how it was drawn, e.g. {"regime": "plain"}
 
 
 # -- topologies ------------------------------------------------------------------------
@@ -319,21 +319,30 @@ def random_scenario(rng: np.random.Generator, *, step: float | None = None,
     if n_services is None and rng.random() < (0.5 if step >= 60 else 0.25):
         # large applications like PetShop's 40 components (cloud metrics: coarse bins)
         n_services = int(rng.integers(16, 40))
-    topo = random_topology(rng, n_services, shape)
     if metric == "cpu" and step <= 2.0 and rng.random() < 0.5:
-        # the profile of real service processes (what the testbeds meter): little
-        # internal work, steady per-request cost, callers paying for their calls
-        return simulate(
-            topo, seconds=bins * step, step=step, load=str(rng.choice(["low", "high"])),
+        # the regime of real service processes (what the testbeds meter; bench/realism.py):
+        # few requests per second, so a callee is a noisy thinning of its caller rather than
+        # a copy; a few per cent of a core each; many services with clients of their own;
+        # little internal work, steady per-request cost, callers paying for their calls
+        load = str(rng.choice(["low", "high"]))
+        sc = simulate(
+            random_topology(rng, n_services, shape, always=0.1, p_min=0.3),
+            seconds=bins * step, step=step, load=load,
             metric=metric, rng=rng, background=int(rng.integers(0, 5)),
             clients_as_objects=False, common_trend=rng.random() < 0.1,
-            clock_skew=float(rng.choice([0.0, 0.0, 0.3])), external_share=float(rng.uniform(0.1, 0.6)),
+            clock_skew=float(rng.choice([0.0, 0.0, 0.3])), external_share=float(rng.uniform(0.3, 0.9)),
             call_cost=float(np.exp(rng.uniform(np.log(2e-4), np.log(3e-3)))),
             internal=(0.003, 0.15), work_cv2=(0.02, 0.3),
+            rates=(0.5, 4.0) if load == "low" else (2.0, 12.0), busy=(0.005, 0.2),
         )
-    return simulate(
+        sc.info["regime"] = "real processes"
+        return sc
+    topo = random_topology(rng, n_services, shape)
+    sc = simulate(
         topo, seconds=bins * step, step=step, load=str(rng.choice(["low", "high"])),
         metric=metric, rng=rng, background=int(rng.integers(0, 6)),
         clients_as_objects=rng.random() < 0.4, common_trend=rng.random() < (0.7 if step >= 60 else 0.3),
         clock_skew=float(rng.choice([0.0, 0.3, 1.0])), external_share=float(rng.uniform(0.1, 0.6)),
     )
+    sc.info["regime"] = "plain"
+    return sc

@@ -80,3 +80,19 @@ def test_call_odds_follow_the_requested_mix():
     odds = [p for _ in range(30) for *_, p in random_topology(rng, 12, "dag", always=0.1, p_min=0.3).edges(data="p")]
     assert min(odds) >= 0.3
     assert 0.03 < np.mean(np.array(odds) == 1.0) < 0.2
+
+
+
+def test_half_the_fine_grained_cpu_scenarios_run_in_the_real_processes_regime():
+    """Real testbed services run at a few per cent of a core (bench/realism.py); training
+    that never sees that regime learns near-copies where real callees are noisy thinnings."""
+    rng = np.random.default_rng(8)
+    drawn = [random_scenario(rng, step=1.0, metric="cpu", bins=300) for _ in range(40)]
+    regimes = [sc.info["regime"] for sc in drawn]
+    assert 10 < regimes.count("real processes") < 30 and set(regimes) == {"real processes", "plain"}
+
+    def service_cpu(regime):
+        return np.median([s.value.mean() for sc in drawn if sc.info["regime"] == regime
+                          for n, s in sc.series.items() if n.startswith("svc")])
+    assert service_cpu("real processes") < 0.1 < service_cpu("plain")
+    assert service_cpu("real processes") < service_cpu("plain") / 2
