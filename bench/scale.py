@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
+    ap.add_argument("--notes", type=Path, default=ROOT / "bench" / "scale_notes.md",
+                    help="what the figures say, written under the table (kept by hand)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(args.one)))
@@ -78,6 +80,8 @@ def main() -> None:
                          f"{100 * r['screened_share']:.1f}% | {r['skeleton_f1']:.2f} | {r['f1']:.2f} |")
         print(lines[-1], flush=True)
     lines.append("")
+    if args.notes:
+        lines += [args.notes.read_text().strip(), ""]
     if args.write:
         sys.path.insert(0, str(ROOT))  # run as a script, bench/ itself is on the path
         from bench.results import update_section
