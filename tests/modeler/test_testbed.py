@@ -20,11 +20,18 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ne
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
-    """The chain at high and at low load, same seed, recorded side by side (50 s in all)."""
+    """The chain at high and at low load, same seed, recorded side by side (50 s in all).
+
+    Seed 9 because of its client schedule alone (it fixes the ON/OFF bursts, not the calls):
+    over these 50 s app's and db's own clients move them about as much as their callers do
+    and independently of web's (own/inherited spread 0.95 and 0.95, correlation with web's
+    rate 0.00 and -0.05).  With seed 3, app's own clients were quiet for most of the window
+    (0.43), app was nearly a copy of web, and whether db hangs off web or app was a coin toss
+    for the data itself: the ranking check below failed on 1 in 13 recordings."""
     outs = {level: tmp_path_factory.mktemp(f"tb-{level}") for level in ("high", "low")}
     with ThreadPoolExecutor(2) as pool:
         infos = dict(zip(outs, pool.map(lambda lv: record(load_topology("chain"), 50, outs[lv], interval=0.5,
-                                                          seed=3, load=lv), outs), strict=True))
+                                                          seed=9, load=lv), outs), strict=True))
     return {lv: (outs[lv], infos[lv]) for lv in outs}
 
 
