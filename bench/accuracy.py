@@ -251,14 +251,12 @@ def main() -> None:
               "best baseline directed F1 | margin | masa + connections directed F1 | "
               "diagnostic: masa probabilities before pruning at the oracle threshold, skeleton / directed F1 |",
               "|---|---|---|---|---|---|---|---|", *summary, ""]
-    if args.notes:
-        lines += [args.notes.read_text().strip(), ""]
     print("\n".join(lines[-(len(summary) + 4):]))
     if args.write:
         sys.path.insert(0, str(ROOT))
         from bench.results import update_section
 
-        update_section("Accuracy", "\n".join(lines[2:]))
+        update_section("Accuracy", "\n".join(lines[2:]), notes=args.notes)
 
 
 if __name__ == "__main__":

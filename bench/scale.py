@@ -80,13 +80,11 @@ def main() -> None:
                          f"{100 * r['screened_share']:.1f}% | {r['skeleton_f1']:.2f} | {r['f1']:.2f} |")
         print(lines[-1], flush=True)
     lines.append("")
-    if args.notes:
-        lines += [args.notes.read_text().strip(), ""]
     if args.write:
         sys.path.insert(0, str(ROOT))  # run as a script, bench/ itself is on the path
         from bench.results import update_section
 
-        update_section("Scale", "\n".join(lines[2:]))
+        update_section("Scale", "\n".join(lines[2:]), notes=args.notes)
 
 
 if __name__ == "__main__":
