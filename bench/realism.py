@@ -79,13 +79,13 @@ def service_cpu(series: dict, truth: list[tuple[str, str]]) -> list[float]:
 
 def training_draw(rng: np.random.Generator, n: int) -> dict[str, list[tuple[dict, list]]]:
     """``n`` training scenarios of each regime ``random_scenario`` draws fine-grained CPU in."""
-    out: dict[str, list[tuple[dict, list]]] = {}
-    while min((len(v) for v in out.values()), default=0) < n or len(out) < 2:
+    out: dict[str, list[tuple[dict, list]]] = {"real processes": [], "plain": []}
+    while min(map(len, out.values())) < n:
         sc = random_scenario(rng, step=STEP, metric="cpu", n_services=int(rng.integers(4, 13)), bins=600)
-        group = out.setdefault(f"simulated: training, {sc.info['regime']} regime", [])
+        group = out[sc.info["regime"]]
         if len(group) < n:
             group.append((sc.series, list(sc.truth)))
-    return dict(sorted(out.items(), reverse=True))
+    return {f"simulated: training, {regime} regime": recs for regime, recs in out.items()}
 
 
 def summary(label: str, rows: list[tuple], cpu: list[float]) -> list[str]:
@@ -126,9 +126,8 @@ def main() -> None:
         update_section("Realism: simulated vs real activity", (
             f"`python bench/realism.py --write`: every real training recording (`examples/testbeds/`, "
             f"at its own 0.5 s grid; held-out recordings are not used) against {args.scenarios} simulated CPU scenarios at 0.5 s per regime "
-            "of the training draw (seed {seed}). What it says is read in ## Accuracy (`bench/accuracy_notes.md`, "
-            "fifth and sixth rounds).\n\n"
-            .replace("{seed}", str(args.seed)) + text))
+            f"of the training draw (seed {args.seed}). What it says is read in ## Accuracy (`bench/accuracy_notes.md`, "
+            "fifth and sixth rounds).\n\n" + text))
 
 
 if __name__ == "__main__":
