@@ -26,7 +26,14 @@ import numpy as np
 
 from masa.activity import ActivityError, Series
 from modeler import evidence
-from modeler.features import FEATURE_NAMES, all_pairs, pair_features, prepare, screen
+from modeler.features import (
+    FEATURE_NAMES,
+    all_pairs,
+    first_order_partial,
+    pair_features,
+    prepare,
+    screen,
+)
 from modeler.grid import align
 from modeler.network import PairNetwork
 
@@ -354,8 +361,7 @@ def prune_indirect(candidates: dict[frozenset, float], graph_edges: set[frozense
             rij, rik, rjk = r[i, j], r[i, k], r[j, k]
             if max(abs(rik), abs(rjk)) > 0.95:
                 continue  # k is a near-copy of i or j: conditioning on it says nothing
-            partial = (rij - rik * rjk) / np.sqrt(max((1 - rik**2) * (1 - rjk**2), 1e-12))
-            if abs(partial) < limit:
+            if first_order_partial(rij, rik, rjk) < limit:
                 removed.add(e)
                 adj[a].discard(b)
                 adj[b].discard(a)
