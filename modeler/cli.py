@@ -80,17 +80,18 @@ def evaluate(model: str, truth: str, as_json: bool) -> None:
               help="Networks in the ensemble (same data, seeds SEED, SEED+1, ...).")
 def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int, cache: str | None,
           members: int) -> None:
-    """Train the dependency network on simulated and recorded data."""
-    from rich.progress import Progress
+    """Train the dependency network on simulated and recorded data.
 
+    Progress goes to stderr: a bar on a terminal, a line per tenth of each stage otherwise.
+    The network keeps what it was trained on and when (meta trained_on, trained_at)."""
+    from masa.progress import Progress
     from modeler import training
 
-    with Progress(transient=True) as progress:
-        task = progress.add_task("simulating and extracting features", total=scenarios)
+    with Progress() as progress:
         try:
-            model = training.train(scenarios, seed, recordings, tick=lambda: progress.advance(task),
-                                   cache=cache, members=members)
-        except (ActivityError, ValueError) as exc:
+            model = training.train(scenarios, seed, recordings, progress=progress, cache=cache,
+                                   members=members)
+        except (ActivityError, ValueError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from None
     model.save(out)
     click.echo(f"trained on {scenarios} simulated + {len(recordings)} recorded -> {Path(out)}")

@@ -52,7 +52,7 @@ def list_topologies() -> None:
 def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: int, load: str | None,
                nice: int | None) -> None:
     """Run TOPOLOGY (built-in name or JSON file) and record activity, truth, connections."""
-    from rich.progress import Progress
+    from masa.progress import Progress
 
     if load is not None:
         try:
@@ -78,10 +78,9 @@ def record_cmd(topology: str, seconds: float, out: str, interval: float, seed: i
     # through record()'s cleanup, so no service, client or background process outlives it
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"recording {topology}", total=1.0)
+    with Progress(f"recording {topology}") as progress:
         info = record(topo, seconds, out, interval=interval, seed=seed, load=load, nice=nice,
-                      tick=lambda f: progress.update(task, completed=f))
+                      tick=progress.update)
     click.echo(f"{info['objects']} objects, {info['edges']} true edges, "
                f"{info['connections']} observed connections, load {info['load']} "
                f"(client rates x{info['rate_scale']:g}) -> {out}")

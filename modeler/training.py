@@ -7,6 +7,7 @@ simulator teaches is anchored on real processes.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from masa import __version__
 from masa.activity import read_csv
+from masa.progress import Progress
 from modeler import estimator, features, grid, simulator
-from modeler.estimator import DependencyModeler, check_truth, recording_features
+from modeler.estimator import DependencyModeler, Recording, check_truth, recording_features
 from modeler.network import PairNetwork
 from modeler.simulator import random_scenario
 
@@ -80,14 +83,14 @@ def simulated_blocks(n: int, seed: int = 0, tick: Callable[[], None] | None = No
     return out
 
 
-def recorded_blocks(directories: Iterable[str | Path], windows: int = 8, seed: int = 0) -> list[Block]:
-    """Feature blocks of real recordings: the whole recording plus random windows of it
-    at 1 s and 2 s steps, so a few minutes of real processes weigh enough next to the
-    simulated volume."""
+def recorded_blocks(recordings: Iterable[Recording], windows: int = 8, seed: int = 0,
+                    tick: Callable[[], None] | None = None) -> list[Block]:
+    """Feature blocks of real recordings (:func:`read_recording`): the whole recording plus
+    random windows of it at 1 s and 2 s steps, so a few minutes of real processes weigh
+    enough next to the simulated volume."""
     rng = np.random.default_rng(seed)
     out = []
-    for d in directories:
-        series, truth = read_recording(d)
+    for series, truth in recordings:
         out.append(recording_features(series, truth))
         t0 = min(s.start[0] for s in series.values() if len(s))
         t1 = max(s.end[-1] for s in series.values() if len(s))
@@ -97,23 +100,61 @@ def recorded_blocks(directories: Iterable[str | Path], windows: int = 8, seed: i
             a = rng.uniform(t0, t1 - length)
             part = {k: s.window(a, a + length) for k, s in series.items()}
             out.append(recording_features(part, truth, step))
+        if tick:
+            tick()
     return out
 
 
+def fingerprint(directory: str | Path) -> str:
+    """Short hash of a recording's activity and truth: two recordings of one topology
+    (a re-recording, another load) are told apart in a network's provenance."""
+    digest = hashlib.sha256()
+    for name in ("activity.csv", "truth.json"):
+        digest.update((Path(directory) / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def provenance(n_simulated: int, seed: int, members: int, recordings: Iterable[str | Path]) -> str:
+    """What a network was trained on, as the command that retrains it (plus each
+    recording's fingerprint), so a shipped or shared network says where it came from."""
+    recs = " ".join(f"--recording {Path(d).name}#{fingerprint(d)}" for d in recordings)
+    return (f"masa {__version__} train --scenarios {n_simulated} --seed {seed} --members {members}"
+            + (f" {recs}" if recs else ""))
+
+
 def train(n_simulated: int = 1600, seed: int = 0, recordings: Iterable[str | Path] = (),
-          tick: Callable[[], None] | None = None, real_weight: int = 3,
+          progress: Progress | None = None, real_weight: int = 3,
           cache: str | Path | None = None, members: int = 1, **params) -> DependencyModeler:
     """Train a modeler on simulated scenarios plus recorded testbed directories.
 
     Real recordings are cut into windows and counted ``real_weight`` times: on held-out
     validation recordings this is what fixed the direction of chains that simulated data
     alone got backwards.  ``members`` > 1 trains an ensemble on the same data (seeds
-    ``seed``, ``seed + 1``, ...) whose probabilities are averaged."""
-    blocks = simulated_blocks(n_simulated, seed, tick, cache) + real_weight * recorded_blocks(recordings)
+    ``seed``, ``seed + 1``, ...) whose probabilities are averaged.  The network's
+    ``meta`` records ``trained_on`` (:func:`provenance`) and ``trained_at``."""
+    recordings = [Path(d) for d in recordings]
+    real = [read_recording(d) for d in recordings]  # a bad directory fails now, not after the simulation
+    members = max(1, members)
+
+    def stage(description: str, total: int) -> Callable[[], None] | None:
+        if progress is None:
+            return None
+        progress.stage(description, total)
+        return progress.advance
+
+    blocks = simulated_blocks(n_simulated, seed, stage("simulating scenarios", n_simulated), cache)
+    if real:
+        blocks += real_weight * recorded_blocks(real, tick=stage("recordings", len(real)))
     xs, ys, ss = (list(t) for t in zip(*blocks, strict=True))
-    # an ensemble: the same data, other initialisations and calibration splits
-    models = [DependencyModeler(random_state=seed + k, **params).fit_features(xs, ys, ss)
-              for k in range(max(1, members))]
+    tick = stage("fitting networks", members)
+    models = []
+    for k in range(members):  # an ensemble: the same data, other initialisations and calibration splits
+        models.append(DependencyModeler(random_state=seed + k, **params).fit_features(xs, ys, ss))
+        if tick:
+            tick()
     model = models[0]
     model.network_ = PairNetwork.ensemble([m.network_ for m in models])
+    model.network_.meta.update(
+        trained_on=provenance(n_simulated, seed, members, recordings),
+        trained_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return model

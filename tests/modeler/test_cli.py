@@ -111,3 +111,45 @@ def test_interval_layout_gives_the_same_model(recording, tmp_path):
     assert invoke("infer", tmp_path / "iv.csv", "--out", b).exit_code == 0
     edges = [sorted((e["source"], e["target"]) for e in json.loads(p.read_text())["edges"]) for p in (a, b)]
     assert edges[0] == edges[1]
+
+
+def test_train_logs_its_stages_and_the_network_says_what_it_was_trained_on(recording, tmp_path):
+    from masa import __version__
+    from modeler.estimator import DependencyModeler
+    from modeler.training import fingerprint
+
+    net = tmp_path / "net.npz"
+    r = invoke("train", "--scenarios", 3, "--members", 2, "--seed", 4, "--recording", recording,
+               "--out", net)
+    assert r.exit_code == 0, r.output
+    log = r.stderr.splitlines()  # not a terminal: plain lines, one per stage and tenth
+    for line in ("simulating scenarios: 0/3", "simulating scenarios: 3/3", "recordings: 100%",
+                 "fitting networks: 1/2", "fitting networks: 2/2"):
+        assert any(ln.startswith(line + " (") for ln in log), (line, log)
+    meta = DependencyModeler.load(net).network_.meta
+    assert meta["trained_on"] == (f"masa {__version__} train --scenarios 3 --seed 4 --members 2 "
+                                  f"--recording {recording.name}#{fingerprint(recording)}")
+    assert meta["trained_at"].startswith("20") and meta["trained_at"].endswith("Z")
+    out = tmp_path / "m.json"
+    assert invoke("infer", recording / "activity.csv", "--model", net, "--out", out).exit_code == 0
+    assert json.loads(out.read_text())["nodes"]
+
+
+def test_train_rejects_a_bad_recording_before_simulating(tmp_path):
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "activity.csv").write_text("time,object,value\n1,a,0.5\n")
+    r = invoke("train", "--scenarios", 50, "--recording", tmp_path / "rec", "--out", tmp_path / "n.npz")
+    assert r.exit_code != 0 and "truth.json" in r.output
+    assert "simulating" not in r.output and not (tmp_path / "n.npz").exists()
+
+
+def test_a_recording_s_fingerprint_follows_its_content(recording, tmp_path):
+    from modeler.training import fingerprint
+
+    copy = tmp_path / recording.name
+    copy.mkdir()
+    for name in ("activity.csv", "truth.json"):
+        (copy / name).write_bytes((recording / name).read_bytes())
+    assert fingerprint(copy) == fingerprint(recording)
+    (copy / "truth.json").write_text('{"edges": []}')
+    assert fingerprint(copy) != fingerprint(recording)
