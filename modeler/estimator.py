@@ -260,6 +260,9 @@ class DependencyModeler:
         g.add_nodes_from(names)
         g.graph.update(screened_pairs=int(sc.n_candidates - len(sc.pairs)),
                        candidate_pairs=int(sc.n_candidates))
+        if self.network_ is not None:  # which network decided, so a model can be reproduced
+            g.graph.update(network=self.network_.ident,
+                           trained_on=str(self.network_.meta.get("trained_on", "")))
         adj = {(names[i], names[j]): k for k, (i, j) in enumerate(sc.pairs)}
         conn = dict(connections or {})
         known = set(names)

@@ -12,6 +12,7 @@ of the network and corrects its over-confidence.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,16 @@ class PairNetwork:
         #: probabilities are averaged with this one's, which steadies what one training
         #: run's random initialisation and calibration split would decide alone
         self.members: list[PairNetwork] = []
+
+    @property
+    def ident(self) -> str:
+        """A content hash of the weights (not the meta): what a model names as its network,
+        and what a pool checks so that one model is never scored by two different networks."""
+        h = hashlib.sha256()
+        for m in [self, *self.members]:
+            for a in [m.mean, m.scale, *m.weights, *m.biases, np.array(m.temperature)]:
+                h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+        return h.hexdigest()[:16]
 
     @classmethod
     def ensemble(cls, nets: list[PairNetwork]) -> PairNetwork:

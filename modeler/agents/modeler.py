@@ -140,7 +140,7 @@ class ModelerAgent(Agent):
         self._estimator.network_ = load_network(self.state.get("network"))
         meta = self._estimator.network_.meta
         self._estimator.screen_threshold_ = float(meta.get("screen_threshold", 0.0))
-        self._network = scoring.network_id(self._estimator.network_)
+        self._network = self._estimator.network_.ident
         self._versions: Versions | None = None
         self._job_lock = threading.Lock()
         self._job: threading.Thread | None = None

@@ -17,7 +17,7 @@ from typing import Any
 from masa import admin
 from masa.agent import Agent, configure, query
 from masa.errors import BadRequest
-from modeler.agents.scoring import from_bytes, network_id, to_bytes
+from modeler.agents.scoring import from_bytes, to_bytes
 from modeler.estimator import DependencyModeler
 from modeler.network import PairNetwork
 
@@ -59,7 +59,7 @@ class NeuralAgent(Agent):
 
     def on_start(self) -> None:
         self._net = load_network(self.state.get("network"))
-        self._net_id = network_id(self._net)
+        self._net_id = self._net.ident
         self.state.setdefault("batches", 0)
         self.state.setdefault("pairs", 0)
         self.every(2.0, self._follow, name="follow")
@@ -93,7 +93,7 @@ class NeuralAgent(Agent):
         net = load_network(network)
         with self.lock:
             self.state["network"] = network
-            self._net, self._net_id = net, network_id(net)
+            self._net, self._net_id = net, net.ident
         return self._net_id
 
     # -- the work ----------------------------------------------------------------------

@@ -12,7 +12,6 @@ the modeler agent and adds what a pool needs on the wire (a network id, bytes).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 
 import networkx as nx
@@ -21,22 +20,11 @@ import numpy as np
 from masa.activity import Series
 from modeler.estimator import Candidates, DependencyModeler, PairFilter, PairScores
 from modeler.estimator import combine as _combine
-from modeler.network import PairNetwork
 
 #: What the modeler keeps while neural agents score ``job.features``.
 Job = Candidates
 
-__all__ = ["Job", "PairFilter", "combine", "decide", "from_bytes", "make_job", "network_id", "to_bytes"]
-
-
-def network_id(net: PairNetwork) -> str:
-    """A content hash of the network: what a model version names as its network, and
-    what a pool checks so that one model is never scored by two different networks."""
-    h = hashlib.sha256()
-    for m in [net, *net.members]:
-        for a in [m.mean, m.scale, *m.weights, *m.biases, np.array(m.temperature)]:
-            h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
-    return h.hexdigest()[:16]
+__all__ = ["Job", "PairFilter", "combine", "decide", "from_bytes", "make_job", "to_bytes"]
 
 
 def make_job(model: DependencyModeler, series: Mapping[str, Series],

@@ -132,7 +132,10 @@ def test_train_logs_its_stages_and_the_network_says_what_it_was_trained_on(recor
     assert meta["trained_at"].startswith("20") and meta["trained_at"].endswith("Z")
     out = tmp_path / "m.json"
     assert invoke("infer", recording / "activity.csv", "--model", net, "--out", out).exit_code == 0
-    assert json.loads(out.read_text())["nodes"]
+    model = json.loads(out.read_text())  # the model names the network that decided it
+    assert model["graph"]["network"] == DependencyModeler.load(net).network_.ident
+    assert model["graph"]["trained_on"] == meta["trained_on"]
+    assert model["graph"]["network"] != DependencyModeler.default().network_.ident
 
 
 def test_train_rejects_a_bad_recording_before_simulating(tmp_path):

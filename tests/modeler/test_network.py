@@ -89,7 +89,6 @@ def test_a_changed_simulator_never_reads_stale_cached_blocks(tmp_path, monkeypat
 
 
 def test_an_ensemble_averages_its_members_and_survives_save_and_load(tmp_path):
-    from modeler.agents.scoring import network_id
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 4))
@@ -103,7 +102,7 @@ def test_an_ensemble_averages_its_members_and_survives_save_and_load(tmp_path):
     back = PairNetwork.load(tmp_path / "e.npz")
     assert len(back.members) == 2
     np.testing.assert_allclose(back.predict_proba(x), mean)
-    assert network_id(back) == network_id(ens) != network_id(nets[0])
+    assert back.ident == ens.ident != nets[0].ident
     with pytest.raises(ValueError):
         PairNetwork.ensemble([nets[0], PairNetwork(nets[1].mean, nets[1].scale, nets[1].weights,
                                                    nets[1].biases, feature_names=("z", "b", "c", "d"))])

@@ -33,7 +33,7 @@ def test_split_equals_predict_small_and_screened():
             assert len(job.pairs) < job.n_candidates  # screening happened
 
 
-def test_pair_filter_and_network_id():
+def test_pair_filter_and_network_ident():
     model = DependencyModeler.default()
     series = scenario(8, 3).series
     group = {name: name in ("svc0", "svc1", "svc2") for name in series}
@@ -49,7 +49,7 @@ def test_pair_filter_and_network_id():
     assert all((b, a) in kept for a, b in kept)  # both orders survive together
     assert len(kept) == len(series) * (len(series) - 1) - 3 * 2
     assert not any(group[a] and group[b] for a, b in g.edges)
-    assert scoring.network_id(model.network_) == scoring.network_id(DependencyModeler.default().network_)
+    assert model.network_.ident == DependencyModeler.default().network_.ident
     x = np.arange(12.0).reshape(4, 3)
     assert np.array_equal(scoring.from_bytes(scoring.to_bytes(x), 3), x)
 
