@@ -25,6 +25,9 @@ from modeler.simulator import random_scenario
 
 Block = tuple[np.ndarray, np.ndarray, np.ndarray]
 
+#: How many times the windows of a real recording are counted next to the simulated ones.
+REAL_WEIGHT = 3
+
 
 def read_recording(directory: str | Path) -> tuple[dict, list[tuple[str, str]]]:
     """A recorded directory: ``activity.csv`` and ``truth.json`` (``{"edges": [...]}``)."""
@@ -114,16 +117,19 @@ def fingerprint(directory: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def provenance(n_simulated: int, seed: int, members: int, recordings: Iterable[str | Path]) -> str:
+def provenance(n_simulated: int, seed: int, members: int, recordings: Iterable[str | Path],
+               **settings: object) -> str:
     """What a network was trained on, as the command that retrains it (plus each
-    recording's fingerprint), so a shipped or shared network says where it came from."""
-    recs = " ".join(f"--recording {Path(d).name}#{fingerprint(d)}" for d in recordings)
+    recording's fingerprint, and any settings only the Python API has), so a shipped or
+    shared network says where it came from."""
+    recs = "".join(f" --recording {Path(d).name}#{fingerprint(d)}" for d in recordings)
+    api = ", ".join(f"{k}={v!r}" for k, v in sorted(settings.items()))
     return (f"masa {__version__} train --scenarios {n_simulated} --seed {seed} --members {members}"
-            + (f" {recs}" if recs else ""))
+            + recs + (f" [train({api})]" if api else ""))
 
 
 def train(n_simulated: int = 1600, seed: int = 0, recordings: Iterable[str | Path] = (),
-          progress: Progress | None = None, real_weight: int = 3,
+          progress: Progress | None = None, real_weight: int = REAL_WEIGHT,
           cache: str | Path | None = None, members: int = 1, **params) -> DependencyModeler:
     """Train a modeler on simulated scenarios plus recorded testbed directories.
 
@@ -155,6 +161,7 @@ def train(n_simulated: int = 1600, seed: int = 0, recordings: Iterable[str | Pat
     model = models[0]
     model.network_ = PairNetwork.ensemble([m.network_ for m in models])
     model.network_.meta.update(
-        trained_on=provenance(n_simulated, seed, members, recordings),
+        trained_on=provenance(n_simulated, seed, members, recordings, **params,
+                              **({"real_weight": real_weight} if real_weight != REAL_WEIGHT else {})),
         trained_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return model

@@ -146,6 +146,15 @@ def test_train_rejects_a_bad_recording_before_simulating(tmp_path):
     assert "simulating" not in r.output and not (tmp_path / "n.npz").exists()
 
 
+def test_provenance_names_what_only_the_python_api_can_set(recording):
+    from modeler.training import fingerprint, provenance
+
+    line = provenance(3, 4, 1, [recording], hidden=(8,), real_weight=1)
+    assert line.endswith(f"--members 1 --recording {recording.name}#{fingerprint(recording)} "
+                         "[train(hidden=(8,), real_weight=1)]")
+    assert "[" not in provenance(3, 4, 1, [recording])
+
+
 def test_a_recording_s_fingerprint_follows_its_content(recording, tmp_path):
     from modeler.training import fingerprint
 
