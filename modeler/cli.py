@@ -91,7 +91,7 @@ def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int, cach
         try:
             model = training.train(scenarios, seed, recordings, progress=progress, cache=cache,
                                    members=members)
-        except (ActivityError, ValueError, FileNotFoundError) as exc:
+        except (ActivityError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
     model.save(out)
     click.echo(f"trained on {scenarios} simulated + {len(recordings)} recorded -> {Path(out)}")

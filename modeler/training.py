@@ -160,8 +160,10 @@ def train(n_simulated: int = 1600, seed: int = 0, recordings: Iterable[str | Pat
             tick()
     model = models[0]
     model.network_ = PairNetwork.ensemble([m.network_ for m in models])
+    settings = dict(params)  # what the command line cannot set
+    if real_weight != REAL_WEIGHT:
+        settings["real_weight"] = real_weight
     model.network_.meta.update(
-        trained_on=provenance(n_simulated, seed, members, recordings, **params,
-                              **({"real_weight": real_weight} if real_weight != REAL_WEIGHT else {})),
+        trained_on=provenance(n_simulated, seed, members, recordings, **settings),
         trained_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return model

@@ -82,7 +82,6 @@ def test_call_odds_follow_the_requested_mix():
     assert 0.03 < np.mean(np.array(odds) == 1.0) < 0.2
 
 
-
 def test_half_the_fine_grained_cpu_scenarios_run_in_the_real_processes_regime():
     """Real testbed services run at a few per cent of a core (bench/realism.py); training
     that never sees that regime learns near-copies where real callees are noisy thinnings."""
