@@ -171,6 +171,15 @@ def datasets(testbeds: list[Path]) -> list[dict]:
     return out
 
 
+def baseline_input(series: dict, step: float | None) -> tuple[list[str], np.ndarray]:
+    """The baselines' data: z-scored rows of the aligned grid, with a whisper of noise because
+    identical series (a Lambda and its Function) make correlation matrices singular."""
+    grid = align(series, step)
+    x = grid.values
+    x = (x - x.mean(axis=1, keepdims=True)) / np.maximum(x.std(axis=1, keepdims=True), 1e-12)
+    return grid.names, x + 1e-3 * np.random.default_rng(0).standard_normal(x.shape)
+
+
 def run(ds: dict, pcmci: bool, model_path: str | None) -> list[tuple[str, dict, float]]:
     rows = []
     t = time.perf_counter()
@@ -187,13 +196,7 @@ def run(ds: dict, pcmci: bool, model_path: str | None) -> list[tuple[str, dict, 
     best["skeleton_f1"] = best_from_scores(scores.matrix(scores.adjacency), scores.names, ds["truth"])["skeleton_f1"]
     rows.append((DIAGNOSTIC, best, 0.0))
 
-    grid = align(ds["series"], ds["step"])
-    names = grid.names
-    rng = np.random.default_rng(0)
-    x = grid.values
-    x = (x - x.mean(axis=1, keepdims=True)) / np.maximum(x.std(axis=1, keepdims=True), 1e-12)
-    # identical series (a Lambda and its Function) make correlation matrices singular
-    x = x + 1e-3 * rng.standard_normal(x.shape)
+    names, x = baseline_input(ds["series"], ds["step"])
     for label, fn in (("Pearson (oracle thr.)", pearson), ("partial corr (oracle thr.)", partial_corr),
                       ("Granger ssr-F lag<=5 (oracle thr.)", granger)):
         t = time.perf_counter()

@@ -13,6 +13,10 @@ import click
 
 from masa.activity import ActivityError, read_csv
 
+#: below this many grid intervals a model is markedly less accurate on held-out testbeds
+#: (bench/RESULTS.md, ## Accuracy against recording length), so `masa infer` says so
+FEW_BINS = 240
+
 
 @click.command("infer")
 @click.argument("activity", type=click.Path(dir_okay=False))
@@ -39,6 +43,10 @@ def infer(activity: str, out: str, fmt: str | None, connections: str | None,
         raise click.ClickException(str(exc)) from None
     used = export.write(g, out, fmt)
     click.echo(f"{g.number_of_nodes()} objects, {g.number_of_edges()} dependencies -> {out} ({used})")
+    if g.graph["bins"] < FEW_BINS:
+        click.echo(f"note: the model rests on {g.graph['bins']} intervals of activity; with fewer than "
+                   f"{FEW_BINS} it misses and invents markedly more dependencies (bench/RESULTS.md, "
+                   "## Accuracy against recording length): record longer if you can", err=True)
 
 
 @click.command("evaluate")

@@ -259,7 +259,7 @@ class DependencyModeler:
         g = nx.DiGraph()
         g.add_nodes_from(names)
         g.graph.update(screened_pairs=int(sc.n_candidates - len(sc.pairs)),
-                       candidate_pairs=int(sc.n_candidates))
+                       candidate_pairs=int(sc.n_candidates), bins=int(sc.n_bins))
         if self.network_ is not None:  # which network decided, so a model can be reproduced
             g.graph.update(network=self.network_.ident,
                            trained_on=str(self.network_.meta.get("trained_on", "")))

@@ -165,3 +165,24 @@ def test_a_recording_s_fingerprint_follows_its_content(recording, tmp_path):
     assert fingerprint(copy) == fingerprint(recording)
     (copy / "truth.json").write_text('{"edges": []}')
     assert fingerprint(copy) != fingerprint(recording)
+
+
+def test_the_model_says_how_much_activity_it_rests_on_and_infer_warns_when_little(recording, tmp_path):
+    from masa.activity import read_csv
+    from masa.activity import write_csv as write
+    from modeler.cli import FEW_BINS
+
+    full = tmp_path / "full.json"
+    r = invoke("infer", recording / "activity.csv", "--out", full)
+    assert r.exit_code == 0 and "note:" not in r.stderr
+    assert json.loads(full.read_text())["graph"]["bins"] == 600  # 600 s on the data's 1 s grid
+
+    series = read_csv(recording / "activity.csv")
+    t0 = min(s.start[0] for s in series.values())
+    write(tmp_path / "short.csv", [s.window(t0, t0 + 100) for s in series.values()])
+    short = tmp_path / "short.json"
+    r = invoke("infer", tmp_path / "short.csv", "--out", short)
+    assert r.exit_code == 0, r.output
+    bins = json.loads(short.read_text())["graph"]["bins"]
+    assert 95 <= bins <= 101 < FEW_BINS
+    assert f"rests on {bins} intervals" in r.stderr and "record longer" in r.stderr
