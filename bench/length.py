@@ -34,15 +34,14 @@ PEER = "partial corr (oracle thr.)"
 def windows(series: dict[str, Series], seconds: float) -> list[dict[str, Series]]:
     """Consecutive windows of ``seconds``; a tail shorter than 90 % of a window is dropped so
     every window of one length carries about the same evidence."""
-    t0 = min(float(s.start[0]) for s in series.values())
-    t1 = max(float(s.end[-1]) for s in series.values())
+    t0, t1 = bounds(series)
     count = int((t1 - t0) / seconds + 0.1)
     return [{n: s.window(t0 + k * seconds, t0 + (k + 1) * seconds) for n, s in series.items()}
             for k in range(count)]
 
 
-def span(series: dict[str, Series]) -> float:
-    return max(float(s.end[-1]) for s in series.values()) - min(float(s.start[0]) for s in series.values())
+def bounds(series: dict[str, Series]) -> tuple[float, float]:
+    return min(float(s.start[0]) for s in series.values()), max(float(s.end[-1]) for s in series.values())
 
 
 def score_window(model: DependencyModeler, part: dict[str, Series], step: float, truth) -> dict:
@@ -67,7 +66,8 @@ def main() -> None:
         if ds["step"] is None:  # PetShop: one 49-hour recording, not a testbed
             continue
         model = DependencyModeler.load(None, step=ds["masa_step"])
-        whole = span(ds["series"])
+        t0, t1 = bounds(ds["series"])
+        whole = t1 - t0
         grid = f"{ds['step']:g} s"
         recorded = f"{round(whole / 60) * 60:.0f} s"
         for seconds in (*[s for s in LENGTHS if s < 0.9 * whole], None):
