@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.accuracy import baseline_input, best_from_scores, datasets, partial_corr  # noqa: E402
-from masa.activity import Series  # noqa: E402
+from masa.activity import Series, span  # noqa: E402
 from modeler.estimator import DependencyModeler  # noqa: E402
 from modeler.metrics import evaluate  # noqa: E402
 
@@ -34,14 +34,14 @@ PEER = "partial corr (oracle thr.)"
 def windows(series: dict[str, Series], seconds: float) -> list[dict[str, Series]]:
     """Consecutive windows of ``seconds``; a tail shorter than 90 % of a window is dropped so
     every window of one length carries about the same evidence."""
-    t0, t1 = bounds(series)
+    t0, t1 = span(series.values())
     count = int((t1 - t0) / seconds + 0.1)
     return [{n: s.window(t0 + k * seconds, t0 + (k + 1) * seconds) for n, s in series.items()}
             for k in range(count)]
 
 
-def bounds(series: dict[str, Series]) -> tuple[float, float]:
-    return min(float(s.start[0]) for s in series.values()), max(float(s.end[-1]) for s in series.values())
+def window_label(seconds: float) -> str:
+    return "whole" if seconds == np.inf else f"{seconds:.0f} s"
 
 
 def score_window(model: DependencyModeler, part: dict[str, Series], step: float, truth) -> dict:
@@ -60,25 +60,22 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
-    # (grid, recording length class, window length) -> per-recording means
-    table: dict[tuple[str, str, str], list[dict]] = {}
+    # (grid step, recording length to the minute, window length or inf = whole) -> per-recording means
+    table: dict[tuple[float, float, float], list[dict]] = {}
     for ds in datasets(args.testbeds):
         if ds["step"] is None:  # PetShop: one 49-hour recording, not a testbed
             continue
         model = DependencyModeler.load(None, step=ds["masa_step"])
-        t0, t1 = bounds(ds["series"])
+        t0, t1 = span(ds["series"].values())
         whole = t1 - t0
-        grid = f"{ds['step']:g} s"
-        recorded = f"{round(whole / 60) * 60:.0f} s"
-        for seconds in (*[s for s in LENGTHS if s < 0.9 * whole], None):
-            parts = [ds["series"]] if seconds is None else windows(ds["series"], seconds)
+        for seconds in (*[s for s in LENGTHS if s < 0.9 * whole], np.inf):
+            parts = [ds["series"]] if seconds == np.inf else windows(ds["series"], seconds)
             scores = [score_window(model, p, ds["step"], ds["truth"]) for p in parts]
             mean = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
             mean["windows"] = len(parts)
             mean["hit"] = float(np.mean([s["masa_skel"] >= 0.9 for s in scores]))
-            label = "whole" if seconds is None else f"{seconds:.0f} s"
-            table.setdefault((grid, recorded, label), []).append(mean)
-            print(f"{ds['name']} {label}: masa {mean['masa_skel']:.2f}/{mean['masa_dir']:.2f} "
+            table.setdefault((ds["step"], round(whole / 60) * 60, seconds), []).append(mean)
+            print(f"{ds['name']} {window_label(seconds)}: masa {mean['masa_skel']:.2f}/{mean['masa_dir']:.2f} "
                   f"peer {mean['peer_skel']:.2f}/{mean['peer_dir']:.2f} ({len(parts)} windows)",
                   flush=True)
     lines = [f"`python bench/length.py --testbeds DIR --write` ({time.perf_counter() - started:.0f} s). "
@@ -89,13 +86,10 @@ def main() -> None:
              "| grid | recordings | window | recordings x windows | masa skeleton F1 | peer skeleton F1 "
              "| masa / peer | masa directed F1 | peer directed F1 | masa / peer | hit |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = {"60 s": 0, "120 s": 1, "240 s": 2, "whole": 3}
-    for (grid, recorded, label), rows in sorted(table.items(),
-                                                key=lambda kv: (float(kv[0][0][:-2]), float(kv[0][1][:-2]),
-                                                                order[kv[0][2]])):
+    for (step, recorded, seconds), rows in sorted(table.items()):
         m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         n_windows = sum(r["windows"] for r in rows)
-        lines.append(f"| {grid} | {recorded} | {label} | {len(rows)} x {n_windows / len(rows):.1f} | "
+        lines.append(f"| {step:g} s | {recorded:.0f} s | {window_label(seconds)} | {len(rows)} x {n_windows / len(rows):.1f} | "
                      f"{m['masa_skel']:.3f} | {m['peer_skel']:.3f} | {m['masa_skel'] / m['peer_skel']:.2f} | "
                      f"{m['masa_dir']:.3f} | {m['peer_dir']:.3f} | {m['masa_dir'] / m['peer_dir']:.2f} | "
                      f"{m['hit']:.0%} |")

@@ -218,6 +218,15 @@ class Series:
         return cls(obj, unit, *arrays)
 
 
+def span(series: Iterable[Series]) -> tuple[float, float]:
+    """Earliest start and latest end over the series that hold samples: the stretch a set
+    of recorded series covers, which grids and windows are cut from."""
+    nonempty = [s for s in series if len(s)]
+    if not nonempty:
+        raise ActivityError("no samples in any series")
+    return min(float(s.start[0]) for s in nonempty), max(float(s.end[-1]) for s in nonempty)
+
+
 # -- CSV, the format researchers record and the modeler reads ------------------------------
 
 POINT_COLUMNS = ("time", "object", "value")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from masa.activity import ActivityError, Series
+from masa.activity import ActivityError, Series, span
 
 #: Below one second, CPU tick quantisation and sampling jitter dominate the signal;
 #: coarser data (PetShop's 5-minute bins) is used at its own step.
@@ -58,11 +58,7 @@ def align(series: Mapping[str, Series], step: float | None = None) -> Grid:
         step = max(native_step(series), MIN_STEP)
     if not (np.isfinite(step) and step > 0):
         raise ActivityError(f"grid step must be a positive number of seconds, got {step}")
-    nonempty = [s for s in series.values() if len(s)]
-    if not nonempty:
-        raise ActivityError("no samples in any series")
-    t0 = min(float(s.start[0]) for s in nonempty)
-    t1 = max(float(s.end[-1]) for s in nonempty)
+    t0, t1 = span(series.values())
     n = int(np.floor((t1 - t0) / step + 1e-9))
     if n < 8:
         raise ActivityError(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from masa import __version__
-from masa.activity import read_csv
+from masa.activity import read_csv, span
 from masa.progress import Progress
 from modeler import estimator, features, grid, simulator
 from modeler.estimator import DependencyModeler, Recording, check_truth, recording_features
@@ -95,8 +95,7 @@ def recorded_blocks(recordings: Iterable[Recording], windows: int = 8, seed: int
     out = []
     for series, truth in recordings:
         out.append(recording_features(series, truth))
-        t0 = min(s.start[0] for s in series.values() if len(s))
-        t1 = max(s.end[-1] for s in series.values() if len(s))
+        t0, t1 = span(series.values())
         for _ in range(windows):
             step = float(rng.choice([1.0, 2.0]))
             length = rng.uniform(min(150 * step, t1 - t0) * 0.9, t1 - t0)

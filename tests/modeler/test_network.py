@@ -89,7 +89,6 @@ def test_a_changed_simulator_never_reads_stale_cached_blocks(tmp_path, monkeypat
 
 
 def test_an_ensemble_averages_its_members_and_survives_save_and_load(tmp_path):
-
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 4))
     y = np.where(x[:, 0] > 0.5, 1, np.where(x[:, 1] > 0.5, 2, 0))
