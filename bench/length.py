@@ -1,6 +1,6 @@
 """Accuracy against recording length: how long must one record before the model holds?
 
-Each held-out testbed recording is cut into consecutive windows of 60, 120 and 240 s (and
+Each held-out testbed recording is cut into consecutive windows of 60, 120, 240 and 900 s (and
 kept whole); every window is modeled on its own, by masa (its own threshold) and by the
 named peer, partial correlation with the threshold chosen *with* the truth (the best
 oracle-threshold baseline on most testbed rows of ## Accuracy).  Means over the windows of
@@ -27,7 +27,7 @@ from masa.activity import Series, span  # noqa: E402
 from modeler.estimator import DependencyModeler  # noqa: E402
 from modeler.metrics import evaluate  # noqa: E402
 
-LENGTHS = (60.0, 120.0, 240.0)
+LENGTHS = (60.0, 120.0, 240.0, 900.0)
 PEER = "partial corr (oracle thr.)"
 
 
