@@ -44,6 +44,11 @@ def window_label(seconds: float) -> str:
     return "whole" if seconds == np.inf else f"{seconds:.0f} s"
 
 
+def means(rows: list[dict]) -> dict[str, float]:
+    """Mean of every field over rows of equal fields (windows of a recording, recordings of a cell)."""
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
 def score_window(model: DependencyModeler, part: dict[str, Series], step: float, truth) -> dict:
     masa = evaluate(model.predict(part), truth)
     names, x = baseline_input(part, step)
@@ -71,7 +76,7 @@ def main() -> None:
         for seconds in (*[s for s in LENGTHS if s < 0.9 * whole], np.inf):
             parts = [ds["series"]] if seconds == np.inf else windows(ds["series"], seconds)
             scores = [score_window(model, p, ds["step"], ds["truth"]) for p in parts]
-            mean = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+            mean = means(scores)
             mean["windows"] = len(parts)
             mean["hit"] = float(np.mean([s["masa_skel"] >= 0.9 for s in scores]))
             table.setdefault((ds["step"], round(whole / 60) * 60, seconds), []).append(mean)
@@ -87,7 +92,7 @@ def main() -> None:
              "| masa / peer | masa directed F1 | peer directed F1 | masa / peer | hit |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (step, recorded, seconds), rows in sorted(table.items()):
-        m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        m = means(rows)
         n_windows = sum(r["windows"] for r in rows)
         lines.append(f"| {step:g} s | {recorded:.0f} s | {window_label(seconds)} | {len(rows)} x {n_windows / len(rows):.1f} | "
                      f"{m['masa_skel']:.3f} | {m['peer_skel']:.3f} | {m['masa_skel'] / m['peer_skel']:.2f} | "
