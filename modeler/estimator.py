@@ -123,6 +123,20 @@ def recording_features(series: Mapping[str, Series], truth: Iterable[tuple[str, 
     return x, y, s
 
 
+def calibration_split(n_blocks: int, random_state: int) -> np.ndarray:
+    """Which feature blocks (whole recordings, never split) calibrate instead of train:
+    about one in five, at least one, never all, so the temperature is measured on
+    topologies the classifier did not see."""
+    if n_blocks < 2:
+        raise ValueError("training needs at least two recordings")
+    rng = np.random.default_rng(random_state)
+    cal = rng.random(n_blocks) < 0.2
+    cal[rng.integers(n_blocks)] = True
+    if cal.all():
+        cal[0] = False
+    return cal
+
+
 class DependencyModeler:
     """Neural dependency inference from activity series, in the style of scikit-learn."""
 
@@ -157,13 +171,7 @@ class DependencyModeler:
 
         One recording in five, never split across, calibrates the temperature, so the
         calibration is measured on topologies the network did not see."""
-        if len(xs) < 2:
-            raise ValueError("training needs at least two recordings")
-        rng = np.random.default_rng(self.random_state)
-        cal = rng.random(len(xs)) < 0.2
-        cal[rng.integers(len(xs))] = True
-        if cal.all():
-            cal[0] = False
+        cal = calibration_split(len(xs), self.random_state)
         x_tr = np.concatenate([x for x, c in zip(xs, cal, strict=True) if not c])
         y_tr = np.concatenate([y for y, c in zip(ys, cal, strict=True) if not c])
         x_cal = np.concatenate([x for x, c in zip(xs, cal, strict=True) if c])

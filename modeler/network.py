@@ -23,6 +23,23 @@ from sklearn.preprocessing import StandardScaler
 FORMAT_VERSION = 1
 
 
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The one temperature that makes ``softmax(logits / T)`` most likely on ``y``: it keeps
+    the ranking of any classifier and corrects only its over- or under-confidence, so
+    classifiers compared on the same calibration split are compared on equal terms."""
+    logits = np.asarray(logits, float)
+    y = np.asarray(y, int)
+
+    def nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return -float(logp[np.arange(len(y)), y].mean())
+
+    res = minimize_scalar(nll, bounds=(-3, 3), method="bounded")
+    return float(np.exp(res.x))
+
+
 class PairNetwork:
     """Feature standardisation + MLP weights + temperature, evaluated in numpy."""
 
@@ -76,21 +93,8 @@ class PairNetwork:
             raise ValueError("training data must contain all three classes (none, forward, backward)")
         net = cls(scaler.mean_, scaler.scale_, mlp.coefs_, mlp.intercepts_,
                   feature_names=feature_names)
-        net.temperature = net._fit_temperature(x_cal, y_cal)
+        net.temperature = fit_temperature(net.logits(x_cal), y_cal)
         return net
-
-    def _fit_temperature(self, x: np.ndarray, y: np.ndarray) -> float:
-        logits = self.logits(x)
-        y = np.asarray(y, int)
-
-        def nll(log_t: float) -> float:
-            z = logits / np.exp(log_t)
-            z = z - z.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            return -float(logp[np.arange(len(y)), y].mean())
-
-        res = minimize_scalar(nll, bounds=(-3, 3), method="bounded")
-        return float(np.exp(res.x))
 
     # -- inference ------------------------------------------------------------------
 

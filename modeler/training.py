@@ -127,6 +127,26 @@ def provenance(n_simulated: int, seed: int, members: int, recordings: Iterable[s
             + recs + (f" [train({api})]" if api else ""))
 
 
+def _stage(progress: Progress | None, description: str, total: int) -> Callable[[], None] | None:
+    if progress is None:
+        return None
+    progress.stage(description, total)
+    return progress.advance
+
+
+def training_blocks(n_simulated: int, seed: int, recordings: Iterable[str | Path] = (),
+                    progress: Progress | None = None, real_weight: int = REAL_WEIGHT,
+                    cache: str | Path | None = None) -> list[Block]:
+    """The feature blocks :func:`train` fits on: simulated scenarios, then every recorded
+    directory's windows ``real_weight`` times (benchmarks that compare classifiers fit
+    them on exactly these)."""
+    real = [read_recording(d) for d in recordings]  # a bad directory fails now, not after the simulation
+    blocks = simulated_blocks(n_simulated, seed, _stage(progress, "simulating scenarios", n_simulated), cache)
+    if real:
+        blocks += real_weight * recorded_blocks(real, tick=_stage(progress, "recordings", len(real)))
+    return blocks
+
+
 def train(n_simulated: int = 1600, seed: int = 0, recordings: Iterable[str | Path] = (),
           progress: Progress | None = None, real_weight: int = REAL_WEIGHT,
           cache: str | Path | None = None, members: int = 1, **params) -> DependencyModeler:
@@ -138,20 +158,10 @@ def train(n_simulated: int = 1600, seed: int = 0, recordings: Iterable[str | Pat
     ``seed``, ``seed + 1``, ...) whose probabilities are averaged.  The network's
     ``meta`` records ``trained_on`` (:func:`provenance`) and ``trained_at``."""
     recordings = [Path(d) for d in recordings]
-    real = [read_recording(d) for d in recordings]  # a bad directory fails now, not after the simulation
     members = max(1, members)
-
-    def stage(description: str, total: int) -> Callable[[], None] | None:
-        if progress is None:
-            return None
-        progress.stage(description, total)
-        return progress.advance
-
-    blocks = simulated_blocks(n_simulated, seed, stage("simulating scenarios", n_simulated), cache)
-    if real:
-        blocks += real_weight * recorded_blocks(real, tick=stage("recordings", len(real)))
+    blocks = training_blocks(n_simulated, seed, recordings, progress, real_weight, cache)
     xs, ys, ss = (list(t) for t in zip(*blocks, strict=True))
-    tick = stage("fitting networks", members)
+    tick = _stage(progress, "fitting networks", members)
     models = []
     for k in range(members):  # an ensemble: the same data, other initialisations and calibration splits
         models.append(DependencyModeler(random_state=seed + k, **params).fit_features(xs, ys, ss))

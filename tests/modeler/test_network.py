@@ -1,13 +1,15 @@
 """The pair network: storage without pickle, calibration, the shipped default."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from modeler.estimator import DependencyModeler, labels_for
+from masa.activity import write_csv
+from modeler.estimator import DependencyModeler, calibration_split, labels_for
 from modeler.features import FEATURE_NAMES
-from modeler.network import PairNetwork
+from modeler.network import PairNetwork, fit_temperature
 from modeler.simulator import random_scenario
 
 
@@ -105,3 +107,41 @@ def test_an_ensemble_averages_its_members_and_survives_save_and_load(tmp_path):
     with pytest.raises(ValueError):
         PairNetwork.ensemble([nets[0], PairNetwork(nets[1].mean, nets[1].scale, nets[1].weights,
                                                    nets[1].biases, feature_names=("z", "b", "c", "d"))])
+
+
+def test_temperature_recovers_a_known_overconfidence():
+    """Labels drawn from softmax(z), scored with logits 3z: the fitted temperature undoes the 3."""
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(20_000, 3)) * 1.5
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    y = (rng.random((len(p), 1)) > np.cumsum(p, axis=1)).sum(axis=1)
+    assert fit_temperature(3 * z, y) == pytest.approx(3.0, rel=0.1)
+    assert fit_temperature(z, y) == pytest.approx(1.0, rel=0.1)
+
+
+def test_calibration_takes_whole_recordings_never_all_of_them():
+    for seed in range(40):
+        for n in (2, 3, 10):
+            cal = calibration_split(n, seed)
+            assert cal.any() and not cal.all()
+    np.testing.assert_array_equal(calibration_split(100, 7), calibration_split(100, 7))
+    assert 0.15 < calibration_split(2000, 1).mean() < 0.25
+    with pytest.raises(ValueError, match="at least two"):
+        calibration_split(1, 0)
+
+
+def test_training_blocks_count_each_recording_real_weight_times(tmp_path):
+    from modeler import training
+
+    sc = random_scenario(np.random.default_rng(4), step=0.5, n_services=5, bins=600)
+    d = tmp_path / "rec"
+    d.mkdir()
+    write_csv(d / "activity.csv", sc.series.values())
+    (d / "truth.json").write_text(json.dumps({"edges": [list(e) for e in sc.truth]}))
+    blocks = training.training_blocks(2, 5, [d], real_weight=2)
+    per_recording = 1 + 8  # the whole recording and its windows
+    assert len(blocks) == 2 + 2 * per_recording
+    np.testing.assert_array_equal(blocks[2][1], blocks[2 + per_recording][1])
+    assert {int(v) for b in blocks[2:] for v in b[1]} == {0, 1, 2}
+    with pytest.raises(ValueError):
+        training.training_blocks(2, 5, [tmp_path / "missing"])
