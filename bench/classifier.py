@@ -150,11 +150,7 @@ def _fit_one(name: str, seed: int, blocks_path: str) -> tuple[str, int, object, 
     with np.load(blocks_path, allow_pickle=False) as data:
         cuts = np.cumsum(data["lengths"])[:-1]
         xs, ys = np.split(data["x"], cuts), np.split(data["y"], cuts)
-    cal = calibration_split(len(xs), seed)
-    x_tr = np.concatenate([x for x, c in zip(xs, cal, strict=True) if not c])
-    y_tr = np.concatenate([y for y, c in zip(ys, cal, strict=True) if not c])
-    x_cal = np.concatenate([x for x, c in zip(xs, cal, strict=True) if c])
-    y_cal = np.concatenate([y for y, c in zip(ys, cal, strict=True) if c])
+    x_tr, y_tr, x_cal, y_cal = calibration_split(xs, ys, seed)
     t = time.time()
     with threadpool_limits(1):  # two fits side by side on two cores, not four threads fighting
         model = CANDIDATES[name][0](x_tr, y_tr, x_cal, y_cal, seed)

@@ -123,18 +123,23 @@ def recording_features(series: Mapping[str, Series], truth: Iterable[tuple[str, 
     return x, y, s
 
 
-def calibration_split(n_blocks: int, random_state: int) -> np.ndarray:
-    """Which feature blocks (whole recordings, never split) calibrate instead of train:
-    about one in five, at least one, never all, so the temperature is measured on
-    topologies the classifier did not see."""
-    if n_blocks < 2:
+def calibration_split(xs: list[np.ndarray], ys: list[np.ndarray],
+                      random_state: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_cal, y_cal)`` from per-recording blocks: about one block in
+    five, at least one, never all, calibrates instead of training, whole blocks only, so
+    the temperature is measured on topologies the classifier did not see."""
+    if len(xs) < 2:
         raise ValueError("training needs at least two recordings")
     rng = np.random.default_rng(random_state)
-    cal = rng.random(n_blocks) < 0.2
-    cal[rng.integers(n_blocks)] = True
+    cal = rng.random(len(xs)) < 0.2
+    cal[rng.integers(len(xs))] = True
     if cal.all():
         cal[0] = False
-    return cal
+
+    def part(blocks: list[np.ndarray], which: bool) -> np.ndarray:
+        return np.concatenate([b for b, c in zip(blocks, cal, strict=True) if c == which])
+
+    return part(xs, False), part(ys, False), part(xs, True), part(ys, True)
 
 
 class DependencyModeler:
@@ -171,11 +176,7 @@ class DependencyModeler:
 
         One recording in five, never split across, calibrates the temperature, so the
         calibration is measured on topologies the network did not see."""
-        cal = calibration_split(len(xs), self.random_state)
-        x_tr = np.concatenate([x for x, c in zip(xs, cal, strict=True) if not c])
-        y_tr = np.concatenate([y for y, c in zip(ys, cal, strict=True) if not c])
-        x_cal = np.concatenate([x for x, c in zip(xs, cal, strict=True) if c])
-        y_cal = np.concatenate([y for y, c in zip(ys, cal, strict=True) if c])
+        x_tr, y_tr, x_cal, y_cal = calibration_split(xs, ys, self.random_state)
         self.network_ = PairNetwork.train(
             x_tr, y_tr, x_cal, y_cal, hidden=self.hidden, alpha=self.alpha,
             random_state=self.random_state, feature_names=FEATURE_NAMES,

@@ -122,12 +122,21 @@ def test_temperature_recovers_a_known_overconfidence():
 def test_calibration_takes_whole_recordings_never_all_of_them():
     for seed in range(40):
         for n in (2, 3, 10):
-            cal = calibration_split(n, seed)
-            assert cal.any() and not cal.all()
-    np.testing.assert_array_equal(calibration_split(100, 7), calibration_split(100, 7))
-    assert 0.15 < calibration_split(2000, 1).mean() < 0.25
+            xs = [np.full((k + 1, 2), k, float) for k in range(n)]  # block k: k + 1 rows of value k
+            ys = [np.full(k + 1, k) for k in range(n)]
+            x_tr, y_tr, x_cal, y_cal = calibration_split(xs, ys, seed)
+            assert len(x_cal) and len(x_tr)
+            train, cal = set(y_tr.tolist()), set(y_cal.tolist())
+            assert not train & cal and train | cal == set(range(n))
+            assert all(np.sum(y_cal == k) == k + 1 for k in cal)  # whole blocks
+            np.testing.assert_array_equal(x_cal[:, 0], y_cal)
+    xs = [np.zeros((1, 1))] * 2000
+    ys = [np.arange(1) + k for k in range(2000)]
+    first, again = calibration_split(xs, ys, 7)[3], calibration_split(xs, ys, 7)[3]
+    np.testing.assert_array_equal(first, again)
+    assert 0.15 < len(first) / 2000 < 0.25
     with pytest.raises(ValueError, match="at least two"):
-        calibration_split(1, 0)
+        calibration_split(xs[:1], ys[:1], 0)
 
 
 def test_training_blocks_count_each_recording_real_weight_times(tmp_path):
