@@ -17,7 +17,6 @@ are listed for information only.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.transfer import RECIPE, STEPS, TRAINING, unseen_recordings  # noqa: E402
+from bench.transfer import STEPS, recipe_recordings, unseen_recordings  # noqa: E402
 from modeler import training  # noqa: E402
 from modeler.estimator import (  # noqa: E402
     Candidates,
@@ -49,9 +48,6 @@ from modeler.metrics import evaluate  # noqa: E402
 from modeler.network import PairNetwork, fit_temperature  # noqa: E402
 from modeler.simulator import random_scenario  # noqa: E402
 
-#: The recipe's `pipeline-*` recordings as the shipped network was trained on them (they
-#: were re-recorded later, in commit 23fca92).
-PIPELINE_BEFORE = "23fca92^"
 SIMULATED_VALIDATION = 40
 
 
@@ -124,26 +120,6 @@ class Ensemble:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return sum(m.predict_proba(x) for m in self.members) / len(self.members)
-
-
-def recipe_recordings(work: Path) -> list[Path]:
-    """The shipped recipe's recordings, `pipeline-*` taken from git history as trained on."""
-    out = []
-    for name in RECIPE:
-        if name.startswith("pipeline-"):
-            target = work / f"{name}-before-23fca92"
-            target.mkdir(parents=True, exist_ok=True)
-            try:
-                for f in ("activity.csv", "truth.json"):
-                    blob = subprocess.run(["git", "-C", str(ROOT), "show", f"{PIPELINE_BEFORE}:examples/testbeds/{name}/{f}"],
-                                          check=True, capture_output=True).stdout
-                    (target / f).write_bytes(blob)
-                out.append(target)
-                continue
-            except (subprocess.CalledProcessError, FileNotFoundError):
-                print(f"note: no git history; using the re-recorded {name}", file=sys.stderr)
-        out.append(TRAINING / name)
-    return out
 
 
 def _fit_one(name: str, seed: int, blocks_path: str) -> tuple[str, int, object, float]:

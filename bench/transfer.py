@@ -11,6 +11,7 @@ How alike simulated and real activity look is `bench/realism.py`'s question.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +31,29 @@ HELD_OUT = ROOT / "bench" / "data" / "testbeds"
 RECIPE = ("chain", "fanout", "diamond-high", "diamond-low", "deep-high", "deep-low",
           "pipeline-high", "pipeline-low")
 STEPS = (None, 2.0)  # the recording's own grid (1 s for 0.5 s data) and 2 s
+#: The recipe's `pipeline-*` recordings as the shipped network was trained on them (they
+#: were re-recorded later, in commit 23fca92).
+PIPELINE_BEFORE = "23fca92^"
+
+
+def recipe_recordings(work: Path) -> list[Path]:
+    """The shipped recipe's recordings, `pipeline-*` taken from git history as trained on."""
+    out = []
+    for name in RECIPE:
+        if name.startswith("pipeline-"):
+            target = work / f"{name}-before-23fca92"
+            target.mkdir(parents=True, exist_ok=True)
+            try:
+                for f in ("activity.csv", "truth.json"):
+                    blob = subprocess.run(["git", "-C", str(ROOT), "show", f"{PIPELINE_BEFORE}:examples/testbeds/{name}/{f}"],
+                                          check=True, capture_output=True).stdout
+                    (target / f).write_bytes(blob)
+                out.append(target)
+                continue
+            except (subprocess.CalledProcessError, FileNotFoundError):
+                print(f"note: no git history; using the re-recorded {name}", file=sys.stderr)
+        out.append(TRAINING / name)
+    return out
 
 
 def topology_of(directory: Path) -> str:
@@ -45,7 +69,7 @@ def unseen_recordings() -> dict[str, list[Path]]:
 
 
 def _train(scenarios: int, seed: int, cache: str | None, with_real: bool, out: str) -> str:
-    recordings = [TRAINING / r for r in RECIPE] if with_real else []
+    recordings = recipe_recordings(Path(out).parent) if with_real else []
     training.train(scenarios, seed, recordings, cache=cache).save(out)
     return out
 
