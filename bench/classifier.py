@@ -45,7 +45,7 @@ from modeler.estimator import (  # noqa: E402
 )
 from modeler.features import FEATURE_NAMES  # noqa: E402
 from modeler.metrics import evaluate  # noqa: E402
-from modeler.network import PairNetwork, fit_temperature  # noqa: E402
+from modeler.network import PairNetwork, fit_temperature, softmax  # noqa: E402
 from modeler.simulator import random_scenario  # noqa: E402
 
 SIMULATED_VALIDATION = 40
@@ -63,10 +63,7 @@ class Calibrated:
         return np.log(np.clip(self.model.predict_proba(x), 1e-12, 1.0))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        z = self.logits(x) / self.temperature
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(self.logits(x) / self.temperature)
 
     def size(self) -> int:
         est = self.model[-1] if hasattr(self.model, "steps") else self.model
@@ -122,10 +119,15 @@ class Ensemble:
         return sum(m.predict_proba(x) for m in self.members) / len(self.members)
 
 
-def _fit_one(name: str, seed: int, blocks_path: str) -> tuple[str, int, object, float]:
-    with np.load(blocks_path, allow_pickle=False) as data:
-        cuts = np.cumsum(data["lengths"])[:-1]
-        xs, ys = np.split(data["x"], cuts), np.split(data["y"], cuts)
+_BLOCKS: list = []  # a fitting process's training blocks, read once when it starts
+
+
+def _read_blocks(path: str) -> None:
+    _BLOCKS[:] = training.load_blocks(path)
+
+
+def _fit_one(name: str, seed: int) -> tuple[str, int, object, float]:
+    xs, ys = [b[0] for b in _BLOCKS], [b[1] for b in _BLOCKS]
     x_tr, y_tr, x_cal, y_cal = calibration_split(xs, ys, seed)
     t = time.time()
     with threadpool_limits(1):  # two fits side by side on two cores, not four threads fighting
@@ -186,8 +188,7 @@ def main() -> None:
     t0 = time.time()
     blocks = training.training_blocks(args.scenarios, args.seed, recipe_recordings(work), cache=args.cache)
     blocks_path = work / "blocks.npz"
-    np.savez(blocks_path, x=np.concatenate([b[0] for b in blocks]), y=np.concatenate([b[1] for b in blocks]),
-             lengths=np.array([len(b[1]) for b in blocks]))
+    training.save_blocks(blocks_path, blocks)
     rows = sum(len(b[1]) for b in blocks)
     print(f"{len(blocks)} training blocks, {rows} pairs, in {time.time() - t0:.0f} s", flush=True)
     del blocks
@@ -195,9 +196,8 @@ def main() -> None:
     jobs = [(name, args.seed + k) for name, (_, seeds) in CANDIDATES.items() for k in range(seeds)]
     fitted: dict[str, list] = {name: [] for name in CANDIDATES}
     fit_time: dict[str, list[float]] = {name: [] for name in CANDIDATES}
-    with ProcessPoolExecutor(2) as pool:
-        names, seeds = [n for n, _ in jobs], [s for _, s in jobs]
-        for name, seed, model, seconds in pool.map(_fit_one, names, seeds, [str(blocks_path)] * len(jobs)):
+    with ProcessPoolExecutor(2, initializer=_read_blocks, initargs=(str(blocks_path),)) as pool:
+        for name, seed, model, seconds in pool.map(_fit_one, *zip(*jobs, strict=True)):
             fitted[name].append(model)
             fit_time[name].append(seconds)
             print(f"fitted {name} seed {seed} in {seconds:.0f} s", flush=True)

@@ -23,6 +23,12 @@ from sklearn.preprocessing import StandardScaler
 FORMAT_VERSION = 1
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by each row's maximum so large logits cannot overflow."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The one temperature that makes ``softmax(logits / T)`` most likely on ``y``: it keeps
     the ranking of any classifier and corrects only its over- or under-confidence, so
@@ -115,10 +121,7 @@ class PairNetwork:
         return p / (1 + len(self.members))
 
     def _proba(self, x: np.ndarray) -> np.ndarray:
-        z = self.logits(x) / self.temperature
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(self.logits(x) / self.temperature)
 
     # -- storage --------------------------------------------------------------------
 

@@ -68,10 +68,7 @@ def simulated_blocks(n: int, seed: int = 0, tick: Callable[[], None] | None = No
         tag = _blocks_tag()
         path = Path(cache) / f"sim-seed{seed}-n{n}-{tag}.npz"
         if path.exists():
-            with np.load(path, allow_pickle=False) as data:
-                cuts = np.cumsum(data["lengths"])[:-1]
-                return list(zip(np.split(data["x"], cuts), np.split(data["y"], cuts),
-                                np.split(data["s"], cuts), strict=True))
+            return load_blocks(path)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -80,10 +77,23 @@ def simulated_blocks(n: int, seed: int = 0, tick: Callable[[], None] | None = No
         if tick:
             tick()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, x=np.concatenate([b[0] for b in out]), y=np.concatenate([b[1] for b in out]),
-                 s=np.concatenate([b[2] for b in out]), lengths=np.array([len(b[1]) for b in out]))
+        save_blocks(path, out)
     return out
+
+
+def save_blocks(path: str | Path, blocks: list[Block]) -> None:
+    """Feature blocks as one plain ``.npz`` (no pickle): the rows of all blocks and each
+    block's length, so they are read back as the same blocks."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=np.concatenate([b[0] for b in blocks]), y=np.concatenate([b[1] for b in blocks]),
+             s=np.concatenate([b[2] for b in blocks]), lengths=np.array([len(b[1]) for b in blocks]))
+
+
+def load_blocks(path: str | Path) -> list[Block]:
+    with np.load(path, allow_pickle=False) as data:
+        cuts = np.cumsum(data["lengths"])[:-1]
+        return list(zip(np.split(data["x"], cuts), np.split(data["y"], cuts),
+                        np.split(data["s"], cuts), strict=True))
 
 
 def recorded_blocks(recordings: Iterable[Recording], windows: int = 8, seed: int = 0,
