@@ -91,7 +91,8 @@ def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int, cach
     """Train the dependency network on simulated and recorded data.
 
     Progress goes to stderr: a bar on a terminal, a line per tenth of each stage otherwise.
-    The network keeps what it was trained on and when (meta trained_on, trained_at)."""
+    The network keeps what it was trained on, with which libraries and when (meta
+    trained_on, trained_with, trained_at)."""
     from masa.progress import Progress
     from modeler import training
 

@@ -130,6 +130,9 @@ def test_train_logs_its_stages_and_the_network_says_what_it_was_trained_on(recor
     assert meta["trained_on"] == (f"masa {__version__} train --scenarios 3 --seed 4 --members 2 "
                                   f"--recording {recording.name}#{fingerprint(recording)}")
     assert meta["trained_at"].startswith("20") and meta["trained_at"].endswith("Z")
+    import sklearn
+    assert f"numpy {np.__version__}" in meta["trained_with"]  # a retrain matches these too
+    assert f"scikit-learn {sklearn.__version__}" in meta["trained_with"]
     out = tmp_path / "m.json"
     assert invoke("infer", recording / "activity.csv", "--model", net, "--out", out).exit_code == 0
     model = json.loads(out.read_text())  # the model names the network that decided it
