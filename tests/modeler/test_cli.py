@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import sklearn
 from click.testing import CliRunner
 
 from masa.activity import write_csv
@@ -130,7 +131,6 @@ def test_train_logs_its_stages_and_the_network_says_what_it_was_trained_on(recor
     assert meta["trained_on"] == (f"masa {__version__} train --scenarios 3 --seed 4 --members 2 "
                                   f"--recording {recording.name}#{fingerprint(recording)}")
     assert meta["trained_at"].startswith("20") and meta["trained_at"].endswith("Z")
-    import sklearn
     assert f"numpy {np.__version__}" in meta["trained_with"]  # a retrain matches these too
     assert f"scikit-learn {sklearn.__version__}" in meta["trained_with"]
     out = tmp_path / "m.json"
