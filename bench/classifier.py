@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -45,7 +46,7 @@ from modeler.estimator import (  # noqa: E402
 )
 from modeler.features import FEATURE_NAMES  # noqa: E402
 from modeler.metrics import evaluate  # noqa: E402
-from modeler.network import PairNetwork, fit_temperature, softmax  # noqa: E402
+from modeler.network import PairNetwork, fit_temperature  # noqa: E402
 from modeler.simulator import random_scenario  # noqa: E402
 
 SIMULATED_VALIDATION = 40
@@ -63,7 +64,7 @@ class Calibrated:
         return np.log(np.clip(self.model.predict_proba(x), 1e-12, 1.0))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(x) / self.temperature)
+        return softmax(self.logits(x) / self.temperature, axis=1)
 
     def size(self) -> int:
         est = self.model[-1] if hasattr(self.model, "steps") else self.model

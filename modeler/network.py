@@ -17,16 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
 FORMAT_VERSION = 1
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, shifted by each row's maximum so large logits cannot overflow."""
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -37,9 +32,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y, int)
 
     def nll(log_t: float) -> float:
-        z = logits / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        logp = log_softmax(logits / np.exp(log_t), axis=1)
         return -float(logp[np.arange(len(y)), y].mean())
 
     res = minimize_scalar(nll, bounds=(-3, 3), method="bounded")
@@ -121,7 +114,7 @@ class PairNetwork:
         return p / (1 + len(self.members))
 
     def _proba(self, x: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(x) / self.temperature)
+        return softmax(self.logits(x) / self.temperature, axis=1)
 
     # -- storage --------------------------------------------------------------------
 
