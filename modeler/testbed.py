@@ -211,15 +211,53 @@ def rate_scale(load: str | float | dict | None) -> tuple[str, float]:
     return level, float(load)
 
 
+#: The keys each level of a topology may hold; anything else is a typo that would otherwise
+#: record a testbed other than the one meant (``call`` for ``calls``: no dependencies at all).
+TOPOLOGY_KEYS = ("services", "clients", "background", "load")
+SERVICE_KEYS = ("work_ms", "calls")
+CLIENT_KEYS = ("to", "rate", "on_s", "off_s", "burst")
+
+
+def _unknown_keys(where: str, given: dict, allowed: tuple[str, ...]) -> None:
+    extra = sorted(set(given) - set(allowed))
+    if extra:
+        raise TopologyError(f"{where}: unknown key{'s' if len(extra) > 1 else ''} "
+                            f"{', '.join(map(repr, extra))} (allowed: {', '.join(allowed)})")
+
+
+def _call_cycle(services: dict) -> list[str] | None:
+    """A cycle of calls, if any: each request of a service on it may come back to that
+    service, and at call probability 1 never returns (threads pile up until the end)."""
+    graph = {name: list((svc.get("calls") or {})) for name, svc in services.items()}
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for dep in graph[node]:
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (found := visit(dep, path + [dep])):
+                return found
+        state[node] = 2
+        return None
+
+    for start in graph:
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return None
+
+
 def validate(topo: dict) -> None:
     services = topo.get("services") if isinstance(topo, dict) else None
     if not isinstance(services, dict) or not services:
         raise TopologyError("a topology needs a non-empty 'services' object")
+    _unknown_keys("topology", topo, TOPOLOGY_KEYS)
     for name, svc in services.items():
         if not name or len(PREFIX + name) > 15 or not name.replace("_", "").isalnum():
             raise TopologyError(f"service name {name!r}: letters, digits, _ and at most {15 - len(PREFIX)} chars")
         if not isinstance(svc, dict):
             raise TopologyError(f"service {name!r}: an object such as {{\"work_ms\": 4, \"calls\": {{...}}}}")
+        _unknown_keys(f"service {name!r}", svc, SERVICE_KEYS)
         work = svc.get("work_ms", 4)
         if not _number(work) or not 0 <= work <= 1000:
             raise TopologyError(f"{name}: work_ms must be a number of milliseconds in [0, 1000], not {work!r}")
@@ -233,12 +271,17 @@ def validate(topo: dict) -> None:
                 raise TopologyError(f"{name} calls itself")
             if not (_number(p) and 0 < p <= 1):
                 raise TopologyError(f"{name} -> {dep}: call probability must be in (0, 1]")
+    cycle = _call_cycle(services)
+    if cycle:
+        raise TopologyError(f"calls form a cycle ({' -> '.join(cycle)}): a request could come back "
+                            "to a service it has passed, so the call graph must be acyclic")
     clients = topo.get("clients", [])
     if not isinstance(clients, list):
         raise TopologyError("'clients' is a list of {\"to\": SERVICE, \"rate\": REQUESTS_PER_S, ...}")
     for c in clients:
         if not isinstance(c, dict) or c.get("to") not in services:
             raise TopologyError(f"client targets unknown service {c.get('to') if isinstance(c, dict) else c!r}")
+        _unknown_keys(f"client of {c['to']}", c, CLIENT_KEYS)
         if not _number(c.get("rate")) or c["rate"] <= 0:
             raise TopologyError(f"client of {c['to']}: 'rate' must be a positive number of requests/s")
         for key in ("on_s", "off_s", "burst"):

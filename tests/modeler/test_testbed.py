@@ -85,6 +85,11 @@ def test_custom_topologies_are_validated(tmp_path):
         load_topology(str(bad))
     for topo, message in [
         ({"services": {"a": {"calls": {"a": 1.0}}}}, "calls itself"),
+        ({"services": {"a": {"calls": {"b": 1.0}}, "b": {"calls": {"c": 0.5}}, "c": {"calls": {"a": 0.2}}}},
+         r"cycle \(a -> b -> c -> a\)"),
+        ({"services": {"a": {"call": {"b": 1.0}}, "b": {}}}, "service 'a': unknown key 'call'"),
+        ({"services": {"a": {}}, "client": []}, "topology: unknown key 'client'"),
+        ({"services": {"a": {}}, "clients": [{"to": "a", "rate": 1, "on": 3}]}, "client of a: unknown key 'on'"),
         ({"services": {"a": {"work_ms": -1}}}, "work_ms"),
         ({"services": {"a": {}}, "clients": [{"to": "a"}]}, "'rate' must be a positive"),
         ({"services": {"a": {}}, "clients": [{"to": "a", "rate": 0}]}, "'rate' must be a positive"),
