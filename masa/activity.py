@@ -13,6 +13,7 @@ Wire form: a plain dict whose arrays are little-endian float64 bytes, so a serie
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -242,10 +243,10 @@ def read_csv(path: str | Path, unit: str = "") -> dict[str, Series]:
     path = Path(path)
     rows: dict[str, list[tuple[float, ...]]] = {}
     try:
-        handle = path.open(newline="")
+        handle = path.open(newline="", encoding="utf-8-sig")  # a spreadsheet's BOM is no header
     except OSError as exc:
         raise ActivityError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
+    with handle, _decoding(path):
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -282,22 +283,42 @@ def read_csv(path: str | Path, unit: str = "") -> dict[str, Series]:
                 if not math.isfinite(x):
                     raise ActivityError(f"{path}:{lineno}: {col} is not finite: {text!r}")
                 nums.append(x)
-            rows.setdefault(obj, []).append(tuple(nums))
+            if layout == "interval" and nums[1] <= nums[0]:
+                raise ActivityError(f"{path}:{lineno}: end must be after start")
+            rows.setdefault(obj, []).append((*nums, lineno))
     if not rows:
         raise ActivityError(f"{path}: no samples")
     out = {}
     for obj, samples in rows.items():
         arr = np.array(samples, dtype=np.float64)
         arr = arr[np.argsort(arr[:, 0], kind="stable")]
+        lines = arr[:, -1].astype(int)
         if layout == "point":
             t = arr[:, 0]
             dup = np.flatnonzero(np.diff(t) == 0)
             if len(dup):
-                raise ActivityError(f"{path}: object {obj} has two samples at time {t[dup[0]]:g}")
+                k = dup[0]
+                raise ActivityError(f"{path}: object {obj} has two samples at time {float(t[k])!r} "
+                                    f"(lines {lines[k]} and {lines[k + 1]})")
             out[obj] = Series.from_points(obj, unit, t, arr[:, 1])
         else:
+            overlap = np.flatnonzero(arr[1:, 0] < arr[:-1, 1] - 1e-9)
+            if len(overlap):
+                k = overlap[0]
+                raise ActivityError(f"{path}: object {obj}: the intervals of lines {lines[k]} and "
+                                    f"{lines[k + 1]} overlap")
             out[obj] = Series(obj, unit, arr[:, 0], arr[:, 1], arr[:, 2])
     return out
+
+
+@contextlib.contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """A file in another encoding gets an error naming the file, not a codec's trace."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise ActivityError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
+                            f"{exc.start}); save it as UTF-8") from None
 
 
 def write_csv(path: str | Path, series: Iterable[Series], layout: str = "point") -> int:

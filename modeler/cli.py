@@ -7,6 +7,7 @@ this module only when one of these commands is used.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -24,29 +25,74 @@ FEW_BINS = 240
 @click.option("--format", "fmt", type=click.Choice(["json", "graphml", "dot"]), default=None,
               help="Output format (default: from the suffix of --out, else JSON).")
 @click.option("--connections", type=click.Path(dir_okay=False),
-              help="connections.csv (source,target[,count]) from the procfs probe.")
+              help="Connection evidence: source,target[,count] between objects (a testbed's "
+                   "connections.csv), or the socket log of `masa collect procfs --connections`.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False),
-              help="A network trained with `masa train` (default: the shipped one).")
-@click.option("--step", type=float, default=None, help="Grid step in seconds (default: the data's).")
+              help="The network to decide with, a file from `masa train` (default: the shipped one).")
+@click.option("--step", type=float, default=None,
+              help="Grid step in seconds (default: the data's own sampling step, at least 1 s).")
 def infer(activity: str, out: str, fmt: str | None, connections: str | None,
           model_path: str | None, step: float | None) -> None:
-    """Infer the dependency model of recorded ACTIVITY (CSV: time,object,value)."""
+    """Infer the dependency model of recorded ACTIVITY.
+
+    ACTIVITY is a CSV with the columns time,object,value (value: the activity in the
+    interval ending at time) or start,end,object,value."""
     from modeler import evidence, export
     from modeler.estimator import DependencyModeler
 
+    writable(out)
     try:
         series = read_csv(activity)
-        conn = evidence.read_connections(connections) if connections else None
+        conn = evidence.read_connections(connections, series) if connections else None
         model = DependencyModeler.load(model_path or None, step=step)
+        for line in input_notes(series, conn, connections):
+            click.echo(f"note: {line}", err=True)
         g = model.predict(series, conn)
     except (ActivityError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     used = export.write(g, out, fmt)
-    click.echo(f"{g.number_of_nodes()} objects, {g.number_of_edges()} dependencies -> {out} ({used})")
-    if g.graph["bins"] < FEW_BINS:
-        click.echo(f"note: the model rests on {g.graph['bins']} intervals of activity; with fewer than "
-                   f"{FEW_BINS} it misses and invents markedly more dependencies (bench/RESULTS.md, "
+    click.echo(f"{plural(g.number_of_nodes(), 'object')}, {plural(g.number_of_edges(), 'dependency')} "
+               f"-> {out} ({used})")
+    if g.graph["observed_bins"] < FEW_BINS:
+        click.echo(f"note: the model rests on {g.graph['observed_bins']} intervals of activity; with fewer "
+                   f"than {FEW_BINS} it misses and invents markedly more dependencies (bench/RESULTS.md, "
                    "## Accuracy against recording length): record longer if you can", err=True)
+
+
+def input_notes(series: dict, conn: dict | None, path: str | None) -> list[str]:
+    """What in the input will make the model other than its user may think: said before
+    the model is built, never silently."""
+    notes = []
+    negative = sorted(name for name, s in series.items() if len(s.value) and s.value.min() < 0)
+    if negative:
+        notes.append(f"{plural(len(negative), 'object')} with negative activity ({', '.join(negative[:3])}"
+                     f"{', ...' if len(negative) > 3 else ''}): activity is a rate, and the volume "
+                     "cues of the direction assume it is never below 0")
+    if conn is not None:
+        unknown = sorted({name for pair in conn for name in pair} - set(series))
+        usable = [pair for pair in conn if set(pair) <= set(series)]
+        if unknown:
+            notes.append(f"{path} names {plural(len(unknown), 'object')} the activity does not hold "
+                         f"({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''}): ignored")
+        if not usable:
+            notes.append(f"{path} joins no two objects of the activity: every pair counts as watched "
+                         "and not connected, which weighs against every dependency")
+    return notes
+
+
+def plural(n: int, word: str) -> str:
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {word[:-1] + 'ies' if word.endswith('y') else word + 's'}"
+
+
+def writable(out: str) -> None:
+    """Fail before the work, not after it, when the result could not be written."""
+    parent = Path(out).resolve().parent
+    if not parent.is_dir():
+        raise click.ClickException(f"cannot write {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (Path(out).exists() and not os.access(out, os.W_OK)):
+        raise click.ClickException(f"cannot write {out}: permission denied")
 
 
 @click.command("evaluate")
@@ -66,7 +112,12 @@ def evaluate(model: str, truth: str, as_json: bool) -> None:
             raise ValueError(f"{truth}: every edge must be [caller, callee], got {bad[0]!r}")
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    scores = metrics.evaluate(g, [tuple(map(str, e)) for e in edges])
+    truth_edges = [tuple(map(str, e)) for e in edges]
+    missing = sorted({n for e in truth_edges for n in e} - set(g.nodes))
+    if missing:
+        click.echo(f"note: the model has no object {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} "
+                   f"({plural(len(missing), 'object')} of the truth): are they named alike?", err=True)
+    scores = metrics.evaluate(g, truth_edges)
     if as_json:
         click.echo(json.dumps(scores))
         return
@@ -96,6 +147,7 @@ def train(out: str, scenarios: int, recordings: tuple[str, ...], seed: int, cach
     from masa.progress import Progress
     from modeler import training
 
+    writable(out)
     with Progress() as progress:
         try:
             model = training.train(scenarios, seed, recordings, progress=progress, cache=cache,

@@ -55,6 +55,7 @@ class PairScores:
     n_candidates: int  # ordered pairs before screening
     r: np.ndarray | None = None  # burst correlation at the best lag, all objects
     n_bins: int = 0
+    observed_bins: int = 0  # median per object of bins resting on its own samples
 
     def matrix(self, values: np.ndarray) -> np.ndarray:
         """``values`` per examined ordered pair as an N x N matrix (0 where not examined)."""
@@ -80,6 +81,7 @@ class Candidates:
     t1: float
     r_burst: np.ndarray | None = None  # (N, N) burst correlation at the best lag, all objects
     n_bins: int = 0
+    observed_bins: int = 0
 
 
 def combine(cand: Candidates, proba: np.ndarray) -> PairScores:
@@ -88,7 +90,7 @@ def combine(cand: Candidates, proba: np.ndarray) -> PairScores:
     pairs = cand.pairs.reshape(-1, 2)
     if len(pairs) == 0:
         return PairScores(cand.names, pairs, np.zeros(0), np.zeros(0), cand.strength,
-                          cand.n_candidates, cand.r_burst, cand.n_bins)
+                          cand.n_candidates, cand.r_burst, cand.n_bins, cand.observed_bins)
     pos = {(int(i), int(j)): k for k, (i, j) in enumerate(pairs)}
     swap = np.array([pos[(int(j), int(i))] for i, j in pairs], dtype=np.intp)
     none = 0.5 * (proba[:, 0] + proba[swap, 0])
@@ -96,7 +98,7 @@ def combine(cand: Candidates, proba: np.ndarray) -> PairScores:
     bwd = 0.5 * (proba[:, 2] + proba[swap, 1])
     direction = fwd / np.maximum(fwd + bwd, 1e-12)
     return PairScores(cand.names, pairs, 1.0 - none, direction, cand.strength, cand.n_candidates,
-                      cand.r_burst, cand.n_bins)
+                      cand.r_burst, cand.n_bins, cand.observed_bins)
 
 
 def labels_for(names: list[str], pairs: np.ndarray, truth: Iterable[tuple[str, str]]) -> np.ndarray:
@@ -235,7 +237,7 @@ class DependencyModeler:
         x = pair_features(prep, pairs) if len(pairs) else np.zeros((0, len(FEATURE_NAMES)))
         strength = prep.r_level[pairs[:, 0], pairs[:, 1]] ** 2 if len(pairs) else np.zeros(0)
         return Candidates(grid.names, pairs, x, strength, n * (n - 1), grid.t0,
-                          grid.t0 + grid.n_bins * grid.step, prep.r_burst, grid.n_bins)
+                          grid.t0 + grid.n_bins * grid.step, prep.r_burst, grid.n_bins, grid.observed)
 
     def combine(self, cand: Candidates, proba: np.ndarray) -> PairScores:
         """Step 2 of 3 (after the network): calibrated class probabilities -> pair scores."""
@@ -268,7 +270,8 @@ class DependencyModeler:
         g = nx.DiGraph()
         g.add_nodes_from(names)
         g.graph.update(screened_pairs=int(sc.n_candidates - len(sc.pairs)),
-                       candidate_pairs=int(sc.n_candidates), bins=int(sc.n_bins))
+                       candidate_pairs=int(sc.n_candidates), bins=int(sc.n_bins),
+                       observed_bins=int(sc.observed_bins))
         if self.network_ is not None:  # which network decided, so a model can be reproduced
             g.graph.update(network=self.network_.ident,
                            trained_on=str(self.network_.meta.get("trained_on", "")))

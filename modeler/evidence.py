@@ -10,6 +10,7 @@ on and a missing connection weighs against a dependency without vetoing it outri
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 
 from masa.activity import ActivityError
@@ -27,34 +28,105 @@ LR_NOT_CONNECTED = 0.05
 DIRECTION_FROM_CONNECTION = 0.99
 
 
-def read_connections(path: str | Path) -> dict[tuple[str, str], float]:
-    """Read ``source,target[,count]`` rows: ``source`` opened connections to ``target``."""
+def read_connections(path: str | Path, objects: Iterable[str] = ()) -> dict[tuple[str, str], float]:
+    """Read ``source,target[,count]`` rows: ``source`` opened connections to ``target``.
+
+    The raw socket log ``masa collect procfs --connections`` writes is read too: each
+    outgoing socket is matched to the process listening on its remote endpoint, and both
+    processes to the ``objects`` the activity names them by (``HOST/proc/NAME/PID`` or
+    ``HOST/proc/NAME``), so one recording session gives both inputs of ``masa infer``."""
     path = Path(path)
     try:
-        handle = path.open(newline="")
+        handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise ActivityError(f"cannot read {path}: {exc.strerror}") from None
-    out: dict[tuple[str, str], float] = {}
     with handle:
         reader = csv.reader(handle)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if not {"source", "target"} <= set(header):
-            raise ActivityError(f"{path}: header must contain source,target (found {','.join(header)})")
-        si, ti = header.index("source"), header.index("target")
-        ci = header.index("count") if "count" in header else None
-        for lineno, row in enumerate(reader, start=2):
-            if not row or all(not c.strip() for c in row):
-                continue
-            try:
-                src, dst = row[si].strip(), row[ti].strip()
-                count = float(row[ci]) if ci is not None else 1.0
-            except (IndexError, ValueError):
-                raise ActivityError(f"{path}:{lineno}: expected source,target[,count]") from None
-            if not src or not dst:
-                raise ActivityError(f"{path}:{lineno}: empty source or target")
-            if src != dst:
-                out[(src, dst)] = out.get((src, dst), 0.0) + count
+        try:
+            header = [h.strip().lower() for h in next(reader, [])]
+            if set(header) >= SOCKET_LOG:
+                return _from_socket_log(path, header, reader, list(objects))
+            if not {"source", "target"} <= set(header):
+                raise ActivityError(f"{path}: header must contain source,target (found {','.join(header)}), "
+                                    "or be the socket log of `masa collect procfs --connections`")
+            return _from_pairs(path, header, reader)
+        except UnicodeDecodeError:
+            raise ActivityError(f"{path}: not UTF-8 text") from None
+
+
+#: The columns of ``masa collect procfs --connections`` that attribute a socket.
+SOCKET_LOG = {"pid", "name", "local", "remote", "direction"}
+
+
+def _from_pairs(path: Path, header: list[str], reader) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    si, ti = header.index("source"), header.index("target")
+    ci = header.index("count") if "count" in header else None
+    for lineno, row in enumerate(reader, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        try:
+            src, dst = row[si].strip(), row[ti].strip()
+            count = float(row[ci]) if ci is not None else 1.0
+        except (IndexError, ValueError):
+            raise ActivityError(f"{path}:{lineno}: expected source,target[,count]") from None
+        if not src or not dst:
+            raise ActivityError(f"{path}:{lineno}: empty source or target")
+        if not count >= 0 or count == float("inf"):
+            raise ActivityError(f"{path}:{lineno}: count must be a number of sightings >= 0, not {count:g}")
+        if src != dst:
+            out[(src, dst)] = out.get((src, dst), 0.0) + count
     return out
+
+
+def _from_socket_log(path: Path, header: list[str], reader, objects: list[str]) -> dict[tuple[str, str], float]:
+    col = {c: header.index(c) for c in SOCKET_LOG}
+    listening: dict[tuple[str, int], tuple[str, str]] = {}
+    outgoing: list[tuple[tuple[str, str], tuple[str, int]]] = []
+    for lineno, row in enumerate(reader, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        try:
+            pid, name, direction = (row[col[c]].strip() for c in ("pid", "name", "direction"))
+            local, remote = _split_endpoint(row[col["local"]]), _split_endpoint(row[col["remote"]])
+        except (IndexError, ValueError):
+            raise ActivityError(f"{path}:{lineno}: not a row of the socket log "
+                                f"({','.join(sorted(SOCKET_LOG))})") from None
+        if not pid:
+            continue  # a socket whose process could not be read
+        if direction == "listen":
+            listening[local] = (name, pid)
+        elif direction == "out" and remote is not None:
+            outgoing.append(((name, pid), remote))
+    out: dict[tuple[str, str], float] = {}
+    for caller, (ip, port) in outgoing:
+        callee = listening.get((ip, port)) or next(
+            (who for (lip, lport), who in listening.items() if lport == port and lip in WILDCARDS), None)
+        src, dst = _object_of(caller, objects), _object_of(callee, objects) if callee else None
+        if src and dst and src != dst:
+            out[(src, dst)] = out.get((src, dst), 0.0) + 1.0
+    return out
+
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def _split_endpoint(text: str) -> tuple[str, int] | None:
+    text = text.strip()
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _object_of(proc: tuple[str, str], objects: list[str]) -> str | None:
+    """The activity object a process was metered as: per process, else per name."""
+    name, pid = proc
+    for suffix in (f"/proc/{name}/{pid}", f"/proc/{name}"):
+        found = [o for o in objects if o.endswith(suffix)]
+        if len(found) == 1:
+            return found[0]
+    return None
 
 
 def combine(p_activity: float, connected: bool) -> float:

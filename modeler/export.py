@@ -47,6 +47,8 @@ def write(g: nx.DiGraph, path: str | Path, fmt: str | None = None) -> str:
         # names like "DynamoDB_AWS::DynamoDB" read as node:port in DOT unless quoted
         quoted = nx.relabel_nodes(g, {v: '"' + str(v).replace('"', '\\"') + '"' for v in g})
         dot = to_pydot(quoted)
+        for key, value in g.graph.items():  # how the model was decided, as in the other formats
+            dot.set(key, '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"')
         for edge in dot.get_edges():
             conf = edge.get("confidence")
             if conf is not None:
@@ -55,15 +57,24 @@ def write(g: nx.DiGraph, path: str | Path, fmt: str | None = None) -> str:
     return fmt
 
 
+def read_json(path: str | Path, error: type[ValueError] = ValueError):
+    """A JSON file the researchers' interface reads (model, truth, topology), with one kind
+    of message for every way it can be unreadable; a byte-order mark is accepted."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start})") from None
+
+
 def read_model(path: str | Path) -> nx.DiGraph:
     """Read a node-link JSON model, with a clear message for anything else."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ModelFormatError(f"cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(path, ModelFormatError)
     if not isinstance(data, dict) or "nodes" not in data or not isinstance(data.get("edges", data.get("links")), list):
         raise ModelFormatError(f"{path}: expected node-link JSON with 'nodes' and 'edges'")
     try:

@@ -20,6 +20,13 @@ from masa.activity import ActivityError, Series, span
 MIN_STEP = 1.0
 #: A bin counts as covered when samples cover at least this share of it.
 MIN_COVERED = 0.5
+#: A grid more than this many times longer than the best-sampled object's recorded time is
+#: a stray timestamp or a unit slip (ms read as s), not data: refused before allocating it.
+MAX_SPAN_PER_RECORDED = 100.0
+#: Objects x bins of one grid (8 bytes each, several working copies): beyond, refuse.
+MAX_CELLS = 100_000_000
+#: Beyond this magnitude squares overflow float64 in the statistics; no activity unit needs it.
+MAX_VALUE = 1e100
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class Grid:
     step: float
     values: np.ndarray  # rates, gaps filled with the object's median
     covered: np.ndarray  # bool, bin covered by samples
+    observed: int = 0  # median over objects of the bins resting on own samples
 
     @property
     def n_bins(self) -> int:
@@ -58,26 +66,50 @@ def align(series: Mapping[str, Series], step: float | None = None) -> Grid:
         step = max(native_step(series), MIN_STEP)
     if not (np.isfinite(step) and step > 0):
         raise ActivityError(f"grid step must be a positive number of seconds, got {step}")
-    t0, t1 = span(series.values())
+    names = sorted(series)
+    for name in names:
+        value = series[name].value
+        if len(value) and not np.all(np.isfinite(value)):
+            raise ActivityError(f"{name}: activity values must be finite numbers (found NaN or inf)")
+        if len(value) and np.max(np.abs(value)) > MAX_VALUE:
+            raise ActivityError(f"{name}: activity value {np.max(np.abs(value)):.3g} is beyond "
+                                f"{MAX_VALUE:g}; rescale the data (e.g. to kB/s)")
+    t0, t1 = _checked_span(series)
     n = int(np.floor((t1 - t0) / step + 1e-9))
     if n < 8:
         raise ActivityError(
             f"the data spans {t1 - t0:g} s, only {n} bins of {step:g} s: too short to model"
         )
-    names = sorted(series)
+    if n * len(names) > MAX_CELLS:
+        raise ActivityError(f"{len(names)} objects x {n} bins of {step:g} s is more than one model "
+                            f"holds ({MAX_CELLS:.0e} cells): use a coarser step or a shorter window")
     values = np.empty((len(names), n))
     covered = np.empty((len(names), n), dtype=bool)
+    observed = []
     for k, name in enumerate(names):
         s = series[name]
-        if len(s) and not np.all(np.isfinite(s.value)):
-            raise ActivityError(f"{name}: activity values must be finite numbers (found NaN or inf)")
         rate, cov = s.resample(t0, step, n)
         ok = cov >= MIN_COVERED
         rate = np.where(ok, rate / np.maximum(cov, 1e-12), 0.0)
         fill = float(np.median(rate[ok])) if ok.any() else 0.0
         values[k] = np.where(ok, rate, fill)
         covered[k] = ok
-    return Grid(names, t0, float(step), values, covered)
+        observed.append(min(int(ok.sum()), len(s)))  # a finer grid than the samples adds no evidence
+    return Grid(names, t0, float(step), values, covered, int(np.median(observed)))
+
+
+def _checked_span(series: Mapping[str, Series]) -> tuple[float, float]:
+    """The stretch the grid spans, refused when samples cover almost none of it."""
+    t0, t1 = span(series.values())
+    recorded = max(float(np.sum(s.end - s.start)) for s in series.values() if len(s))
+    if t1 - t0 > MAX_SPAN_PER_RECORDED * recorded:
+        first = min((s for s in series.values() if len(s)), key=lambda s: s.start[0])
+        last = max((s for s in series.values() if len(s)), key=lambda s: s.end[-1])
+        raise ActivityError(
+            f"the samples span {t1 - t0:.6g} s (from {t0!r} in {first.object} to {t1!r} in "
+            f"{last.object}) but no object has more than {recorded:.6g} s recorded: a stray "
+            "timestamp or times in other units than seconds?")
+    return t0, t1
 
 
 def standardize(x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ of the network and corrects its over-confidence.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,19 @@ class PairNetwork:
 
     @classmethod
     def load(cls, path: str | Path) -> PairNetwork:
+        """Read a network file; anything else (a model JSON, an npz of other arrays, a
+        pickle) is refused with one message, never loaded unsafely."""
+        try:
+            return cls._load(path)
+        except OSError as exc:
+            raise ValueError(f"cannot read network {path}: {exc.strerror or exc}") from None
+        except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith(f"{path}: model format"):
+                raise
+            raise ValueError(f"{path}: not a network written by `masa train`") from None
+
+    @classmethod
+    def _load(cls, path: str | Path) -> PairNetwork:
         with np.load(Path(path), allow_pickle=False) as data:
             version = int(data["format_version"])
             if version != FORMAT_VERSION:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from masa.activity import write_csv
 from masa.host import next_beat
+from modeler.export import read_json
 from probes.procfs import ConnectionProbe, ProcfsProbe, to_series
 
 PREFIX = "tb-"
@@ -173,14 +174,10 @@ def load_topology(name_or_path: str) -> dict:
     if name_or_path in TOPOLOGIES:
         return TOPOLOGIES[name_or_path]
     path = Path(name_or_path)
-    try:
-        topo = json.loads(path.read_text())
-    except OSError:
+    if not path.is_file():
         raise TopologyError(
-            f"{name_or_path}: neither a built-in topology ({', '.join(TOPOLOGIES)}) nor a readable file"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise TopologyError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+            f"{name_or_path}: neither a built-in topology ({', '.join(TOPOLOGIES)}) nor a readable file")
+    topo = read_json(path, TopologyError)
     validate(topo)
     return topo
 
@@ -228,7 +225,7 @@ def _unknown_keys(where: str, given: dict, allowed: tuple[str, ...]) -> None:
 def _call_cycle(services: dict) -> list[str] | None:
     """A cycle of calls, if any: each request of a service on it may come back to that
     service, and at call probability 1 never returns (threads pile up until the end)."""
-    graph = {name: list((svc.get("calls") or {})) for name, svc in services.items()}
+    graph = {name: list(svc.get("calls") or {}) for name, svc in services.items()}
     state: dict[str, int] = {}  # 1 on the current path, 2 done
 
     def visit(node: str, path: list[str]) -> list[str] | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import platform
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,6 +22,7 @@ from masa.activity import read_csv, span
 from masa.progress import Progress
 from modeler import estimator, features, grid, simulator
 from modeler.estimator import DependencyModeler, Recording, check_truth, recording_features
+from modeler.export import read_json
 from modeler.network import PairNetwork
 from modeler.simulator import random_scenario
 
@@ -41,10 +41,7 @@ def read_recording(directory: str | Path) -> tuple[dict, list[tuple[str, str]]]:
 
 
 def read_truth(path: str | Path) -> list[list[str]]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read truth {path}: {exc}") from None
+    data = read_json(path)
     edges = data.get("edges") if isinstance(data, dict) else None
     if not isinstance(edges, list):
         raise ValueError(f"{path}: expected a JSON object with an 'edges' list")

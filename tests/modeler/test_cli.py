@@ -7,7 +7,7 @@ import pytest
 import sklearn
 from click.testing import CliRunner
 
-from masa.activity import write_csv
+from masa.activity import Series, write_csv
 from masa.cli import main
 from modeler.simulator import random_topology, simulate
 
@@ -67,7 +67,10 @@ def test_other_formats_are_readable_by_networkx(recording, tmp_path, fmt):
         import pydot
 
         g = nx.nx_pydot.from_pydot(pydot.graph_from_dot_file(str(out))[0])
+        g.graph = {k: v.strip('"') for k, v in g.graph["graph"].items()}
     assert g.number_of_nodes() >= 5
+    # how the model was decided travels in every format, not only JSON
+    assert 0 < float(g.graph["threshold"]) < 1 and int(g.graph["bins"]) > 0 and g.graph["network"]
 
 
 BAD = {
@@ -186,6 +189,123 @@ def test_the_model_says_how_much_activity_it_rests_on_and_infer_warns_when_littl
     short = tmp_path / "short.json"
     r = invoke("infer", tmp_path / "short.csv", "--out", short)
     assert r.exit_code == 0, r.output
-    bins = json.loads(short.read_text())["graph"]["bins"]
+    bins = json.loads(short.read_text())["graph"]["observed_bins"]
     assert 95 <= bins <= 101 < FEW_BINS
     assert f"rests on {bins} intervals" in r.stderr and "record longer" in r.stderr
+
+
+BAD_GRID = {
+    "stray_timestamp": ("time,object,value\n" + "".join(f"{t},a,{t % 3}\n{t},b,{t % 5}\n" for t in range(100, 150))
+                        + "1000000,a,1\n", "stray timestamp"),
+    "huge_value": ("time,object,value\n" + "".join(f"{t},a,{t % 3}\n{t},b,{t % 5}e160\n" for t in range(100, 150)),
+                   "rescale the data"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GRID))
+def test_infer_refuses_data_it_cannot_model_before_building_the_grid(tmp_path, case):
+    """A stray row would ask for a grid of millions of bins (GiBs), values near 1e160
+    overflow every square: both refused with the reason, nothing written."""
+    text, message = BAD_GRID[case]
+    (tmp_path / "a.csv").write_text(text)
+    r = invoke("infer", tmp_path / "a.csv", "--out", tmp_path / "m.json")
+    assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_file_that_is_not_a_network_is_refused_as_such(recording, tmp_path):
+    (tmp_path / "other.npz").write_bytes(b"")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    for path in (recording / "truth.json", tmp_path / "other.npz"):
+        r = invoke("infer", recording / "activity.csv", "--model", path, "--out", tmp_path / "m.json")
+        assert r.exit_code != 0 and "not a network written by `masa train`" in r.output, r.output
+        assert "pickle" not in r.output  # never a hint to load unsafely
+
+
+def test_an_unwritable_output_fails_before_the_work(recording, tmp_path):
+    r = invoke("train", "--scenarios", 400, "--out", tmp_path / "no" / "net.npz")
+    assert r.exit_code != 0 and "does not exist" in r.output
+    assert "simulating" not in r.stderr  # refused before an hour of training, not after
+    r = invoke("infer", recording / "activity.csv", "--out", tmp_path / "no" / "m.json")
+    assert r.exit_code != 0 and "does not exist" in r.output
+
+
+def test_infer_says_what_in_its_input_will_mislead_it(recording, tmp_path):
+    (tmp_path / "c.csv").write_text("source,target\nsvc0,nosuch\n")
+    r = invoke("infer", recording / "activity.csv", "--connections", tmp_path / "c.csv", "--out", tmp_path / "m.json")
+    assert r.exit_code == 0, r.output
+    assert "names 1 object the activity does not hold (nosuch)" in r.stderr
+    assert "joins no two objects" in r.stderr
+    (tmp_path / "c.csv").write_text("source,target,count\nsvc0,svc1,-5\n")
+    r = invoke("infer", recording / "activity.csv", "--connections", tmp_path / "c.csv", "--out", tmp_path / "m.json")
+    assert r.exit_code != 0 and "c.csv:2: count must be" in r.output
+    from masa.activity import read_csv
+
+    series = read_csv(recording / "activity.csv")
+    series["svc0"] = Series("svc0", "", series["svc0"].start, series["svc0"].end, -series["svc0"].value)
+    write_csv(tmp_path / "neg.csv", series.values())
+    r = invoke("infer", tmp_path / "neg.csv", "--out", tmp_path / "m.json")
+    assert r.exit_code == 0 and "1 object with negative activity (svc0)" in r.stderr
+
+
+def test_a_finer_grid_than_the_samples_adds_no_evidence(recording, tmp_path):
+    """`bins` counts grid intervals; the short-data note counts the ones resting on samples,
+    so asking for a finer step cannot talk the note away."""
+    out = tmp_path / "m.json"
+    r = invoke("infer", recording / "activity.csv", "--step", 0.1, "--out", out)  # 1 s samples
+    graph = json.loads(out.read_text())["graph"]
+    assert r.exit_code == 0 and graph["bins"] >= 6000 and graph["observed_bins"] == 600
+
+
+def test_the_socket_log_of_masa_collect_is_connection_evidence(tmp_path):
+    """One `masa collect procfs --connections` session gives both inputs of `masa infer`:
+    a real client process connected to a real server process, resolved to their objects."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from masa.activity import read_csv
+    from modeler import evidence
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import socket,sys,time\ns=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+         "print(s.getsockname()[1], flush=True); c, _ = s.accept(); t = time.time()\n"
+         "while time.time() - t < 20: sum(range(20000)); c.recv(1) if False else None", "masa-conn-test"],
+        stdout=subprocess.PIPE, text=True)
+    port = int(server.stdout.readline())
+    client = subprocess.Popen(
+        [sys.executable, "-c", f"import socket,time\nc=socket.create_connection(('127.0.0.1', {port})); t=time.time()\n"
+         "while time.time() - t < 20: sum(range(20000))", "masa-conn-test"])
+    try:
+        act, conns = tmp_path / "a.csv", tmp_path / "c.csv"
+        run = subprocess.run(
+            [str(Path(sys.executable).with_name("masa")), "collect", "procfs", "--match", "masa-conn-test",
+             "--per-process", "pid", "--label", "h", "--interval", "0.25", "--seconds", "3", "--out", str(act),
+             "--connections", str(conns), "--connections-every", "1"], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        series = read_csv(act)
+        found = evidence.read_connections(conns, series)
+        caller = next(o for o in series if o.endswith(f"/{client.pid}"))
+        callee = next(o for o in series if o.endswith(f"/{server.pid}"))
+        assert set(found) == {(caller, callee)} and found[(caller, callee)] >= 1
+        r = invoke("infer", act, "--connections", conns, "--step", 0.25, "--out", tmp_path / "m.json")
+        assert r.exit_code == 0, r.output
+        edges = json.loads((tmp_path / "m.json").read_text())["edges"]
+        assert any(e["source"] == caller and e["target"] == callee and "connection" in e["evidence"] for e in edges)
+    finally:
+        for p in (client, server):
+            p.kill()
+            p.wait()
+
+
+def test_the_python_api_example_in_the_docs_runs_as_written(monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "MODELING.md").read_text()
+    code = re.search(r"### Python API\n\n```python\n(.*?)```", doc, re.S).group(1)
+    monkeypatch.chdir(root)
+    exec(compile(code, "MODELING.md", "exec"), {})
+    scores = eval(capsys.readouterr().out.strip(), {"np": np})  # the dict the example prints
+    assert set(scores) >= {"precision", "recall", "f1", "skeleton_f1", "shd"}

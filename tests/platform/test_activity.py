@@ -89,13 +89,22 @@ def test_csv_round_trip_both_layouts(tmp_path):
     ("when,what\n1,2\n", "header must contain"),
     ("time,object,value\n1,a,x\n", r":2: value is not a number"),
     ("time,object,value\n1,a,nan\n", "not finite"),
-    ("time,object,value\n1,a,1\n1,a,2\n", "two samples at time 1"),
+    ("time,object,value\n1,a,1\n2,b,1\n1,a,2\n", r"two samples at time 1.0 \(lines 2 and 4\)"),
     ("time,object,value\n1,,1\n", "empty object"),
     ("time,object,value\n", "no samples"),
     ("", "empty file"),
+    ("start,end,object,value\n0,1,a,1\n2,2,a,1\n", r":3: end must be after start"),
+    ("start,end,object,value\n0,2,a,1\n5,6,b,1\n1,3,a,1\n", r"a: the intervals of lines 2 and 4 overlap"),
+    ("time,object,value\n1,caf\xe9,1\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9"),
 ])
 def test_csv_errors_name_the_problem(tmp_path, text, message):
     path = tmp_path / "bad.csv"
-    path.write_text(text)
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     with pytest.raises(ActivityError, match=message):
         read_csv(path)
+
+
+def test_csv_from_a_spreadsheet_with_a_byte_order_mark_reads(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbftime,object,value\r\n1,a,0.5\r\n2,a,0.25\r\n")
+    assert list(read_csv(path)["a"].value) == [0.5, 0.25]
