@@ -36,11 +36,14 @@ def list_topologies() -> None:
 
 @testbed.command("record")
 @click.argument("topology")
-@click.option("--seconds", type=click.FloatRange(5), default=120, show_default=True)
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
+@click.option("--seconds", type=click.FloatRange(5), default=120, show_default=True,
+              help="How long to record; minutes, not seconds, make good models (docs/MODELING.md).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Directory to write activity.csv, truth.json, connections.csv, topology.json and machine.json.")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=0.5, show_default=True,
               help="Sampling interval of the procfs probe, seconds.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the clients' ON/OFF schedules and arrivals and the background jobs (same seed: same bursts).")
 @click.option("--load", "load", metavar="low|high|SCALE", default=None,
               help=f"Load level: {', '.join(f'{k} (client rates x{v:g})' for k, v in LOADS.items())}, "
                    "or a number that scales every client rate. Default: the topology's own "
