@@ -127,13 +127,20 @@ def ns(store_url: str | None) -> None:
 @click.option("--allow", multiple=True, help="Agent kinds this host accepts (repeatable; default: all installed).")
 @click.option("--no-restore", is_flag=True, help="Do not bring back the agents of the last run.")
 def host(name: str, domain: str, bind: str, port: int, allow: tuple[str, ...], no_restore: bool) -> None:
-    """Run an agent host NAME."""
+    """Run an agent host NAME (refused while a host of that name is running)."""
     import os
     import signal
 
+    from masa import kinds
+    from masa.errors import UnknownKind
     from masa.host import AgentHost
 
+    try:
+        kinds.check(allow)
+    except UnknownKind as exc:
+        raise click.BadParameter(str(exc), param_hint="'--allow'") from None
     h = AgentHost(name, domain, _settings(), list(allow) or None, bind, port)
+    h.claim_name()  # a host of this name that answers: one-line error, exit 1
     signal.signal(signal.SIGTERM, lambda *_: h.stop())
     click.echo(f"masa host {name} ({domain or 'no domain'}) at {h.control_uri}", err=True)
     signal.signal(signal.SIGINT, lambda *_: h.stop())
@@ -224,11 +231,13 @@ def deploy(topology: str) -> None:
 @click.argument("topology", type=click.Path(exists=True, dir_okay=False))
 @click.option("--deploy/--no-deploy", "do_deploy", default=True, help="Also create the topology's agents.")
 def up(topology: str, do_deploy: bool) -> None:
-    """Start the name server and hosts of TOPOLOGY as child processes; restart any that die."""
+    """Start the name server and hosts of TOPOLOGY as child processes; restart any that die.
+    Ctrl-C, SIGTERM or SIGHUP (the session closed) stops them all."""
     from masa import topology as topo
-    from masa.supervisor import Supervisor
+    from masa.supervisor import Supervisor, exit_on_stop_signals
 
     t = topo.load(topology)
+    exit_on_stop_signals()  # until watch() takes over: a signal while starting stops the children
     with Supervisor(t, _settings()) as sup:
         sup.start()
         if do_deploy:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import Pyro5
 
+from masa.errors import MasaError
+
 #: msgpack carries bytes natively (activity arrays travel without base64) and is the
 #: fastest of Pyro5's pickle-free serializers.
 SERIALIZER = "msgpack"
@@ -81,14 +83,30 @@ class Settings:
         return env
 
 
+class SecretFileMissing(MasaError):
+    """``MASA_SECRET_FILE`` names a file that does not exist."""
+
+
 def load_secret(home: Path) -> bytes:
     """The shared secret: ``MASA_SECRET``, else ``MASA_SECRET_FILE``, else ``HOME/secret``.
 
-    A missing secret file is created (mode 0600) so that a single-machine setup works
-    without ceremony; a multi-machine deployment copies that file to every machine."""
+    A missing ``HOME/secret`` is created (mode 0600) so that a single-machine setup works
+    without ceremony; a multi-machine deployment copies that file to every machine.  A file
+    named explicitly by ``MASA_SECRET_FILE`` is never created: a mistyped path would
+    otherwise give this process a secret of its own that no peer shares."""
     if os.environ.get("MASA_SECRET"):
         return os.environ["MASA_SECRET"].encode()
-    path = Path(os.environ.get("MASA_SECRET_FILE") or home / "secret")
+    explicit = os.environ.get("MASA_SECRET_FILE")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise SecretFileMissing(
+                f"MASA_SECRET_FILE={explicit} {what}; point it at the deployment's secret file "
+                f"(MASA_HOME/secret of the machine that created it: copy that file here), or unset "
+                f"MASA_SECRET_FILE to use {home / 'secret'} (created if missing)")
+        return path.read_text().strip().encode()
+    path = home / "secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

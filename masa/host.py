@@ -42,6 +42,7 @@ from masa.config import Settings
 from masa.errors import (
     AgentExists,
     AgentMoved,
+    AgentNotFound,
     AgentNotHere,
     AgentSuspended,
     BadRequest,
@@ -49,6 +50,7 @@ from masa.errors import (
     MasaError,
     MoveFailed,
     QueryTimeout,
+    UnknownKind,
     UnknownOperation,
 )
 from masa.naming import NameService
@@ -67,6 +69,11 @@ _NODE_STATUS = {RUNNING: "up", SUSPENDED: "suspended", MOVING: "moving"}
 DRAIN_TIMEOUT = 5.0  # longest wait for calls in flight before a move gives up
 PREPARED_TTL = 30.0  # a received agent never committed is dropped (or kept, see _expire)
 TOMBSTONE_TTL = 120.0  # how long a moved agent's old address still redirects callers
+PING_TIMEOUT = 2.0  # a host registered under our name that answers within this is running
+
+
+class HostRunning(MasaError):
+    """A host of the same name is registered and answers: this one refuses to start."""
 
 
 class _Call:
@@ -394,6 +401,11 @@ class AgentHost:
         config.apply(self.settings)
         self.name = name
         self.domain = domain
+        if allow:
+            try:
+                kinds.check(allow)
+            except UnknownKind as exc:
+                raise UnknownKind(f"host {name!r} allow-list: {exc}") from None
         self.allow = set(allow) if allow else set(kinds.installed())
         self.slots: dict[str, Slot] = {}
         self._prepared: dict[str, float] = {}
@@ -412,6 +424,7 @@ class AgentHost:
         self.moves = {"out": 0, "in": 0, "failed": 0}
         self._store: Store | None = None
         self._save_lock = threading.Lock()
+        self._claimed = False
         psutil.cpu_percent(None)  # prime the non-blocking CPU measurement
 
     # -- naming ----------------------------------------------------------------------------
@@ -439,6 +452,24 @@ class AgentHost:
     def _announce(self, name: str, kind: str, domain: str, uri: str, host: str) -> None:
         meta = naming.tags(kind=kind, domain=domain, host=host) | {"masa:agent"}
         self.ns.register(naming.agent_name(name), uri, meta)
+
+    def claim_name(self) -> None:
+        """Refuse to run under the name of a host that is running: registering over it
+        would point its name (and its agents') at this process, and the running host,
+        never seen as down, would never register them again.  A registration whose owner
+        does not answer is stale (that host died) and is taken over by ``register_all``."""
+        if self._claimed:
+            return
+        try:
+            uri = str(self.ns.lookup(naming.host_name(self.name), wait=0))
+        except AgentNotFound:
+            uri = None  # not registered; an unreachable broker is reported by register_all
+        if uri and uri != self.control_uri and _answers_as(uri, self.name, self.settings.secret):
+            with _quietly():
+                self.daemon.close()
+            raise HostRunning(f"host {self.name!r} is already running at {uri}; "
+                              "stop it first or give this host another name")
+        self._claimed = True
 
     def register_all(self) -> None:
         self.ns.register(naming.host_name(self.name), self.control_uri,
@@ -847,6 +878,7 @@ class AgentHost:
                 self.restart(slot)
 
     def run(self, restore: bool = True) -> None:
+        self.claim_name()  # before anything is restored, registered or saved
         if restore:
             self.restore()
         self.register_all()
@@ -873,6 +905,15 @@ class AgentHost:
         self._stop.set()
         with _quietly():
             self.daemon.transportServer.wakeup()
+
+
+def _answers_as(uri: str, name: str, secret: bytes) -> bool:
+    """Whether the host control object at ``uri`` answers a ping as host ``name``."""
+    try:
+        with Proxy(uri, secret, timeout=PING_TIMEOUT) as p:
+            return p.ping() == name
+    except Exception:
+        return False
 
 
 def _alive(uri: str, secret: bytes) -> bool:

@@ -30,6 +30,16 @@ def installed() -> list[str]:
     return sorted(_entry_points())
 
 
+def check(names: list[str] | tuple[str, ...]) -> None:
+    """Raise UnknownKind naming every kind in ``names`` that is not installed (allow-lists:
+    a misspelled kind would otherwise silently admit nothing)."""
+    unknown = [n for n in dict.fromkeys(names) if n not in _entry_points()]
+    if unknown:
+        listed = ", ".join(repr(n) for n in unknown)
+        raise UnknownKind(f"unknown agent kind{'s' if len(unknown) > 1 else ''} {listed}; "
+                          f"installed kinds: {', '.join(installed())}")
+
+
 @cache
 def load(kind: str) -> type[Agent]:
     ep = _entry_points().get(kind)

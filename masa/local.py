@@ -64,7 +64,7 @@ class LocalCluster:
 
     def restart(self, host: str) -> None:
         self.sup.children[host].start()
-        self.sup.wait_for(naming.host_name(host))
+        self.sup.wait_for(naming.host_name(host), child=self.sup.children[host])
 
     def nodes(self, **kw: Any) -> dict[str, dict]:
         return {n["name"]: n for n in admin.node_list(self.settings, **kw)}

@@ -9,6 +9,7 @@ intervals is marked down — checked five times per interval, so within two inte
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -49,6 +50,11 @@ class Registry:
 
     def nodes(self, type: str | None = None, domain: str | None = None) -> list[dict]:  # noqa: A002
         return self.store.nodes(type=type, domain=domain)
+
+    def pid(self) -> int:
+        """The broker's process id: tells a supervisor its own broker from another one
+        already serving on the same address."""
+        return os.getpid()
 
     def forget(self, name: str) -> None:
         with self._lock:

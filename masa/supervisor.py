@@ -6,6 +6,7 @@ the same way: real OS processes talking over loopback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -13,18 +14,40 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+
+import Pyro5.errors
 
 from masa import config, naming
 from masa.config import Settings
 from masa.errors import MasaError
 from masa.naming import NameService
+from masa.security import Proxy
 from masa.topology import Topology
 
 log = logging.getLogger("masa.supervisor")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+
+#: what ends ``masa up`` cleanly besides Ctrl-C: SIGTERM, and SIGHUP (the terminal or ssh
+#: session closed; the children run in sessions of their own and never see it)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def exit_on_stop_signals() -> None:
+    """Make SIGTERM/SIGHUP raise SystemExit (once) in the main thread, so that a ``with
+    Supervisor`` block still starting or deploying unwinds and stops its children;
+    ``watch()`` replaces this by a clean end of its loop."""
+
+    def _exit(signum, _frame):
+        for sig in STOP_SIGNALS:  # the clean-up that follows is not interrupted again
+            signal.signal(sig, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _exit)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,10 +77,12 @@ class Child:
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self.next_restart = 0.0
+        self._log_start = 0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
+            self._log_start = out.tell()
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -68,6 +93,18 @@ class Child:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    def exited(self) -> MasaError:
+        """The error for a child that exited while starting: its exit code and the last
+        line it logged (the one-line ``masa: error: ...``)."""
+        code = self.proc.returncode if self.proc else None
+        last = ""
+        with contextlib.suppress(OSError), self.log_path.open("rb") as log_file:
+            log_file.seek(self._log_start)
+            lines = log_file.read().decode(errors="replace").strip().splitlines()
+            last = lines[-1].strip() if lines else ""
+        return MasaError(f"{self.name} exited while starting (exit code {code})"
+                         + (f": {last}" if last else "") + f"; log: {self.log_path}")
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc is not None:
@@ -114,23 +151,53 @@ class Supervisor:
         self.stop()
 
     def start(self, timeout: float = 30.0) -> None:
-        self.children["ns"].start()
-        self.wait_for(naming.REGISTRY, timeout)
-        for name, child in self.children.items():
-            if name != "ns":
-                child.start()
-        for name in self.topology.hosts:
-            self.wait_for(naming.host_name(name), timeout)
-
-    def wait_for(self, name: str, timeout: float = 30.0) -> None:
-        ns = NameService(self.settings)
+        """Start the broker, then the hosts, and wait until all are registered.  A child
+        that exits meanwhile (a broker whose address is taken, a host refusing to start)
+        fails the start at once; whatever was started is stopped again."""
         try:
-            ns.lookup(name, wait=timeout)
-        except MasaError:
-            logs = {n: c.log_path for n, c in self.children.items()}
-            raise MasaError(f"{naming.short(name)} did not come up within {timeout:g} s; logs: {logs}") from None
+            ns = self.children["ns"]
+            ns.start()
+            try:
+                self.wait_for(naming.REGISTRY, timeout, ns, check=self._our_broker)
+            except MasaError as exc:
+                raise MasaError(f"name server on {self.settings.ns_address} could not start: {exc}"
+                                + ("; is another masa ns or masa up running there?"
+                                   if "in use" in str(exc) else "")) from None
+            for name, child in self.children.items():
+                if name != "ns":
+                    child.start()
+            for name in self.topology.hosts:
+                self.wait_for(naming.host_name(name), timeout, self.children[name])
+        except BaseException:
+            self.stop()
+            raise
+
+    def _our_broker(self, uri: str) -> bool:
+        """Whether the registry at ``uri`` runs in the broker this supervisor started (an
+        older broker on the same address would answer too, until ours has failed)."""
+        with Proxy(uri, self.settings.secret, timeout=2.0) as registry:
+            return registry.pid() == self.children["ns"].pid
+
+    def wait_for(self, name: str, timeout: float = 30.0, child: Child | None = None,
+                 check: Callable[[str], bool] | None = None) -> None:
+        """Wait until ``name`` is registered (and ``check(uri)`` holds); fail at once if
+        ``child``, the process that should register it, exits."""
+        ns = NameService(self.settings)
+        deadline = time.monotonic() + timeout
+        try:
+            for _ in naming.backoff(deadline, cap=0.25):
+                if child is not None and child.proc is not None and not child.alive:
+                    raise child.exited()
+                try:
+                    uri = str(ns.lookup(name, wait=0))
+                    if check is None or check(uri):
+                        return
+                except (MasaError, Pyro5.errors.PyroError):
+                    ns.close()  # not there yet, or not ours yet
         finally:
             ns.close()
+        logs = {n: str(c.log_path) for n, c in self.children.items()}
+        raise MasaError(f"{naming.short(name)} did not come up within {timeout:g} s; logs: {logs}")
 
     def restart_dead(self) -> list[str]:
         """One supervision pass: start again what died, with growing backoff."""
@@ -149,14 +216,16 @@ class Supervisor:
         return restarted
 
     def watch(self, interval: float = 0.5) -> None:
-        """Supervise until interrupted (SIGINT/SIGTERM)."""
+        """Supervise until interrupted (SIGINT, SIGTERM, SIGHUP); the caller then stops
+        the children (``with Supervisor``)."""
         stop = False
 
         def _stop(*_):
             nonlocal stop
             stop = True
 
-        signal.signal(signal.SIGTERM, _stop)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _stop)
         try:
             while not stop:
                 for name in self.restart_dead():

@@ -72,3 +72,30 @@ def test_demo_in_process_reports_its_figures(tmp_path):
         result = run(moves=3, home=tmp_path, console=Console(file=out))
     assert result["failed"] == [] and result["lost"] == 0 and result["moves"] == 3
     assert result["answered"] > 0 and result["chains"] > 0 and result["restarts"] == 0
+
+
+def test_host_refuses_a_misspelled_allowed_kind_naming_the_installed_ones(tmp_path):
+    from masa.config import Settings
+    from masa.errors import UnknownKind
+    from masa.host import AgentHost
+    from masa.supervisor import free_port
+
+    env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "s",
+           "MASA_NS": f"127.0.0.1:{free_port()}"}
+    out = masa("host", "x1", "--allow", "echo", "--allow", "nueral", env=env)
+    assert out.returncode == 2, out.stderr
+    assert "Invalid value for '--allow': unknown agent kind 'nueral'; installed kinds: " in out.stderr
+    assert "echo, " in out.stderr and "relay" in out.stderr
+    with pytest.raises(UnknownKind, match="host 'x1' allow-list: unknown agent kind 'nueral'"):
+        AgentHost("x1", settings=Settings(home=tmp_path, secret=b"s"), allow=["echo", "nueral"])
+
+
+def test_a_missing_explicit_secret_file_is_an_error_and_is_not_created(tmp_path):
+    missing = tmp_path / "typo" / "secret"
+    env = {**os.environ, "MASA_HOME": str(tmp_path / "home"), "MASA_SECRET_FILE": str(missing)}
+    env.pop("MASA_SECRET", None)
+    out = masa("nodes", env=env)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"masa: error: MASA_SECRET_FILE={missing} does not exist")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not missing.exists() and not (tmp_path / "home" / "secret").exists()

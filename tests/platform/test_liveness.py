@@ -1,5 +1,6 @@
 """Heartbeats and the node list; the watchdog; supervision by ``masa up``."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -7,11 +8,13 @@ import sys
 import time
 from dataclasses import replace
 
+import psutil
 import pytest
 
 from masa import admin
 from masa.config import Settings
 from masa.errors import MasaError, QueryTimeout
+from masa.naming import NameService
 from masa.ref import AgentRef
 from masa.supervisor import free_port
 from tests.cluster import ROOT, Cluster, attempt, wait
@@ -56,7 +59,8 @@ def test_failing_task_is_logged_and_stuck_handler_restarts_agent_from_last_state
     assert stats["restarts"] == 1 and stats["task_errors"] >= 3
 
 
-def test_masa_up_restarts_a_killed_host(tmp_path):
+def _up_topology(tmp_path):
+    """A topology for ``masa up`` on a free port, its environment and client settings."""
     port = free_port()
     topo = tmp_path / "t.toml"
     topo.write_text(f"""
@@ -73,12 +77,31 @@ host = "u2"
 """)
     env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "s3",
            "MASA_HEARTBEAT": "0.5", "PYTHONPATH": str(ROOT)}
-    up = subprocess.Popen([sys.executable, "-m", "masa", "up", str(topo)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    settings = replace(Settings(home=tmp_path, secret=b"s3"), ns_port=port)
+    return topo, env, replace(Settings(home=tmp_path, secret=b"s3"), ns_port=port)
+
+
+def _masa_up(topo, env):
+    return subprocess.Popen([sys.executable, "-m", "masa", "up", str(topo)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _host_pid(settings, host):
+    return attempt(lambda: admin.host_call(settings, host, "info")["pid"])
+
+
+def _running(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_masa_up_restarts_a_killed_host(tmp_path):
+    topo, env, settings = _up_topology(tmp_path)
+    up = _masa_up(topo, env)
 
     def pid():
-        return attempt(lambda: admin.host_call(settings, "u2", "info")["pid"])
+        return _host_pid(settings, "u2")
 
     try:
         first = wait(pid, timeout=30)
@@ -91,3 +114,78 @@ host = "u2"
         up.terminate()
         _, err = up.communicate(timeout=20)
     assert "restarted u2" in err
+
+
+def test_masa_up_stops_its_children_on_sighup(tmp_path):
+    """An ssh session that closes sends SIGHUP: the supervisor must not leave the name
+    server and hosts (in sessions of their own) running unsupervised."""
+    topo, env, settings = _up_topology(tmp_path)
+    up = _masa_up(topo, env)
+    children = []
+    try:
+        wait(lambda: attempt(lambda: AgentRef("ue", settings).query("echo")), timeout=30)
+        children = [p.pid for p in psutil.Process(up.pid).children()]
+        assert len(children) == 3  # name server, u1, u2
+        up.send_signal(signal.SIGHUP)
+        _, err = up.communicate(timeout=30)
+        assert up.returncode >= 0, err  # a clean exit, not death by the signal
+        wait(lambda: not any(_running(pid) for pid in children), timeout=20)
+    finally:
+        if up.poll() is None:
+            up.terminate()
+            up.communicate(timeout=20)
+        for pid in children:  # only if the supervisor failed to stop them
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+
+
+def test_second_host_of_a_running_hosts_name_is_refused_and_changes_nothing(tmp_path):
+    with Cluster(tmp_path, {"h1": {}}) as c:
+        c.create("h1", "echo", "e1")
+        before = c.host("h1", "info")
+        ns = NameService(c.settings)
+        names = ("masa.host.h1", "masa.agent.e1")
+        registered = {n: str(ns.lookup(n)) for n in names}
+        second = subprocess.Popen([sys.executable, "-m", "masa", "host", "h1"], env=c.settings.child_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            second.terminate()
+            second.communicate(timeout=20)
+            pytest.fail("a second host h1 kept running next to the first")
+        assert second.returncode == 1
+        assert f"masa: error: host 'h1' is already running at {before['address']}" in err
+        assert {n: str(ns.lookup(n)) for n in names} == registered  # it registered nothing
+        ns.close()
+        assert c.ref("e1").query("echo")["host"] == "h1"
+        assert c.host("h1", "info")["pid"] == before["pid"]
+        # a stale registration (its host killed) is taken over: that is how a host comes back
+        c.kill("h1")
+        c.restart("h1")
+        c.wait(lambda: attempt(lambda: c.host("h1", "info")["pid"] != before["pid"]))
+        assert c.wait(lambda: attempt(lambda: c.ref("e1").query("echo")["host"])) == "h1"
+
+
+def test_second_masa_up_on_a_taken_address_fails_and_leaves_the_first_alone(tmp_path):
+    topo, env, settings = _up_topology(tmp_path)
+    first = _masa_up(topo, env)
+    try:
+        pids = {h: wait(lambda h=h: _host_pid(settings, h), timeout=30) for h in ("u1", "u2")}
+        wait(lambda: attempt(lambda: AgentRef("ue", settings).query("echo")), timeout=30)
+        second = _masa_up(topo, env)
+        try:
+            _, err = second.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            second.terminate()  # stops whatever it started
+            second.communicate(timeout=20)
+            pytest.fail("a second masa up kept running on a taken name-server address")
+        assert second.returncode == 1
+        assert "name server on 127.0.0.1:" in err and "could not start" in err
+        assert "Address already in use" in err and "Traceback" not in err
+        assert {h: _host_pid(settings, h) for h in pids} == pids
+        assert AgentRef("ue", settings).query("echo")["host"] == "u2"
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        first.communicate(timeout=20)

@@ -9,6 +9,7 @@ import Pyro5.errors
 import pytest
 
 from masa import admin
+from masa.config import SecretFileMissing, load_secret
 from masa.errors import (
     AuthenticationError,
     BadRequest,
@@ -118,3 +119,22 @@ def test_tls_cluster_serves_and_refuses_clients_without_certificates(tmp_path):
                 data = b""
             assert not data.startswith(b"PYRO")
         assert admin.node_list(c.settings)
+
+
+def test_secret_created_only_at_the_default_place(tmp_path, monkeypatch):
+    monkeypatch.delenv("MASA_SECRET", raising=False)
+    monkeypatch.delenv("MASA_SECRET_FILE", raising=False)
+    secret = load_secret(tmp_path / "home")  # the default place: created, mode 0600
+    default = tmp_path / "home" / "secret"
+    assert default.read_text().strip().encode() == secret and default.stat().st_mode & 0o777 == 0o600
+    assert load_secret(tmp_path / "home") == secret
+    monkeypatch.setenv("MASA_SECRET_FILE", str(default))  # an explicit file that exists is read
+    assert load_secret(tmp_path / "elsewhere") == secret
+    typo = tmp_path / "hmoe" / "secret"
+    monkeypatch.setenv("MASA_SECRET_FILE", str(typo))
+    with pytest.raises(SecretFileMissing, match=f"MASA_SECRET_FILE={typo} does not exist"):
+        load_secret(tmp_path / "home")
+    assert not typo.exists()
+    monkeypatch.setenv("MASA_SECRET_FILE", str(tmp_path))
+    with pytest.raises(SecretFileMissing, match="is not a file"):
+        load_secret(tmp_path / "home")
