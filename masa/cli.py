@@ -156,10 +156,10 @@ def nodes(type_: str | None, domain: str | None, as_json: bool) -> None:
     """Print the node list: every host and agent, where it is, when it was last heard of."""
     import time
 
-    from rich.console import Console
     from rich.table import Table
 
     from masa import admin
+    from masa.progress import console
 
     rows = admin.node_list(_settings(), type_, domain)
     if as_json:
@@ -174,7 +174,7 @@ def nodes(type_: str | None, domain: str | None, as_json: bool) -> None:
         colour = {"up": "green", "down": "red"}.get(r["status"], "yellow")
         location = short(r.get("location") or "") if r["type"] == "agent" else r.get("location") or ""
         table.add_row(short(r["name"]), r["type"], r.get("kind") or "", r.get("domain") or "", location, f"[{colour}]{r['status']}[/]", age)
-    Console().print(table)
+    console().print(table)
 
 
 @main.command()
@@ -272,8 +272,11 @@ def tls_init(directory: str, hosts: tuple[str, ...]) -> None:
 @click.option("--moves", default=12, show_default=True, help="With --platform: how often the counter agent moves.")
 @click.pass_context
 def demo(ctx: click.Context, platform_only: bool, moves: int) -> None:
-    """Run the founding scenario (``masa scenario``: two domains, a router, the dependency
-    model); its options pass through (--short, --netns, --out).  --platform: the platform alone."""
+    """Run the founding scenario (masa scenario: two domains, a router, the dependency
+    model); its options pass through: --short, --netns, --out (see masa scenario --help).
+    --platform: the platform alone."""
+    if not platform_only and ctx.get_parameter_source("moves") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--moves belongs to the platform demo: add --platform")
     scenario = None if platform_only else main.get_command(ctx.parent, "scenario")
     if scenario is not None and not getattr(scenario, "masa_unavailable", False):
         with scenario.make_context("masa demo", list(ctx.args), parent=ctx.parent) as sub:

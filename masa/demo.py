@@ -22,6 +22,7 @@ from rich.table import Table
 
 from masa import admin, topology
 from masa.config import Settings
+from masa.progress import console as output_console
 from masa.ref import AgentRef
 from masa.supervisor import Supervisor, free_port
 
@@ -59,7 +60,7 @@ class _Load:
 
 def run(moves: int = 12, home: Path | None = None, console: Console | None = None) -> dict:
     """Run the demo; returns the figures it printed (the tests check them)."""
-    console = console or Console()
+    console = console or output_console()
     with tempfile.TemporaryDirectory(prefix="masa-demo-") as tmp:
         base = Settings.from_env(home=home or Path(tmp), secret=secrets.token_hex(16).encode())
         settings = replace(base, ns_port=free_port(), heartbeat=0.5)

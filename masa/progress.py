@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import rich.console
 
 
 class Progress:
@@ -68,3 +71,16 @@ class Progress:
         done = f"{self._done:g}/{self._total:g}" if self._total != 1 else f"{100 * self._done:.0f}%"
         print(f"{self._description}: {done} ({time.monotonic() - self._t0:.0f} s)",
               file=self._stream, flush=True)
+
+
+#: Width of tables written to a file or a pipe: rich would cut names at 80 columns there.
+PIPE_WIDTH = 240
+
+
+def console(stderr: bool = False) -> rich.console.Console:
+    """The console for the CLI's tables and results: a terminal's own width, and wide enough
+    for whole object names and addresses when the output goes to a file or a pipe."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPE_WIDTH)

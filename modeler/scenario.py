@@ -39,6 +39,7 @@ from rich.table import Table
 
 from masa import admin
 from masa.local import LocalCluster, wait
+from masa.progress import console as output_console
 from masa.supervisor import Supervisor
 from modeler import export, interface, metrics
 from modeler.scenario_netns import Netns, NetnsUnavailable
@@ -420,7 +421,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def run(seconds: float, interval: float, out: Path, console: Console | None = None,
         netns: bool = False) -> dict:
     """The whole scenario; returns the summary written to ``out/summary.json``."""
-    console = console or Console()
+    console = console or output_console()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     sc = Scenario(console, out, seconds, interval, netns)
     try:

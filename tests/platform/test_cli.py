@@ -51,6 +51,11 @@ def test_query_and_nodes_from_the_command_line(cluster):
                              for n in json.loads(masa("nodes", "--json", env=env, check=True).stdout)))
     listed = masa("agents", "--kind", "echo", env=env, check=True).stdout
     assert "cli-echo" in listed and " h2 " in listed
+    # piped, the table keeps whole names and addresses (rich would cut them at 80 columns)
+    table = masa("nodes", env={**env, "COLUMNS": ""}, check=True).stdout
+    h1 = next(n for n in json.loads(masa("nodes", "--json", env=env, check=True).stdout)
+              if n["name"] == "masa.host.h1")
+    assert h1["location"] in table and "…" not in table
 
 
 def test_demo_runs_moves_and_loses_nothing(tmp_path):
