@@ -5,7 +5,10 @@ finished sub-models of other modelers (hierarchical models), computes pair featu
 has its pool of neural agents score the pairs nobody else has scored, decides the model
 and keeps it as a new version with its provenance.  Jobs run in the agent's own thread,
 never inside a handler: a run takes longer than any caller should wait, and a handler
-overrunning its deadline is restarted by the host's watchdog.
+overrunning its deadline is restarted by the host's watchdog.  A job is part of the
+agent's state from the moment it is accepted until its version is stored (``open_job``,
+checkpointed with the ``run`` that accepted it): a modeler restored after its host
+crashed, or arriving from a move, redoes it under the same job number.
 
 Where sources offer connection evidence (``connections``: which object holds TCP
 connections to which endpoint), its endpoints are resolved to objects across all sources
@@ -150,7 +153,8 @@ class ModelerAgent(Agent):
         self._live_until: dict[str, float] = {}  # per source: end of the newest sample
         self._plots_seen = 0.0
         self._stopping = False
-        self.state.setdefault("pending", False)
+        self.state.setdefault("pending", False)  # a run asked for while one was going
+        self.state.setdefault("open_job", None)  # {"job", "accepted"}: accepted, no version yet
         self.state.setdefault("last_run", 0.0)
         self.state.setdefault("jobs", 0)
         self.state.setdefault("created_neural", [])
@@ -180,9 +184,14 @@ class ModelerAgent(Agent):
             self._versions = None
 
     def before_move(self, target: str) -> None:
-        if self._job is not None and self._job.is_alive():
-            self.state["pending"] = True  # redo at the target what was cut short here
+        # a job cut short here stays in state["open_job"]: the target redoes it
         self._release()
+
+    def after_move(self, source: str) -> None:
+        if source == self.host.name:  # the move failed: carry on here
+            self._stopping = False
+            if self.settings.get("http") is not None:
+                threading.Thread(target=self._serve_web, daemon=True, name=f"web-{self.name}").start()
 
     def on_stop(self) -> None:
         self._release()
@@ -200,33 +209,66 @@ class ModelerAgent(Agent):
     # -- scheduling ------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self._stopping:
+            return
+        if self.state["open_job"] is not None:  # accepted before a crash or a move
+            self._launch(redo=True)
+            return
         due = self.state["running"] and time.time() - self.state["last_run"] >= float(self.settings["every"])
-        if (due or self.state["pending"]) and not self._stopping:
+        if due or self.state["pending"]:
             self._launch()
 
-    def _launch(self) -> int | None:
-        """Start a job unless one runs; returns its number."""
+    def _launch(self, redo: bool = False) -> int | None:
+        """Start a job unless one runs (``redo``: the open one again); returns its number.
+
+        The job is recorded in ``state["open_job"]`` before anyone learns its number, so
+        the checkpoint the host takes after ``run`` (and every 5 s) holds it."""
         with self._job_lock:
             if self._job is not None and self._job.is_alive():
                 return None
-            self.state["pending"] = False
-            self.state["last_run"] = time.time()
-            self.state["jobs"] += 1
-            number = self.state["jobs"]
-            self._job = threading.Thread(target=self._run_job, args=(number,), daemon=True,
+            with self.lock:
+                if redo:
+                    number = int(self.state["open_job"]["job"])
+                else:
+                    self.state["pending"] = False
+                    self.state["jobs"] += 1
+                    number = self.state["jobs"]
+                    self.state["open_job"] = {"job": number, "accepted": time.time()}
+                self.state["last_run"] = time.time()
+            self._job = threading.Thread(target=self._run_job, args=(number, redo), daemon=True,
                                          name=f"job-{self.name}")
             self._job.start()
             return number
 
-    def _run_job(self, number: int) -> None:
+    def _stored(self, number: int) -> int | None:
+        """The version that job ``number`` (the open one) already stored, if any: a crash
+        between storing a version and checkpointing would otherwise repeat it."""
+        accepted = float((self.state["open_job"] or {}).get("accepted", 0.0))
+        for head in reversed(self.versions.list(self.name)):
+            if head["created"] < accepted:
+                return None
+            if head["info"].get("job") == number:
+                return head["version"]
+        return None
+
+    def _run_job(self, number: int, redo: bool = False) -> None:
         self._progress = {"state": "collecting", "job": number, "started": time.time()}
+        if redo:
+            self._progress["redo"] = True
+        close = True  # the job is over: no longer open
         try:
-            version = self._model_once(number)
+            version = (self._stored(number) if redo else None) or self._model_once(number)
             self._progress = {**self._progress, "state": "done", "version": version,
                               "finished": time.time()}
         except Exception as exc:  # noqa: BLE001 - a failed run is reported, the next one tries again
+            close = not self._stopping  # cut short by a move or a stop: redone where it runs next
             self._progress = {**self._progress, "state": "failed", "error": f"{type(exc).__name__}: {exc}",
                               "finished": time.time()}
+        if close:
+            with self.lock:
+                open_job = self.state["open_job"]
+                if open_job is not None and open_job["job"] == number:
+                    self.state["open_job"] = None
         self.host.checkpoint(self)
 
     # -- one modeling run ----------------------------------------------------------------------
@@ -363,7 +405,8 @@ class ModelerAgent(Agent):
         """Model now (on demand); a run already going is not started twice."""
         number = self._launch()
         if number is None:
-            self.state["pending"] = True  # right after the one going on
+            with self.lock:
+                self.state["pending"] = True  # right after the one going on
             return {"started": False, "job": self.state["jobs"] + 1}
         return {"started": True, "job": number}
 

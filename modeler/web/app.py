@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request
+from werkzeug.exceptions import HTTPException
 
 from masa.errors import BadRequest, MasaError
 from modeler.web import auth
@@ -20,6 +21,7 @@ from modeler.web.page import PAGE
 Call = Callable[..., Any]  # call(interface, op, **kwargs)
 CONTROL_HEADER = "X-Masa-Control"
 MIMETYPES = {"json": "application/json", "graphml": "application/xml", "dot": "text/vnd.graphviz"}
+_KINDS = {int: "an integer", float: "a number"}
 
 
 def _number(name: str, kind: type = float) -> Any:
@@ -29,7 +31,7 @@ def _number(name: str, kind: type = float) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise BadRequest(f"{name} must be a {kind.__name__}") from None
+        raise BadRequest(f"{name} must be {_KINDS.get(kind, kind.__name__)}") from None
 
 
 def _required(name: str) -> str:
@@ -39,27 +41,31 @@ def _required(name: str) -> str:
     return value
 
 
-def create_app(call: Call, nodes: Callable[[], list[dict]], token: str | None) -> Flask:
+def create_app(call: Call, nodes: Callable[[], list[dict]], token: str | None, modeler: str) -> Flask:
     """``call("query"|"configure", op, **kw)`` reaches the modeler; ``nodes()`` is the
     deployment's node list (hosts and agents with their locations); ``token`` is what
     every request must present (:mod:`modeler.web.auth`), ``None`` only for tests of
-    the routes themselves."""
+    the routes themselves; ``modeler`` names the modeler (its cookie is its own, so the
+    pages of several modelers open in one browser do not overwrite each other's)."""
     app = Flask("masa-modeler")
+    cookie = auth.cookie_name(modeler)
 
     @app.before_request
     def authenticate() -> Response | tuple[Response, int] | None:
         if token is None:
             return None
-        if not auth.valid(auth.presented(request.headers, request.cookies, request.args), token):
-            return jsonify(error="this modeler's page needs its token: open the address "
-                                 "`masa model page MODELER` prints, or send 'Authorization: Bearer TOKEN'"), 401
-        if "token" in request.args and request.path == "/":
-            # Trade the token in the address for a cookie, and drop it from the address
-            # bar and from the history.
+        # The token in the address is taken on the page only (the address `masa model
+        # page` prints), and there it wins over any cookie: a cookie left from an
+        # earlier secret must not lock the operator out of a correct address.
+        if request.path == "/" and auth.valid(request.args.get("token", ""), token):
+            # Trade it for a cookie, and drop it from the address bar and the history.
             answer = redirect("/", code=303)
-            answer.set_cookie(auth.COOKIE, token, httponly=True, samesite="Strict")
+            answer.set_cookie(cookie, token, httponly=True, samesite="Strict")
             return answer
-        return None
+        if auth.valid(auth.bearer(request.headers), token) or auth.valid(request.cookies.get(cookie, ""), token):
+            return None
+        return jsonify(error="this modeler's page needs its token: open the address "
+                             "`masa model page MODELER` prints, or send 'Authorization: Bearer TOKEN'"), 401
 
     def q(op: str, **kw: Any) -> Any:
         return call("query", op, **{k: v for k, v in kw.items() if v is not None})
@@ -74,6 +80,19 @@ def create_app(call: Call, nodes: Callable[[], list[dict]], token: str | None) -
     @app.errorhandler(MasaError)
     def failed(exc: MasaError) -> tuple[Response, int]:
         return jsonify(error=f"{type(exc).__name__}: {exc}"), 502
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response | HTTPException:
+        """Under /api, errors (unknown route, wrong method, a crash) answer in JSON like
+        every other answer there; the page keeps Flask's own."""
+        if not (request.path == "/api" or request.path.startswith("/api/")):
+            return exc
+        answer = jsonify(error=f"{exc.name}: {exc.description}")
+        answer.status_code = exc.code or 500
+        for key, value in exc.get_headers():
+            if key.lower() != "content-type":
+                answer.headers[key] = value  # e.g. Allow of a 405
+        return answer
 
     @app.get("/")
     def page() -> Response:

@@ -8,26 +8,42 @@ nothing new has to be distributed.  A browser presents it once in the URL
 SameSite=Strict cookie; scripts send ``Authorization: Bearer ...``.  Without TLS the
 token crosses the wire readable, like the rest of the traffic: the page binds to
 loopback unless told otherwise.
+
+Browsers keep cookies per host name, not per port, so every modeler's page on one
+machine sees the cookies of all the others: each modeler's cookie has its own name
+(:func:`cookie_name`), and a valid token in the address wins over whatever cookie the
+browser still holds (it replaces it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
+#: prefix of the cookie names; the rest names the modeler
 COOKIE = "masa_token"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def web_token(secret: bytes, modeler: str) -> str:
     return hmac.new(secret, f"masa-web|{modeler}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def presented(headers, cookies, args) -> str:
-    """The token a request carries, wherever it put it ('' if none)."""
-    auth = headers.get("Authorization", "")
-    if auth.startswith("Bearer "):
-        return auth[len("Bearer "):].strip()
-    return cookies.get(COOKIE) or args.get("token") or ""
+def cookie_name(modeler: str) -> str:
+    """The cookie that carries ``modeler``'s token: cookie-legal characters only, and
+    distinct for distinct names (a name that had to be changed gets a short hash)."""
+    safe = _UNSAFE.sub("_", modeler)
+    if safe != modeler or not safe:
+        safe += "-" + hashlib.sha256(modeler.encode()).hexdigest()[:8]
+    return f"{COOKIE}_{safe}"
+
+
+def bearer(headers) -> str:
+    """The token of an ``Authorization: Bearer ...`` header ('' if none); the scheme
+    is case-insensitive (RFC 7235)."""
+    scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 def valid(token: str, expected: str) -> bool:

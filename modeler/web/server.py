@@ -46,5 +46,5 @@ def serve_agent(agent: Any) -> WebServer:
                  "location": short(n.get("location") or "") if n["type"] == "agent" else n.get("location")}
                 for n in admin.node_list(settings)]
 
-    app = create_app(call, nodes, web_token(settings.secret, agent.name))
+    app = create_app(call, nodes, web_token(settings.secret, agent.name), agent.name)
     return WebServer(app, agent.settings.get("http_bind", "127.0.0.1"), int(agent.settings["http"]))
