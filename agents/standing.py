@@ -73,6 +73,8 @@ class Predicate:
 
 
 def parse_predicates(texts: Iterable[str] | None) -> list[Predicate]:
+    if isinstance(texts, str):  # one string would be read character by character
+        raise BadRequest(f"predicates are a list of strings such as [\"*/cpu > 0.2\"], not the string {texts!r}")
     return [Predicate.parse(t) for t in (texts or [])]
 
 

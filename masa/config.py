@@ -44,6 +44,8 @@ class Settings:
         base = cls()
         ns = env.get("MASA_NS", f"{base.ns_host}:{base.ns_port}")
         host, _, port = ns.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise MasaError(f"MASA_NS={ns}: expected HOST:PORT of the name server, e.g. 127.0.0.1:9090")
         tls = env.get("MASA_TLS_DIR")
         s = replace(
             base,

@@ -399,6 +399,7 @@ class AgentHost:
                  state_dir: Path | None = None) -> None:
         self.settings = settings or Settings.from_env()
         config.apply(self.settings)
+        naming.check_name(name, "host")
         self.name = name
         self.domain = domain
         if allow:
@@ -523,8 +524,7 @@ class AgentHost:
 
     def create(self, kind: str, name: str, settings: dict, domain: str | None = None,
                state: dict | None = None) -> dict:
-        if not isinstance(name, str) or not name or any(c in name for c in " /\\:"):
-            raise BadRequest(f"invalid agent name {name!r}")
+        naming.check_name(name, "agent")
         cls = self._check_kind(kind)
         if self._name_taken(name):
             raise AgentExists(f"an agent named {name!r} is already running")

@@ -15,7 +15,7 @@ import Pyro5.errors
 from Pyro5.core import URI
 
 from masa.config import Settings
-from masa.errors import AgentNotFound
+from masa.errors import AgentNotFound, BadRequest
 from masa.security import Proxy
 
 HOST_PREFIX = "masa.host."
@@ -29,6 +29,18 @@ def host_name(name: str) -> str:
 
 def agent_name(name: str) -> str:
     return name if name.startswith(AGENT_PREFIX) else AGENT_PREFIX + name
+
+
+def check_name(name: object, what: str) -> None:
+    """Host and agent names become parts of Pyro5 URIs and of log lines: no separators."""
+    if not isinstance(name, str) or not name or any(c in name for c in " \t/\\:@"):
+        raise BadRequest(f"invalid {what} name {name!r}: no spaces or any of / \\ : @")
+
+
+def describe(name: str) -> str:
+    """``host 'h1'``, ``agent 'a1'`` or the name itself: what an error is about."""
+    kind = "host" if name.startswith(HOST_PREFIX) else "agent" if name.startswith(AGENT_PREFIX) else None
+    return f"{kind} {short(name)!r}" if kind else repr(name)
 
 
 def short(name: str) -> str:
@@ -104,7 +116,7 @@ class NameService:
                 last = exc
         what = "name server unreachable" if isinstance(last, Pyro5.errors.CommunicationError) \
             else "not registered"
-        raise AgentNotFound(f"{short(name)!r} not found ({what}) at {self.settings.ns_address}")
+        raise AgentNotFound(f"{describe(name)} not found ({what}) at {self.settings.ns_address}")
 
     def lookup_meta(self, name: str) -> tuple[URI, dict[str, str]]:
         uri, meta = self._call("lookup", name, return_metadata=True)

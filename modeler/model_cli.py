@@ -33,19 +33,29 @@ def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=1, sort_keys=True))
 
 
-def _edges(rows: list[dict], key: str) -> None:
+def _edges(rows: list[dict], key: str, empty: str) -> None:
+    if not rows:
+        click.echo(empty)
     for e in rows:
         click.echo(f"{e[key]:40s} confidence {e.get('confidence', 1.0):.2f}  {e.get('evidence', '')}")
 
 
+#: The options every question about one model version shares.
+VERSION = click.option("--version", type=int, help="A model version (default: the latest).")
+MIN_CONFIDENCE = click.option("--min-confidence", type=float, default=0.0, show_default=True,
+                              help="Only dependencies at least this confident.")
+AS_JSON = click.option("--json", "as_json", is_flag=True, help="The interface's answer as JSON, for scripts.")
+
+
 @click.group("model")
 def model() -> None:
-    """Query a modeler's dependency model: show, deps, impact, path, diff, export, run."""
+    """Query a modeler's dependency model: show, deps, impact, path, diff, export, versions,
+    run, page."""
 
 
 @model.command()
 @click.argument("modeler")
-@click.option("--version", type=int, help="A model version (default: the latest).")
+@VERSION
 @click.option("--json", "as_json", is_flag=True, help="Node-link JSON with the version header.")
 def show(modeler: str, version: int | None, as_json: bool) -> None:
     """The whole model of MODELER and where it came from."""
@@ -65,29 +75,35 @@ def show(modeler: str, version: int | None, as_json: bool) -> None:
 @click.argument("modeler")
 @click.argument("obj", metavar="OBJECT")
 @click.option("--dependants", is_flag=True, help="What depends on OBJECT instead.")
-@click.option("--min-confidence", type=float, default=0.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def deps(modeler: str, obj: str, dependants: bool, min_confidence: float, as_json: bool) -> None:
+@MIN_CONFIDENCE
+@VERSION
+@AS_JSON
+def deps(modeler: str, obj: str, dependants: bool, min_confidence: float, version: int | None,
+         as_json: bool) -> None:
     """What OBJECT depends on directly (or, with --dependants, what depends on it)."""
     op = "dependants" if dependants else "dependencies"
-    rows = _call(modeler, "query", op, object=obj, min_confidence=min_confidence)
+    rows = _call(modeler, "query", op, object=obj, min_confidence=min_confidence, version=version)
     if as_json:
         _echo_json(rows)
     else:
-        _edges(rows, "source" if dependants else "target")
+        _edges(rows, "source" if dependants else "target",
+               f"nothing depends on {obj}" if dependants else f"{obj} depends on nothing")
 
 
 @model.command()
 @click.argument("modeler")
 @click.argument("obj", metavar="OBJECT")
-@click.option("--min-confidence", type=float, default=0.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def impact(modeler: str, obj: str, min_confidence: float, as_json: bool) -> None:
+@MIN_CONFIDENCE
+@VERSION
+@AS_JSON
+def impact(modeler: str, obj: str, min_confidence: float, version: int | None, as_json: bool) -> None:
     """Everything that transitively depends on OBJECT (what its failure may hit)."""
-    rows = _call(modeler, "query", "impact", object=obj, min_confidence=min_confidence)
+    rows = _call(modeler, "query", "impact", object=obj, min_confidence=min_confidence, version=version)
     if as_json:
         _echo_json(rows)
         return
+    if not rows:
+        click.echo(f"nothing depends on {obj}")
     for r in rows:
         click.echo(f"{r['object']:40s} {r['distance']} hop(s)  confidence {r['confidence']:.2f}")
 
@@ -96,10 +112,14 @@ def impact(modeler: str, obj: str, min_confidence: float, as_json: bool) -> None
 @click.argument("modeler")
 @click.argument("source")
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True)
-def path(modeler: str, source: str, target: str, as_json: bool) -> None:
+@MIN_CONFIDENCE
+@VERSION
+@AS_JSON
+def path(modeler: str, source: str, target: str, min_confidence: float, version: int | None,
+         as_json: bool) -> None:
     """The most confident chain of dependencies from SOURCE down to TARGET."""
-    answer = _call(modeler, "query", "path", source=source, target=target)
+    answer = _call(modeler, "query", "path", source=source, target=target, min_confidence=min_confidence,
+                   version=version)
     if as_json:
         _echo_json(answer)
     elif answer is None:
@@ -112,7 +132,7 @@ def path(modeler: str, source: str, target: str, as_json: bool) -> None:
 @click.argument("modeler")
 @click.argument("old", type=int)
 @click.argument("new", type=int, required=False)
-@click.option("--json", "as_json", is_flag=True)
+@AS_JSON
 def diff(modeler: str, old: int, new: int | None, as_json: bool) -> None:
     """What changed from version OLD to NEW (default: the latest)."""
     d = _call(modeler, "query", "diff", old=old, new=new)
@@ -135,7 +155,7 @@ def diff(modeler: str, old: int, new: int | None, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["json", "graphml", "dot"]), default=None,
               help="Default: from the suffix of --out, else JSON.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
-@click.option("--version", type=int)
+@VERSION
 def export(modeler: str, fmt: str | None, out: str | None, version: int | None) -> None:
     """The model as GraphML, DOT or node-link JSON."""
     from modeler.export import format_for
@@ -151,7 +171,7 @@ def export(modeler: str, fmt: str | None, out: str | None, version: int | None) 
 
 @model.command()
 @click.argument("modeler")
-@click.option("--json", "as_json", is_flag=True)
+@AS_JSON
 def versions(modeler: str, as_json: bool) -> None:
     """Every model version with its provenance."""
     rows = _call(modeler, "query", "versions_list")

@@ -64,6 +64,8 @@ def test_bad_requests_are_refused_clearly(pair):
     col = pair.ref("col-bad")
     with pytest.raises(BadRequest, match="bad predicate"):
         col.query("subscribe", request="x", subscriber="nobody", predicates=["cpu is hot"])
+    with pytest.raises(BadRequest, match="predicates are a list of strings"):  # not read char by char
+        col.query("subscribe", request="x", subscriber="nobody", predicates="*/cpu > 0.2")
     with pytest.raises(BadRequest, match="objects must be a list"):
         col.query("report", objects="b1/cpu")
     with pytest.raises(BadRequest, match="interval"):

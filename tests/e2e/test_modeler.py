@@ -9,6 +9,8 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from http.client import HTTPConnection, HTTPResponse
+from http.cookiejar import CookieJar
 
 import pytest
 
@@ -16,7 +18,7 @@ from masa import admin
 from masa.errors import BadRequest
 from modeler import interface
 from modeler.estimator import DependencyModeler
-from modeler.web.auth import page_url, web_token
+from modeler.web.auth import cookie_name, page_url, web_token
 from tests.cluster import ROOT, Cluster
 from tests.e2e.scenario import fill, finished, recording
 
@@ -44,6 +46,7 @@ def deployment(tmp_path_factory):
             c.create(host, "neural", f"nn{k}", pace=0.8)
         c.create("m1", "modeler", "mod", sources=["rec-1", "rec-2"], pool=["nn1", "nn2", "nn3"],
                  window=900.0, pool_timeout=6.0, batch_rows=4)
+        c.create("m1", "modeler", "mod2", sources=["rec-1"], window=900.0)  # a second page on m1
         yield c, sc
 
 
@@ -126,6 +129,50 @@ def test_http_answers_equal_pyro5_answers(deployment):
         assert json.loads(r.read()) == {"running": False}
 
 
+def raw(base: str, path: str, headers: dict) -> tuple[int, HTTPResponse, bytes]:
+    """One request, redirects not followed."""
+    conn = HTTPConnection(urllib.parse.urlsplit(base).netloc, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer, answer.read()
+    finally:
+        conn.close()
+
+
+def test_two_modelers_pages_open_in_one_browser(deployment):
+    """Browsers keep one cookie jar per host name, whatever the port: the pages of two
+    modelers on one machine must not lock each other out."""
+    c, _ = deployment
+    bases = {name: c.wait(lambda n=name: c.ref(n, timeout=20).query("status")["http"], timeout=30)
+             for name in ("mod", "mod2")}
+    assert bases["mod"] != bases["mod2"] and all(b.startswith("http://127.0.0.1:") for b in bases.values())
+    jar = CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    for name, base in bases.items():
+        with opener.open(page_url(base, c.settings.secret, name), timeout=10) as r:
+            assert r.url == base and b"masa modeler" in r.read()
+    assert sorted(k.name for k in jar) == [cookie_name("mod"), cookie_name("mod2")]
+    for _ in range(2):  # both stay open, in any order
+        for name, base in bases.items():
+            with opener.open(base + "api/status", timeout=10) as r:
+                assert json.loads(r.read())["name"] == name
+    # a stale cookie (an earlier secret) alone is refused; the correct address wins over it
+    base, tok = bases["mod2"], web_token(c.settings.secret, "mod2")
+    stale = {"Cookie": f"{cookie_name('mod2')}={'0' * 32}"}
+    status, _, body = raw(base, "/api/status", stale)
+    assert status == 401 and "token" in json.loads(body)["error"]
+    status, answer, _ = raw(base, f"/?token={tok}", stale)
+    assert status == 303 and f"{cookie_name('mod2')}={tok}" in answer.getheader("Set-Cookie")
+    # scripts: the bearer scheme in any case; errors under /api in JSON
+    status, _, body = raw(base, "/api/status", {"authorization": f"bearer {tok}"})
+    assert status == 200 and json.loads(body)["name"] == "mod2"
+    status, _, body = raw(base, "/api/no-such-route", {"Authorization": f"Bearer {tok}"})
+    assert status == 404 and "error" in json.loads(body)
+    status, _, body = raw(base, "/api/model?version=abc", {"Authorization": f"Bearer {tok}"})
+    assert status == 400 and json.loads(body) == {"error": "version must be an integer"}
+
+
 def test_pool_grows_shrinks_and_a_neural_agent_follows_its_modeler(deployment):
     c, _ = deployment
     mod = c.ref("mod", timeout=20)
@@ -160,6 +207,13 @@ def test_model_cli(deployment, tmp_path):
     out = tmp_path / "m.graphml"
     assert masa(c, "model", "export", "mod", "--out", str(out)).returncode == 0
     assert out.read_text() == mod.query("export", format="graphml")
+    latest = mod.query("versions_list")[-1]["version"]
+    pinned = json.loads(masa(c, "model", "deps", "mod", a, "--version", str(latest), "--json").stdout)
+    assert pinned == mod.query("dependencies", object=a, version=latest)
+    sink = next(n for n in g if g.out_degree(n) == 0)
+    assert masa(c, "model", "deps", "mod", sink).stdout.strip() == f"{sink} depends on nothing"
+    assert json.loads(masa(c, "model", "path", "mod", a, b, "--min-confidence", "0", "--json").stdout) == \
+        mod.query("path", source=a, target=b)
     bad = masa(c, "model", "deps", "mod", "no/such")
     assert bad.returncode != 0 and "unknown object 'no/such'" in bad.stderr
     # the page's address with its token: it opens the page

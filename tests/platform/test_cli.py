@@ -51,6 +51,10 @@ def test_query_and_nodes_from_the_command_line(cluster):
                              for n in json.loads(masa("nodes", "--json", env=env, check=True).stdout)))
     listed = masa("agents", "--kind", "echo", env=env, check=True).stdout
     assert "cli-echo" in listed and " h2 " in listed
+    nowhere = masa("move", "cli-echo", "h9", env=env)
+    assert nowhere.returncode == 1 and "host 'h9' not found" in nowhere.stderr
+    garbled = masa("nodes", env={**env, "MASA_NS": "garbage"})
+    assert garbled.returncode == 1 and "MASA_NS=garbage: expected HOST:PORT" in garbled.stderr
     # piped, the table keeps whole names and addresses (rich would cut them at 80 columns)
     table = masa("nodes", env={**env, "COLUMNS": ""}, check=True).stdout
     h1 = next(n for n in json.loads(masa("nodes", "--json", env=env, check=True).stdout)
@@ -104,3 +108,10 @@ def test_a_missing_explicit_secret_file_is_an_error_and_is_not_created(tmp_path)
     assert out.stderr.startswith(f"masa: error: MASA_SECRET_FILE={missing} does not exist")
     assert len(out.stderr.strip().splitlines()) == 1
     assert not missing.exists() and not (tmp_path / "home" / "secret").exists()
+
+
+def test_a_host_name_that_cannot_be_part_of_an_address_is_refused_by_name(tmp_path):
+    env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "s"}
+    out = masa("host", "bad name/x", env=env)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "masa: error: invalid host name 'bad name/x': no spaces or any of / \\ : @"
