@@ -427,6 +427,7 @@ class AgentHost:
         self._save_lock = threading.Lock()
         self._claimed = False
         psutil.cpu_percent(None)  # prime the non-blocking CPU measurement
+        self._started = psutil.Process().create_time()
 
     # -- naming ----------------------------------------------------------------------------
 
@@ -818,6 +819,7 @@ class AgentHost:
             "mem_available": mem.available,
             "agents": len(self.agent_list()),
             "rss": psutil.Process().memory_info().rss,
+            "started": self._started,  # a new value tells the node list the host restarted
         }
 
     def info(self) -> dict:

@@ -293,6 +293,9 @@ class Store:
     ) -> bool:
         """Applies one host heartbeat atomically; True when the host comes (back) up.
 
+        A host whose process start time (``resources["started"]``) changed has restarted,
+        even if faster than the sweeper could see it down: its ``since`` moves to now.
+
         Three statements whatever the number of agents: read the host's old status,
         one multi-row upsert (host and agents), one UPDATE marking agents gone that
         still sit on this host but were not reported. An agent another host has since
@@ -329,8 +332,13 @@ class Store:
         rows = [host_row] + [by_name[n] for n in sorted(by_name)]
 
         with self.session() as s:
-            before = s.execute(select(Node.status).where(Node.name == host)).scalar_one_or_none()
+            old = s.execute(select(Node.status, Node.info).where(Node.name == host)).one_or_none()
+            before = old.status if old is not None else None
             self._upsert(s, rows)
+            started = (old.info or {}).get("started") if old is not None else None
+            if started is not None and started != resources.get("started"):
+                # restarted within the down-detection window: never seen down, but new
+                s.execute(update(Node).where(Node.name == host).values(since=now))
             gone = (
                 update(Node)
                 .where(Node.type == AGENT, Node.location == host, Node.status != "gone")

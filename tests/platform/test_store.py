@@ -39,6 +39,16 @@ def test_schema_created_on_first_start(store_url: str) -> None:
         assert [n["name"] for n in s.nodes()] == ["masa.agent.1", A]
 
 
+def test_a_host_restarted_faster_than_the_sweeper_still_shows_it(store: Store) -> None:
+    """A supervisor brings a killed host back within the down-detection window: never seen
+    down, its new process start time is what tells the node list it restarted."""
+    store.record_heartbeat(A, "d1", "PYRO:h@a:1", {"started": 100.0}, [], now=10.0)
+    store.record_heartbeat(A, "d1", "PYRO:h@a:1", {"started": 100.0}, [], now=11.0)
+    assert store.node(A)["since"] == 10.0
+    store.record_heartbeat(A, "d1", "PYRO:h@a:1", {"started": 111.5}, [], now=12.0)
+    assert (store.node(A)["status"], store.node(A)["since"]) == ("up", 12.0)
+
+
 def test_heartbeat_upserts(store: Store) -> None:
     res = {"cpu": 0.25, "mem": 1024, "agents": 2}
     assert store.record_heartbeat(A, "d1", "PYRO:h@a:1", res, [agent(1), agent(2)], now=10.0)
