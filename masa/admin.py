@@ -65,6 +65,17 @@ def node_list(settings: Settings, type_: str | None = None, domain: str | None =
         return registry.nodes(type_, domain)
 
 
+def forget(settings: Settings, name: str) -> str:
+    """Remove a host or agent that is gone for good from the node list; returns its name."""
+    ns = _ns(settings)
+    try:
+        uri = ns.lookup(naming.REGISTRY, wait=2.0)
+    finally:
+        ns.close()
+    with Proxy(uri, settings.secret, timeout=settings.call_timeout) as registry:
+        return registry.forget(name)
+
+
 def find_agents(settings: Settings, kind: str | None = None, domain: str | None = None,
                 host: str | None = None) -> dict[str, tuple[str, dict[str, str]]]:
     ns = _ns(settings)

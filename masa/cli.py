@@ -178,6 +178,17 @@ def nodes(type_: str | None, domain: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("names", nargs=-1, required=True)
+def forget(names: tuple[str, ...]) -> None:
+    """Remove hosts or agents that are gone for good from the node list (not one that is up)."""
+    from masa import admin
+
+    settings = _settings()
+    for name in names:
+        click.echo(f"forgot {admin.forget(settings, name)}")
+
+
+@main.command()
 @click.option("--kind", help="Only agents of this kind.")
 @click.option("--domain", help="Only agents of this domain.")
 def agents(kind: str | None, domain: str | None) -> None:

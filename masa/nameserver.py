@@ -19,6 +19,7 @@ import Pyro5.nameserver
 
 from masa import config, naming
 from masa.config import Settings
+from masa.errors import BadRequest
 from masa.security import AuthDaemonMixin
 from masa.store import Store
 
@@ -56,9 +57,21 @@ class Registry:
         already serving on the same address."""
         return os.getpid()
 
-    def forget(self, name: str) -> None:
+    def forget(self, name: str) -> str:
+        """Drop a host or agent that is gone for good from the node list (``h1`` means the
+        host if there is one, else the agent); one that is up would only come back."""
         with self._lock:
-            self.store.forget(name)
+            for full in (name, naming.host_name(name), naming.agent_name(name)):
+                node = self.store.node(full)
+                if node is not None:
+                    break
+            else:
+                raise BadRequest(f"{name!r} is not in the node list")
+            if node["status"] == "up":
+                raise BadRequest(f"{node['type']} {naming.short(full)!r} is up: it would be back with "
+                                 "its next heartbeat; stop it first")
+            self.store.forget(full)
+            return full
 
     def sweep(self) -> list[str]:
         with self._lock:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.cluster import ROOT
 
-COMMANDS = ["ns", "host", "up", "deploy", "nodes", "agents", "move", "query", "tls"]
+COMMANDS = ["ns", "host", "up", "deploy", "nodes", "forget", "agents", "move", "query", "tls"]
 
 
 def masa(*args, env=None, check=False):
