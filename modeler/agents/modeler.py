@@ -152,6 +152,7 @@ class ModelerAgent(Agent):
         self._live: dict[str, Series] = {}
         self._live_until: dict[str, float] = {}  # per source: end of the newest sample
         self._plots_seen = 0.0
+        self._layouts: dict[int, dict] = {}  # version -> layout answer
         self._stopping = False
         self.state.setdefault("pending", False)  # a run asked for while one was going
         self.state.setdefault("open_job", None)  # {"job", "accepted"}: accepted, no version yet
@@ -526,15 +527,21 @@ class ModelerAgent(Agent):
 
     @query
     def layout(self, version: int | None = None) -> dict:
-        """Node positions in [0, 1]² for drawing the model (computed once per version)."""
+        """Node positions in [0, 1]² for drawing the model, computed once per version (the
+        page asks on every refresh; a spring layout of hundreds of nodes takes seconds)."""
         g, head = self._graph(version)
+        cached = self._layouts.get(head["version"])
+        if cached is not None:
+            return cached
         pos = nx.spring_layout(g, seed=1) if g.number_of_nodes() else {}
         xs = [p[0] for p in pos.values()] or [0.0]
         ys = [p[1] for p in pos.values()] or [0.0]
         sx, sy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-        return {"version": head["version"],
-                "nodes": {str(v): [round((p[0] - min(xs)) / sx, 4), round((p[1] - min(ys)) / sy, 4)]
-                          for v, p in pos.items()}}
+        answer = {"version": head["version"],
+                  "nodes": {str(v): [round((p[0] - min(xs)) / sx, 4), round((p[1] - min(ys)) / sy, 4)]
+                            for v, p in pos.items()}}
+        self._layouts = {**dict(list(self._layouts.items())[-7:]), head["version"]: answer}  # the last 8
+        return answer
 
     @query
     def activity(self, objects: list[str] | None = None) -> dict:

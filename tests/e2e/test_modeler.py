@@ -101,6 +101,10 @@ def test_http_answers_equal_pyro5_answers(deployment):
     assert http(base, tok, "api/path", source=a, target=b) == mod.query("path", source=a, target=b)
     assert http(base, tok, "api/diff", old=1) == mod.query("diff", old=1)
     assert http(base, tok, "api/versions") == mod.query("versions_list")
+    layout = http(base, tok, "api/layout", version=1)  # the page's drawing: every node, in [0, 1]²
+    assert layout == mod.query("layout", version=1) and layout["version"] == 1
+    assert set(layout["nodes"]) == {n["id"] for n in mod.query("model", version=1)["model"]["nodes"]}
+    assert all(0 <= x <= 1 and 0 <= y <= 1 for x, y in layout["nodes"].values())
     for fmt in ("json", "graphml", "dot"):
         assert http(base, tok, "api/export", raw=True, format=fmt) == mod.query("export", format=fmt)
     with pytest.raises(urllib.error.HTTPError) as err:
