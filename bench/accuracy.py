@@ -218,7 +218,7 @@ def main() -> None:
                     help="directory of testbed recordings (repeatable)")
     ap.add_argument("--model", help="network to evaluate (default: the shipped one)")
     ap.add_argument("--no-pcmci", action="store_true", help="skip PCMCI+ (slowest baseline)")
-    ap.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
+    ap.add_argument("--write", action="store_true", help="replace the Accuracy section of bench/RESULTS.md (its notes kept)")
     ap.add_argument("--notes", type=Path, default=ROOT / "bench" / "accuracy_notes.md",
                     help="markdown to put after the summary: the reading and the history of the "
                          "rounds, kept in the repository so a re-run does not drop it")

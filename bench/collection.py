@@ -4,11 +4,12 @@ procfs: CPU per sample of all processes on the machine (topped up with idle ``sl
 processes to at least 300) for the project's probe, plain psutil ``process_iter`` and
 raw ``/proc`` parsing; the connection sampler next to psutil ``net_connections``.
 
-SNMP: CPU per poll of a 40-varbind agent (four IF-MIB columns + CPU, snmpsim) for the
+SNMP: CPU per poll of one agent (snmpsim; a poll reads about 50 varbinds: sysUpTime, UCD
+CPU counters, four IF-MIB counter columns, hrProcessorLoad; the count is printed) for the
 project's poller, with net-snmp's ``snmpbulkget`` (the same single GETBULK) and
-``snmpbulkwalk`` (the same columns walked) as the reference; then 1,000 simulated
-agents (each its own poller, answered by two snmpsim processes) polled every 10 s
-from one event loop.
+``snmpbulkwalk`` (the same columns walked) as the reference; then 1,000 simulated agents
+(each its own poller) polled from one event loop, once per ``--scale`` entry (default:
+answered by two snmpsim processes every 30 s, and by snmpd every 10 s).
 
 Standing requests (``--only stream``): samples per second from a collector with a backlog
 to a recorder on another host, next to the store read and a bare Pyro5 transfer.
@@ -96,7 +97,7 @@ def bench_procfs(reps: int = 30) -> dict:
 # -- SNMP: one agent ----------------------------------------------------------------------
 
 BIG = 5000  # varbinds in the long walk that amortizes net-snmp's start-up
-N_IF = 7  # 7 interfaces x 4 counter columns + 2 CPU loads + 10 scalars = 40 varbinds
+N_IF = 7  # interfaces of the simulated agent; a poll then reads 50 varbinds (printed)
 
 
 def snmprec(i: int = 0, static: bool = False) -> str:

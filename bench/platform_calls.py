@@ -239,7 +239,9 @@ def _markdown(rows, runs, calls, moves, window, quick) -> str:
     lines = [
         f"`bench/platform_calls.py` ({'quick run' if quick else 'full run'}; medians of {runs} runs; "
         f"{time.strftime('%Y-%m-%d')}). Peer: a bare Pyro5 daemon (msgpack, thread pool, no masa) "
-        "in its own process, measured in the same run. All processes on loopback.",
+        "in its own process, measured in the same run. All processes on loopback. The call rows' "
+        "ratio is the median of the per-round ratios (masa and bare alternate round by round, so "
+        "machine noise hits both alike), not the quotient of the two medians beside it.",
         "",
         "| figure | masa | bare Pyro5 | ratio |",
         "|---|---|---|---|",

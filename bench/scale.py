@@ -56,7 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
+    ap.add_argument("--write", action="store_true", help="replace the Scale section of bench/RESULTS.md (its notes kept)")
     ap.add_argument("--notes", type=Path, default=ROOT / "bench" / "scale_notes.md",
                     help="what the figures say, written under the table (kept by hand)")
     args = ap.parse_args()
