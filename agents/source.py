@@ -10,12 +10,13 @@ evidence, :mod:`agents.evidence`; a source that never observes answers it empty)
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from typing import Any
 
 from agents import evidence
-from agents.standing import Subscriptions, filtered, series_from_rows
+from agents.standing import Subscriptions, matches, series_from_rows
 from masa.activity import Series
 from masa.agent import Agent, query
 from masa.errors import BadRequest
@@ -25,11 +26,30 @@ MAX_REPORT_SAMPLES = 500_000  # one report answer; ask again with a later `since
 DEFAULTS = {"retention": 3600.0, "store": None}
 
 
+def page(rows: list[tuple], until: float, cap: int) -> tuple[list[tuple], float]:
+    """At most ``cap`` of ``(object, unit, start, end, value)`` rows, and up to where
+    they are complete: the cut falls between two end times, never inside the group of
+    samples sharing one (every object sampled in the same tick), because the next page
+    asks for ``end > until``.  A single end time with more than ``cap`` samples is
+    answered whole rather than losing any of it."""
+    cap = max(int(cap), 1)
+    if len(rows) <= cap:
+        return rows, until
+    rows = sorted(rows, key=lambda r: r[3])
+    ends = [r[3] for r in rows]
+    first_out = ends[cap]  # the end time of the first sample past the cap
+    cut = bisect.bisect_left(ends, first_out)  # where its group begins
+    if cut == 0:  # one group alone exceeds the cap: take it whole
+        cut = bisect.bisect_right(ends, first_out)
+    return rows[:cut], ends[cut - 1]
+
+
 class ActivitySource(Agent):
     """Base of agents that serve activity.  Settings: ``retention`` (s), ``store`` (URL;
     default a SQLite file in the host's state folder, one per agent)."""
 
     defaults: dict[str, Any] = DEFAULTS
+    max_report_samples = MAX_REPORT_SAMPLES  # one report answer (a class attribute: tests lower it)
 
     def setup(self, **settings: Any) -> None:
         super().setup(**{**DEFAULTS, **self.defaults, **settings})
@@ -144,10 +164,11 @@ class ActivitySource(Agent):
         horizon = self._complete if until is None else min(float(until), self._complete)
         exact = None if objects is None or any(any(c in o for c in "*?[") for o in objects) else objects
         rows = self.store.samples(float(since), horizon, exact)
-        if len(rows) > MAX_REPORT_SAMPLES:
-            rows = sorted(rows, key=lambda r: r[3])[:MAX_REPORT_SAMPLES]
-            horizon = rows[-1][3]
-        series = filtered(series_from_rows(sorted(rows)), objects, [])
+        if exact is None and objects is not None:  # globs: count only what is asked for
+            wanted = {o for o in {r[0] for r in rows} if matches(objects, o)}
+            rows = [r for r in rows if r[0] in wanted]
+        rows, horizon = page(rows, horizon, self.max_report_samples)
+        series = series_from_rows(sorted(rows))
         return {"series": [s.to_wire() for s in series], "until": horizon}
 
     @query
@@ -185,4 +206,5 @@ class ActivitySource(Agent):
                 "requests": sorted(self.subscriptions.requests),
                 "delivered": self.subscriptions.delivered,
                 "delivery_errors": self.state.get("delivery_errors", 0),
-                "last_delivery_error": self.subscriptions.last_error}
+                "last_delivery_error": self.subscriptions.last_error,
+                "retrying": sorted(self.subscriptions.retry)}

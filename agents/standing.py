@@ -23,14 +23,17 @@ import contextlib
 import fnmatch
 import operator
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import Pyro5.errors
 
 from masa.activity import Series
 from masa.errors import BadRequest
+from masa.naming import NameService, agent_name
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
@@ -38,9 +41,13 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 _PREDICATE = re.compile(r"^\s*(?:(?P<glob>\S+)\s+)?(?P<op><=|>=|==|!=|<|>)\s*(?P<num>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 
+_names = threading.local()  # a name server client per thread (Pyro5 proxies are per thread)
+
 MAX_BATCH_SPAN = 60.0  # seconds of samples in one batch, so a long outage replays in pieces
 MAX_REQUESTS = 256  # standing requests one source accepts
-DELIVERY_TIMEOUT = 2.0  # a subscriber slower than this is retried on the next round
+DELIVERY_TIMEOUT = 2.0  # a subscriber slower than this is retried later (see RETRY_*)
+RETRY_FIRST = 1.0  # a subscriber that failed is tried again after this many seconds,
+RETRY_CAP = 30.0  # doubling after each further failure up to this
 
 
 @dataclass(frozen=True)
@@ -78,19 +85,12 @@ def parse_predicates(texts: Iterable[str] | None) -> list[Predicate]:
     return [Predicate.parse(t) for t in (texts or [])]
 
 
-def any_holds(predicates: list[Predicate], obj: str, values: np.ndarray) -> np.ndarray:
-    """The source's partial check: keep a sample if *any* predicate for its object holds."""
-    relevant = [p for p in predicates if p.applies(obj)]
-    if not predicates:
-        return np.ones(len(values), bool)
-    keep = np.zeros(len(values), bool)
-    for p in relevant:
-        keep |= p.holds(values)
-    return keep
-
-
 def all_hold(predicates: list[Predicate], obj: str, values: np.ndarray) -> np.ndarray:
-    """The requester's full check: every predicate that concerns the object holds."""
+    """Which samples of ``obj`` pass: those for which every predicate whose glob matches
+    ``obj`` holds.  A predicate filters only the objects its glob matches; an object no
+    predicate applies to passes unfiltered (it was asked for by name or by ``objects``).
+    The source, the requester and a mediator's ``filter`` step all check this, so they
+    agree on every sample."""
     keep = np.ones(len(values), bool)
     for p in predicates:
         if p.applies(obj):
@@ -123,7 +123,7 @@ def _series(obj: str, unit: str, buf: list[tuple[float, float, float]]) -> Serie
 
 
 def filtered(series: Iterable[Series], objects: list[str] | None, predicates: list[Predicate],
-             check: Callable = any_holds) -> list[Series]:
+             check: Callable = all_hold) -> list[Series]:
     """Series restricted to the wanted objects and the samples the predicates keep."""
     out = []
     for s in series:
@@ -152,6 +152,10 @@ class Subscriptions:
         self.requests: dict[str, dict] = agent.state.setdefault("requests", {})
         self.delivered = 0  # samples delivered since start, for benchmarks and tests
         self.last_error: str | None = None  # why the last delivery failed, for status
+        # Requests whose subscriber failed: request -> (delay, next attempt).  Not state: a
+        # restarted or moved source simply tries every subscriber again.
+        self.retry: dict[str, tuple[float, float]] = {}
+        self._reached: set[str] = set()  # requests whose last delivery succeeded
 
     def subscribe(self, request: str, subscriber: str, objects: list[str] | None = None,
                   predicates: list[str] | None = None, interval: float | None = None,
@@ -185,10 +189,13 @@ class Subscriptions:
             if anchor is not None:
                 anchor(spec["acked_until"])
             self.requests[request] = spec
+            self.retry.pop(request, None)  # the subscriber is back (or new): try it at once
         return {"request": request, "resume_seq": spec["acked_seq"], "resume_until": spec["acked_until"]}
 
     def quit(self, request: str) -> bool:
         with self.agent.lock:
+            self.retry.pop(request, None)
+            self._reached.discard(request)
             return self.requests.pop(request, None) is not None
 
     def deliver_all(self, now: float | None = None, horizon: Callable[[], float] | None = None) -> int:
@@ -197,22 +204,75 @@ class Subscriptions:
         ``horizon()``: newest time up to which the source's data is complete (samples
         ending later may still arrive); now without it.  It is read under the agent's lock
         together with the list of requests, so a request opened meanwhile (see ``anchor``
-        in :meth:`subscribe`) is never cut against a horizon from before it lowered it."""
+        in :meth:`subscribe`) is never cut against a horizon from before it lowered it.
+
+        Subscribers that answered last time are served first; one that failed is tried
+        again only after its backoff (:data:`RETRY_FIRST` doubling up to
+        :data:`RETRY_CAP`), and first asked of the name server (one look-up, no waiting),
+        so a subscriber that does not exist costs no :data:`DELIVERY_TIMEOUT`.  Its
+        samples wait in the store meanwhile; when it answers again it gets everything
+        from its acknowledged position on."""
         now = time.time() if now is None else now
         with self.agent.lock:
             items = list(self.requests.items())
             horizon = now if horizon is None else horizon()
+        items.sort(key=lambda item: item[0] not in self._reached)  # stable: healthy first
         acked = 0
         for request, spec in items:
+            backoff = self.retry.get(request)
+            if backoff is not None and now < backoff[1]:
+                continue
             if spec["interval"] and now < spec["next_due"]:
                 continue
             spec["next_due"] = now + (spec["interval"] or 0)
+            if spec["acked_until"] >= horizon:
+                continue
+            if request not in self._reached and not self._registered(spec["subscriber"]):
+                self._failed(request, now, f"subscriber {spec['subscriber']!r} is not registered")
+                continue
             while spec["acked_until"] < horizon and request in self.requests:
                 until = min(horizon, spec["acked_until"] + MAX_BATCH_SPAN)
                 if not self._send(request, spec, until):
+                    self._failed(request, now)
                     break  # unreachable: everything stays in the store for the next try
+                self.retry.pop(request, None)
+                self._reached.add(request)
                 acked += 1
         return acked
+
+    def _failed(self, request: str, now: float, why: str | None = None) -> None:
+        """Count a failed delivery and put off the next attempt for ``request``."""
+        with self.agent.lock:
+            self._reached.discard(request)
+            delay = min(self.retry.get(request, (RETRY_FIRST / 2, 0.0))[0] * 2, RETRY_CAP)
+            self.retry[request] = (delay, now + delay)
+            if why is not None:
+                self.agent.state["delivery_errors"] = self.agent.state.get("delivery_errors", 0) + 1
+                self.last_error = why
+
+    def _registered(self, subscriber: str) -> bool:
+        """Whether the name server knows ``subscriber``: one look-up, where a call would
+        wait until its deadline for a name to appear.  True when it cannot tell (the name
+        server is unreachable, or the reference is not a platform one): then the call
+        decides."""
+        ref = self.agent.ref(subscriber)
+        settings = getattr(ref, "settings", None)
+        if settings is None or not isinstance(getattr(ref, "name", None), str):
+            return True
+        names = getattr(_names, "service", None)
+        if names is None or names.settings is not settings:
+            names = _names.service = NameService(settings)
+        for _ in range(2):  # twice: the kept connection may have been closed as idle
+            try:
+                names.lookup_meta(agent_name(ref.name))
+                return True
+            except Pyro5.errors.NamingError:
+                return False
+            except Pyro5.errors.CommunicationError:
+                continue  # reconnects on the next look-up
+            except Exception:  # noqa: BLE001 - cannot tell: let the call decide
+                return True
+        return True  # name server unreachable: let the call decide
 
     def _send(self, request: str, spec: dict, until: float) -> bool:
         series = filtered(self.read(spec["acked_until"], until), spec["objects"],

@@ -6,7 +6,6 @@ import pytest
 from agents.standing import (
     Predicate,
     all_hold,
-    any_holds,
     filtered,
     parse_predicates,
     series_from_rows,
@@ -24,17 +23,22 @@ def test_predicate_grammar():
             Predicate.parse(bad)
 
 
-def test_source_sends_if_any_predicate_holds_requester_keeps_if_all_hold():
+def test_a_predicate_filters_only_the_objects_its_glob_matches():
+    """One rule at the source and at the requester: every predicate that applies holds."""
     values = np.array([0.05, 0.3, 0.9])
     preds = parse_predicates(["*/cpu > 0.2", "*/cpu < 0.5"])
-    np.testing.assert_array_equal(any_holds(preds, "h/cpu", values), [True, True, True])
     np.testing.assert_array_equal(all_hold(preds, "h/cpu", values), [False, True, False])
-    # predicates about other objects neither admit nor exclude this one
+    # predicates about other objects neither admit nor exclude this one: it passes
     other = parse_predicates(["*/if/* > 100"])
-    np.testing.assert_array_equal(any_holds(other, "h/cpu", values), [False, False, False])
     np.testing.assert_array_equal(all_hold(other, "h/cpu", values), [True, True, True])
     # no predicate at all: everything passes
-    np.testing.assert_array_equal(any_holds([], "h/cpu", values), [True, True, True])
+    np.testing.assert_array_equal(all_hold([], "h/cpu", values), [True, True, True])
+    # the source's filter (the default check) keeps an object no predicate applies to
+    cpu = Series("n1/cpu", "cpu", [0, 1, 2], [1, 2, 3], [0.1, 0.6, 0.9])
+    app = Series("n1/app/py", "cpu", [0, 1], [1, 2], [0.1, 0.2])
+    out = {s.object: s for s in filtered([cpu, app], ["n1/cpu", "n1/app/py"], parse_predicates(["*/cpu > 0.5"]))}
+    np.testing.assert_array_equal(out["n1/cpu"].value, [0.6, 0.9])
+    np.testing.assert_array_equal(out["n1/app/py"].value, [0.1, 0.2])
 
 
 def test_filtered_by_objects_and_predicates():
@@ -131,3 +135,70 @@ def test_a_request_opened_during_a_delivery_pass_waits_for_its_history():
     assert subs.deliver_all(horizon=lambda: src.complete) == 0
     src.complete = 130.0  # the history came in up to 130: now it is sent
     assert subs.deliver_all(horizon=lambda: src.complete) == 1 and src.sent == [("late", 130.0)]
+
+
+def test_a_failing_subscriber_is_retried_with_backoff_and_holds_up_no_other():
+    """Dead subscribers are tried again after 1, 2, 4 ... s (capped), the healthy one is
+    served on every round, and one that comes back gets everything from its acknowledged
+    position on."""
+    from agents.standing import MAX_BATCH_SPAN, RETRY_CAP, RETRY_FIRST, Subscriptions
+
+    class Source(_Holder):
+        def __init__(self):
+            super().__init__()
+            self.down = {"ghost1", "ghost2", "ghost3"}
+            self.calls: list = []
+
+        def ref(self, name):
+            holder = self
+
+            class Peer:
+                def query(self, op, **kw):
+                    holder.calls.append((name, kw["seq"], kw["until"]))
+                    if name in holder.down:
+                        raise ConnectionError(f"{name} is unreachable")
+                    return kw["seq"]
+            return Peer()
+
+    src = Source()
+    subs = Subscriptions(src, lambda since, until: [])
+    t0 = 1000.0
+    for name in ["ghost1", "rec", "ghost2", "ghost3"]:
+        subs.subscribe(name, name, resume_seq=0, resume_until=t0)
+    tried: dict[str, list[float]] = {"ghost1": [], "ghost2": [], "ghost3": []}
+    rounds = 200  # one every 0.5 s
+    for r in range(1, rounds + 1):
+        now = t0 + 0.5 * r
+        first = len(src.calls)
+        subs.deliver_all(now=now, horizon=lambda now=now: now)
+        this_round = src.calls[first:]
+        if r > 1:
+            assert this_round[0][0] == "rec"  # who answered last time is served first
+        assert [c for c in this_round if c[0] == "rec"] == [("rec", r, now)]  # every round
+        for name in tried:
+            if any(c[0] == name for c in this_round):
+                tried[name].append(now)
+    assert subs.requests["rec"]["acked_seq"] == rounds
+    expected = [min(RETRY_FIRST * 2 ** k, RETRY_CAP) for k in range(len(tried["ghost1"]) - 1)]
+    for name, times in tried.items():
+        assert list(np.diff(times)) == expected, name
+        assert len(times) < rounds / 10
+    assert src.state["delivery_errors"] == sum(len(t) for t in tried.values())
+    assert sorted(subs.retry) == ["ghost1", "ghost2", "ghost3"]
+
+    # ghost1 re-subscribes (it came back): served in the next round, from where it acknowledged
+    src.down.discard("ghost1")
+    subs.subscribe("ghost1", "ghost1")
+    now = t0 + 0.5 * (rounds + 1)
+    first = len(src.calls)
+    subs.deliver_all(now=now, horizon=lambda: now)
+    mine = [c for c in src.calls[first:] if c[0] == "ghost1"]
+    assert mine[0] == ("ghost1", 1, t0 + MAX_BATCH_SPAN) and mine[-1][2] == now
+    assert subs.requests["ghost1"]["acked_until"] == now and "ghost1" not in subs.retry
+    # ghost2 comes back without a word: served at its next retry, within the cap
+    src.down.discard("ghost2")
+    for r in range(rounds + 2, rounds + 2 + int(2 * RETRY_CAP) + 1):
+        now = t0 + 0.5 * r
+        subs.deliver_all(now=now, horizon=lambda now=now: now)
+    assert subs.requests["ghost2"]["acked_until"] == now and "ghost2" not in subs.retry
+    assert sorted(subs.retry) == ["ghost3"]
