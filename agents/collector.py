@@ -8,12 +8,20 @@ the collection query interface it shares with mediators and domain agents
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
-from agents.meters import Meter, make_meter
+import Pyro5.errors
+
+from agents.meters import Meter, check_settings, make_meter
 from agents.source import ActivitySource
-from masa.errors import BadRequest
+from masa.agent import configure
+from masa.errors import BadRequest, MasaError
+from probes.errors import ProbeError
+
+log = logging.getLogger("masa.collector")
 
 PROBES = ("procfs", "snmp", "remote")
 
@@ -28,21 +36,23 @@ class CollectorAgent(ActivitySource):
     defaults = {"probe": "procfs", "interval": 1.0, "connections_every": 5.0}
 
     def setup(self, **settings: Any) -> None:
-        _check_interval(settings.get("interval", 1.0))
-        _check_connections_every(settings.get("connections_every", 5.0))
-        probe = settings.get("probe", "procfs")
-        if probe not in PROBES:
-            raise BadRequest(f"unknown probe {probe!r}: use {', '.join(PROBES)}")
-        if probe == "remote" and not settings.get("source"):
-            raise BadRequest("a remote collector needs 'source': the external probe's name")
-        if probe == "snmp" and not settings.get("target"):
-            raise BadRequest("an SNMP collector needs 'target', e.g. udp:10.0.0.1:161")
+        _check(settings)
         super().setup(**settings)
+
+    @configure
+    def reconfigure(self, **settings: Any) -> dict:
+        """Change settings at run time; the result is checked as a whole first, so a
+        mistake is refused and the settings in force stay as they were."""
+        with self.lock:
+            merged = {**self.settings, **settings}
+        _check(merged)
+        return super().reconfigure(**settings)
 
     def on_start(self) -> None:
         super().on_start()
         self._meter_lock = threading.Lock()
         self._meter: Meter | None = None
+        self.health = MeterHealth()
         self.every(float(self.settings["interval"]), self._tick, name="sample")
         self._schedule_connections()
 
@@ -71,10 +81,20 @@ class CollectorAgent(ActivitySource):
         return min(float(self.settings["interval"]), 1.0)
 
     def _tick(self) -> None:
-        with self._meter_lock:
-            if self._meter is None:
-                self._meter = make_meter(self.settings, self.host.name, self.host.settings)
-            rows = self._meter.sample()
+        try:
+            with self._meter_lock:
+                if self._meter is None:
+                    self._meter = make_meter(self.settings, self.host.name, self.host.settings)
+                rows = self._meter.sample()
+        except Exception as exc:  # noqa: BLE001 - a failed sample is counted and shown, not fatal
+            news = self.health.failed(exc)
+            if news is not None:  # logged once per change of what goes wrong
+                log.warning("collector %s: sampling fails: %s (counted in status until it works again)",
+                            self.name, news, exc_info=not _expected(exc))
+            return
+        if self.health.ok():
+            log.warning("collector %s: sampling works again (%d failed samples so far)",
+                        self.name, self.health.errors)
         self.record(rows)
 
     def on_reconfigure(self, changed: dict) -> None:
@@ -98,7 +118,63 @@ class CollectorAgent(ActivitySource):
         super().release()
 
     def status(self) -> dict:
-        return {**super().status(), "probe": self.settings["probe"], "interval": self.settings["interval"]}
+        """Besides the source's: ``meter_errors`` (failed samples since the collector
+        started here), ``last_meter_error`` (``{"error", "time", "since"}`` of the latest
+        failure: the first of its run of identical failures is ``since``; None if none),
+        ``meter_failing`` (the latest sample failed) and ``last_sample`` (time of the
+        latest good one, or None)."""
+        return {**super().status(), "probe": self.settings["probe"], "interval": self.settings["interval"],
+                **self.health.status()}
+
+
+class MeterHealth:
+    """How sampling goes: failures counted, the latest kept, changes reported once.
+    Run-time facts of this meter on this host, so not part of the agent's state."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.errors = 0
+        self.last: dict | None = None
+        self.failing = False
+        self.last_sample: float | None = None
+
+    def failed(self, exc: Exception) -> str | None:
+        """Count a failure; its text if it is news (the first, or not the last one's)."""
+        text = str(exc) if isinstance(exc, (ProbeError, MasaError)) else f"{type(exc).__name__}: {exc}"
+        now = time.time()
+        with self._lock:
+            news = not self.failing or self.last is None or self.last["error"] != text
+            self.errors += 1
+            self.last = {"error": text, "time": now, "since": now if news else self.last["since"]}
+            self.failing = True
+            return text if news else None
+
+    def ok(self) -> bool:
+        """A good sample; True if sampling failed until now."""
+        with self._lock:
+            self.last_sample = time.time()
+            recovered, self.failing = self.failing, False
+            return recovered
+
+    def status(self) -> dict:
+        with self._lock:
+            return {"meter_errors": self.errors, "last_meter_error": dict(self.last) if self.last else None,
+                    "meter_failing": self.failing, "last_sample": self.last_sample}
+
+
+def _expected(exc: Exception) -> bool:
+    """Failures a probe reports in words (no answer, refused, not found, gone): no
+    traceback; anything else is a bug worth one."""
+    return isinstance(exc, (ProbeError, MasaError, Pyro5.errors.CommunicationError))
+
+
+def _check(settings: dict) -> None:
+    _check_interval(settings.get("interval", 1.0))
+    _check_connections_every(settings.get("connections_every", 5.0))
+    probe = settings.get("probe", "procfs")
+    if probe not in PROBES:
+        raise BadRequest(f"unknown probe {probe!r}: use {', '.join(PROBES)}")
+    check_settings(settings)
 
 
 def _check_connections_every(value: Any) -> None:

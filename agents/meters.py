@@ -9,10 +9,13 @@ have no such method, and their collectors answer the ``connections`` query empty
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any, Protocol
 
 from masa.config import Settings
 from masa.errors import BadRequest
+from probes.errors import ProbeError
 
 
 class Meter(Protocol):
@@ -46,7 +49,12 @@ class ProcfsMeter:
 
 
 class RemoteMeter:
-    """An external probe process (``masa probe NAME``) reached by name, authenticated."""
+    """An external probe process (``masa probe NAME``) reached by name, authenticated.
+
+    The collector ticks on the host scheduler's pool, a different thread almost every
+    time, while a Pyro5 proxy belongs to one thread: so each call claims the proxy
+    (calls are one at a time, under this meter's lock) and keeps one connection, rather
+    than failing on every thread but the one that made it."""
 
     def __init__(self, settings: dict, deployment: Settings) -> None:
         from probes.remote import connect
@@ -54,22 +62,68 @@ class RemoteMeter:
         if not settings.get("source"):
             raise BadRequest("a remote collector needs 'source': the external probe's name")
         self.source = settings["source"]
-        self._connect = lambda: connect(self.source, deployment)
+        # a missing probe must not hold a tick much longer than its interval
+        wait = min(5.0, max(float(settings.get("interval", 1.0)), 0.5))
+        self._connect = lambda: connect(self.source, deployment, wait=wait)
+        self._lock = threading.Lock()
         self.proxy = None
 
     def sample(self) -> list[tuple]:
-        if self.proxy is None:
-            self.proxy = self._connect()
-        try:
-            return [tuple(r) for r in self.proxy.sample()]
-        except Exception:
-            self.close()  # reconnect (and re-resolve the name) on the next tick
-            raise
+        from masa.errors import AgentNotFound
+
+        with self._lock:
+            if self.proxy is None:
+                try:
+                    self.proxy = self._connect()
+                except AgentNotFound as exc:
+                    raise ProbeError(f"external probe {self.source!r} not found: {exc}") from None
+            self.proxy._pyroClaimOwnership()
+            try:
+                return [tuple(r) for r in self.proxy.sample()]
+            except Exception:
+                self._drop()  # reconnect (and re-resolve the name) on the next tick
+                raise
+
+    def _drop(self) -> None:
+        proxy, self.proxy = self.proxy, None
+        if proxy is not None:
+            proxy._pyroClaimOwnership()
+            with contextlib.suppress(Exception):
+                proxy._pyroRelease()
 
     def close(self) -> None:
-        if self.proxy is not None:
-            self.proxy._pyroRelease()
-            self.proxy = None
+        with self._lock:
+            self._drop()
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Refuse a collector's static mistakes at create and reconfigure, with the probe's
+    own words (SNMP: the check behind ``masa collect snmp`` too), instead of a failing
+    tick later."""
+    kind = settings.get("probe", "procfs")
+    try:
+        if kind == "procfs":
+            from probes.procfs import PatternError, ProcfsProbe
+
+            rules = settings.get("rules") or ""
+            if not isinstance(rules, str):
+                raise ValueError("rules must be text: APP=KIND:PATTERN[,...];... or @FILE")
+            try:
+                ProcfsProbe(rules, host="check", per_process=settings.get("per_process", "name"),
+                            match=settings.get("match"))
+            except PatternError as exc:
+                raise ValueError(f"match: {exc}") from None
+        elif kind == "snmp":
+            from probes.snmp_meter import check_settings as check_snmp
+
+            check_snmp(settings)
+        elif kind == "remote":
+            if not settings.get("source") or not isinstance(settings["source"], str):
+                raise ValueError("a remote collector needs 'source': the external probe's name")
+        else:
+            raise ValueError(f"unknown probe {kind!r}: use procfs, snmp or remote")
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def make_meter(settings: dict[str, Any], host: str, deployment: Settings) -> Meter:

@@ -224,7 +224,34 @@ def query(agent: str, operation: str, args: tuple[str, ...], interface: str | No
     settings = _settings()
     config.apply(settings)
     ref = AgentRef(agent, settings, timeout=timeout)
-    _print_json(ref.call(interface or "query", operation, _kv(args)))
+    _print_json(_readable(ref.call(interface or "query", operation, _kv(args))))
+
+
+_WIRE_SERIES = {"object", "unit", "start", "end", "value"}
+
+
+def _readable(data):
+    """An answer made fit for JSON: activity series in wire form (``masa.activity``)
+    become lists of numbers, other bytes base64 text (``"base64:..."``)."""
+    import base64
+
+    if isinstance(data, dict):
+        if data.keys() == _WIRE_SERIES and all(isinstance(data[k], bytes) for k in ("start", "end", "value")):
+            from masa.activity import Series
+
+            try:
+                s = Series.from_wire(data)
+            except (ValueError, TypeError, KeyError):
+                pass
+            else:
+                return {"object": s.object, "unit": s.unit, "start": s.start.tolist(),
+                        "end": s.end.tolist(), "value": s.value.tolist()}
+        return {k: _readable(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_readable(v) for v in data]
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return "base64:" + base64.b64encode(bytes(data)).decode("ascii")
+    return data
 
 
 @main.command()

@@ -69,7 +69,7 @@ def collect() -> None:
               help="Seconds between connection samples (they cost tens of ms).")
 def procfs(match, rules, per_process, label, interval, seconds, out, connections, connections_every) -> None:
     """CPU of processes, applications (--group) and the host, and interface traffic."""
-    from probes.procfs import ProcfsProbe
+    from probes.procfs import PatternError, ProcfsProbe
     from probes.rules import RuleError
 
     _check(interval, seconds)
@@ -77,6 +77,8 @@ def procfs(match, rules, per_process, label, interval, seconds, out, connections
         probe = ProcfsProbe(rules or (), host=label, per_process=per_process, match=match)
     except RuleError as exc:
         raise click.BadParameter(str(exc), param_hint="--group") from None
+    except PatternError as exc:
+        raise click.BadParameter(str(exc), param_hint="--match") from None
     update, bar = _progress_line("procfs", seconds, interval)
     with bar:
         p = record_procfs(probe, out, interval, seconds, connections=connections,
@@ -111,17 +113,17 @@ def snmp(targets, community, v3_user, auth_key, priv_key, auth_protocol, priv_pr
     """Host CPU and interface traffic of SNMP agents (TARGETS: udp:HOST:PORT ...), polled
     concurrently with one GETBULK each per interval."""
     from probes.snmp import SnmpPoller
-    from probes.snmp_auth import Credentials
+    from probes.snmp_meter import check_settings
 
     _check(interval, seconds)
     if label and len(targets) > 1:
         raise click.BadParameter("only with a single target", param_hint="--label")
-    if v3_user is None and community is None:
-        community = "public"
-    try:
-        creds = Credentials(community=None if v3_user else community, v3_user=v3_user, auth_key=auth_key,
-                            priv_key=priv_key, auth_protocol=auth_protocol, priv_protocol=priv_protocol)
-        pollers = [SnmpPoller(t, creds, label=label, timeout=timeout, retries=retries) for t in targets]
+    given = {"community": community, "v3_user": v3_user, "auth_key": auth_key, "priv_key": priv_key,
+             "auth_protocol": auth_protocol, "priv_protocol": priv_protocol, "label": label,
+             "timeout": timeout, "retries": retries}
+    try:  # the same check as SNMP collector agents get (probes.snmp_meter.check_settings)
+        pollers = [SnmpPoller(t, check_settings({**given, "target": t}), label=label, timeout=timeout,
+                              retries=retries) for t in targets]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     update, bar = _progress_line("snmp", seconds, interval)

@@ -35,6 +35,7 @@ from probes.samples import Sample, safe_name, to_series
 __all__ = [
     "Connection",
     "ConnectionProbe",
+    "PatternError",
     "ProcfsProbe",
     "Rule",
     "Sample",
@@ -44,6 +45,10 @@ __all__ = [
 ]
 
 PER_PROCESS = ("pid", "name", "none")
+
+
+class PatternError(ValueError):
+    """``match`` is not a regular expression."""
 
 
 class ProcfsProbe:
@@ -72,7 +77,10 @@ class ProcfsProbe:
         self.rules = parse_rules(rules) if isinstance(rules, str) else list(rules)
         self.host = host or socket.gethostname().split(".")[0]
         self.per_process = per_process
-        self.match = re.compile(match) if match else None
+        try:
+            self.match = re.compile(match) if match else None
+        except (re.error, TypeError) as exc:
+            raise PatternError(f"bad regular expression {match!r}: {exc}") from None
         self.host_cpu = host_cpu
         self.interfaces = interfaces
         self.proc = proc

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from probes.errors import AgentRestart
-from probes.snmp import SnmpPoller
+from probes.snmp import SnmpPoller, parse_target
 from probes.snmp_auth import Credentials
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,32 @@ def credentials_from(settings: dict[str, Any]) -> Credentials:
     if settings.get("v3_user"):
         return Credentials(
             v3_user=settings["v3_user"], auth_key=settings.get("auth_key"), priv_key=settings.get("priv_key"),
-            auth_protocol=settings.get("auth_protocol", "SHA"), priv_protocol=settings.get("priv_protocol", "AES"),
+            auth_protocol=settings.get("auth_protocol") or "SHA", priv_protocol=settings.get("priv_protocol") or "AES",
         )
-    return Credentials(community=settings.get("community", "public"))
+    return Credentials(community=settings.get("community") or "public")
+
+
+_TEXT = ("target", "community", "v3_user", "auth_key", "priv_key", "auth_protocol", "priv_protocol", "label")
+
+
+def check_settings(settings: dict[str, Any]) -> Credentials:
+    """The static mistakes, refused before any packet is sent: the one check behind both
+    ``masa collect snmp`` and SNMP collector agents (create and reconfigure), so both
+    say the same.  Raises ValueError (unparseable target or port, keys shorter than 8
+    characters, an unknown auth or privacy protocol, a wrong type); returns the
+    credentials."""
+    if not settings.get("target"):
+        raise ValueError("an SNMP collector needs 'target', e.g. udp:10.0.0.1:161")
+    for key in _TEXT:
+        if settings.get(key) is not None and not isinstance(settings[key], str):
+            raise ValueError(f"{key} must be text, not {type(settings[key]).__name__} {settings[key]!r}")
+    parse_target(settings["target"])
+    timeout, retries = settings.get("timeout", 1.0), settings.get("retries", 1)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
+        raise ValueError(f"timeout must be a number of seconds per try (0 < timeout <= 60), not {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+        raise ValueError(f"retries must be a whole number from 0 to 10, not {retries!r}")
+    return credentials_from(settings)
 
 
 class SnmpMeter:
@@ -34,7 +57,7 @@ class SnmpMeter:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.poller = SnmpPoller(
-            settings["target"], credentials_from(settings), label=settings.get("label"),
+            settings["target"], check_settings(settings), label=settings.get("label"),
             timeout=float(settings.get("timeout", 1.0)), retries=int(settings.get("retries", 1)),
         )
 

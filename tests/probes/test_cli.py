@@ -41,6 +41,13 @@ def test_collect_rejects_bad_rules(tmp_path):
     assert run.returncode == 2 and "unknown kind 'colour'" in run.stderr
 
 
+def test_collect_rejects_a_bad_match_pattern_naming_the_option(tmp_path):
+    run = subprocess.run(MASA + ["collect", "procfs", "--match", "((", "--seconds", "1",
+                                 "--out", str(tmp_path / "a.csv")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "--match" in run.stderr and "bad regular expression '(('" in run.stderr
+
+
 def test_a_tick_reached_late_is_skipped_not_bunched(monkeypatch):
     """A sample taken late and the next one right after it would give a rate over a
     sliver of an interval: a tick more than half an interval late is skipped."""
