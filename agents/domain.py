@@ -25,12 +25,17 @@ from typing import Any
 
 from agents import preprocess
 from agents.domain_join import join
-from agents.mediator import MediatorAgent
+from agents.mediator import DEFAULTS, MediatorAgent
 from masa.activity import Series
 from masa.agent import query
 from masa.errors import BadRequest
 
 SLUGS = {"cpu": "cpu", "B/s": "bytes", "req/s": "requests"}
+
+
+def _check_members(members: Any) -> None:
+    if members is not None and not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
+        raise BadRequest("members must be a list of object names or globs")
 
 
 def slug(unit: str) -> str:
@@ -47,12 +52,21 @@ class DomainAgent(MediatorAgent):
     joins = True
 
     def setup(self, **settings: Any) -> None:
-        members = settings.get("members")
-        if members is not None and not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
-            raise BadRequest("members must be a list of object names or globs")
+        _check_members(settings.get("members"))
         super().setup(**settings)
         if not self.settings.get("label"):
             self.settings["label"] = self.domain or self.name
+
+    def on_reconfigure(self, changed: dict) -> None:
+        """New settings are checked as :meth:`setup` checks the first ones (``max_lag``,
+        ``sources``, ``members``, ``label``, ...); a refused change raises ``BadRequest``
+        and the platform puts the settings before it back."""
+        if "members" in changed:
+            _check_members(changed["members"])
+        if "label" in changed and not (isinstance(changed["label"], str) and changed["label"]):
+            raise BadRequest("label must be a non-empty name for the collective objects")
+        self._check({**DEFAULTS, **self.defaults, **self.settings})
+        super().on_reconfigure(changed)
 
     @property
     def label(self) -> str:

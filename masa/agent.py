@@ -14,6 +14,7 @@ without understanding them.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from masa.ref import AgentRef
 
 QUERY, CONFIGURE = "query", "configure"
+
+log = logging.getLogger("masa.agent")
 
 
 def query(fn: Callable) -> Callable:
@@ -86,6 +89,10 @@ class Agent:
         self.state.setdefault("settings", {})
         self.host: HostContext = HostContext()
         self.lock = threading.RLock()  # guards self.state between handler threads
+        # Kept by the host under ``lock``: configure operations in flight (their changes
+        # may be half applied, so no checkpoint is taken) and whether one was asked for.
+        self.configuring = 0
+        self.checkpoint_due = False
         self.created = time.time()
 
     # -- lifecycle hooks (override as needed) --------------------------------------------
@@ -145,6 +152,16 @@ class Agent:
         with self.lock:
             return copy.deepcopy(self.state)
 
+    def rollback(self, before: dict) -> None:
+        """Put ``self.state`` back to ``before`` (a :meth:`snapshot`), after a configure
+        operation that raised: what it changed is undone, settings and state alike.  In
+        place, and only where the values differ, so helpers holding parts of the state
+        (standing requests, subscriptions) keep working on the live dicts.  A change that
+        another thread made to the same values meanwhile is undone with it, as by a restart
+        from a checkpoint taken just before the operation."""
+        with self.lock:
+            _restore(self.state, before)
+
     # -- the built-in part of both interfaces -------------------------------------------
 
     @query
@@ -162,14 +179,33 @@ class Agent:
 
     @configure
     def reconfigure(self, **settings: Any) -> dict:
-        """Change settings at run time; returns the settings now in force."""
+        """Change settings at run time; returns the settings now in force.
+
+        All or nothing: if ``on_reconfigure`` refuses the change (raises), the settings
+        before it are put back and ``on_reconfigure`` is told of the old values again, so
+        whatever it had already applied is undone too; then the error goes to the caller
+        (the host also rolls back the rest of the state, see :meth:`rollback`)."""
         if not settings:
             raise BadRequest("reconfigure needs at least one setting")
         with self.lock:
+            before = copy.deepcopy(self.settings)
             changed = {k: v for k, v in settings.items() if self.settings.get(k) != v}
             self.settings.update(settings)
         if changed:
-            self.on_reconfigure(changed)
+            try:
+                self.on_reconfigure(changed)
+            except BaseException:
+                with self.lock:
+                    self.settings.clear()
+                    self.settings.update(before)
+                back = {k: copy.deepcopy(before[k]) for k in changed if k in before}
+                if back:
+                    try:
+                        self.on_reconfigure(back)
+                    except Exception:  # noqa: BLE001 - the old values were in force before
+                        log.warning("agent %s: re-applying settings after a refused reconfigure failed",
+                                    self.name, exc_info=True)
+                raise
         return copy.deepcopy(self.settings)
 
     @configure
@@ -215,3 +251,19 @@ class Agent:
     @classmethod
     def operations(cls, interface: str) -> dict[str, str]:
         return cls._ops[interface]
+
+
+def _restore(live: dict, before: dict) -> None:
+    """Make ``live`` equal ``before`` in place: nested dicts are restored in place too,
+    other values that differ are replaced by copies, keys added since are removed."""
+    for key in [k for k in live if k not in before]:
+        del live[key]
+    for key, old in before.items():
+        if key not in live:
+            live[key] = copy.deepcopy(old)
+        elif live[key] == old and type(live[key]) is type(old):
+            continue
+        elif isinstance(live[key], dict) and isinstance(old, dict):
+            _restore(live[key], old)
+        else:
+            live[key] = copy.deepcopy(old)

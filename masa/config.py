@@ -33,6 +33,10 @@ class Settings:
     tls_dir: Path | None = None
     max_message: int = 16 * 1024 * 1024
     call_timeout: float = 10.0
+    #: least time a handler may run before the host's watchdog restarts its agent from its
+    #: last checkpoint (0: ``call_timeout``).  A caller's shorter timeout only ends its own
+    #: wait: an impatient client must not be able to restart an agent.
+    watchdog: float = 0.0
     idle_timeout: float = 60.0
     heartbeat: float = 1.0
     tick: float = 0.05  # resolution of a host's scheduler and watchdog
@@ -54,6 +58,7 @@ class Settings:
             tls_dir=Path(tls) if tls else None,
             max_message=int(env.get("MASA_MAX_MESSAGE", base.max_message)),
             call_timeout=float(env.get("MASA_CALL_TIMEOUT", base.call_timeout)),
+            watchdog=float(env.get("MASA_WATCHDOG", base.watchdog)),
             heartbeat=float(env.get("MASA_HEARTBEAT", base.heartbeat)),
             idle_timeout=float(env.get("MASA_IDLE_TIMEOUT", base.idle_timeout)),
             tick=float(env.get("MASA_TICK", base.tick)),
@@ -62,6 +67,11 @@ class Settings:
         if not s.secret:
             s = replace(s, secret=load_secret(s.home))
         return s
+
+    @property
+    def watchdog_floor(self) -> float:
+        """The shortest deadline a host's watchdog grants a handler."""
+        return self.watchdog if self.watchdog > 0 else self.call_timeout
 
     @property
     def ns_address(self) -> str:
@@ -77,6 +87,7 @@ class Settings:
             "MASA_HEARTBEAT": str(self.heartbeat),
             "MASA_MAX_MESSAGE": str(self.max_message),
             "MASA_CALL_TIMEOUT": str(self.call_timeout),
+            "MASA_WATCHDOG": str(self.watchdog),
             "MASA_IDLE_TIMEOUT": str(self.idle_timeout),
             "MASA_TICK": str(self.tick),
         })

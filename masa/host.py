@@ -77,10 +77,11 @@ class HostRunning(MasaError):
 
 
 class _Call:
-    __slots__ = ("deadline", "expired")
+    __slots__ = ("deadline", "allowed", "expired")
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+    def __init__(self, deadline: float, allowed: float) -> None:
+        self.deadline = deadline  # when the watchdog restarts the agent if still running
+        self.allowed = allowed  # seconds the handler was given
         self.expired = False
 
 
@@ -102,8 +103,10 @@ class Slot:
     def name(self) -> str:
         return self.agent.name
 
-    def enter(self, timeout: float) -> tuple[Agent, _Call]:
-        """Admit a call, waiting through a handover; raise where the agent is not."""
+    def enter(self, timeout: float, watchdog: float) -> tuple[Agent, _Call]:
+        """Admit a call, waiting through a handover (up to the caller's ``timeout``);
+        raise where the agent is not.  The handler then has ``watchdog`` seconds (never
+        less than ``timeout``) before the watchdog restarts the agent."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while self.status in (MOVING, PREPARED):
@@ -117,7 +120,7 @@ class Slot:
                 raise AgentNotHere(self.name)
             if self.status == SUSPENDED:
                 raise AgentSuspended(f"agent {self.name!r} is suspended")
-            call = _Call(deadline)
+            call = _Call(max(deadline, time.monotonic() + watchdog), max(timeout, watchdog))
             self.inflight.add(call)
             return self.agent, call
 
@@ -194,29 +197,66 @@ class AgentServant:
         except (TypeError, ValueError):
             raise BadRequest("timeout must be a number of seconds") from None
         slot = self._slot
-        agent, call = slot.enter(timeout)
+        # The caller's timeout bounds the caller's wait (it gets QueryTimeout); how long a
+        # handler may run before its agent counts as stuck is the host's to say.
+        agent, call = slot.enter(timeout, max(timeout, self._host.settings.watchdog_floor))
         try:
             method = self._method(agent, interface, op, kwargs)
+            if interface == CONFIGURE:
+                return self._configure(slot, agent, call, op, method, kwargs)
             try:
                 result = method(**kwargs)
-            except MasaError:
-                slot.stats["errors"] += 1
-                raise
             except Exception as exc:
-                slot.stats["errors"] += 1
-                log.warning("agent %s: %s %s failed", agent.name, interface, op, exc_info=True)
-                raise MasaError(f"{agent.name}.{op} failed: {type(exc).__name__}: {exc}") from None
-            if call.expired:
-                raise QueryTimeout(
-                    f"{agent.name}.{op} exceeded its deadline of {timeout:g} s; agent restarted")
-            if interface == CONFIGURE:
-                slot.stats["configures"] += 1
-                self._host.checkpoint(slot)
-            else:
-                slot.stats["queries"] += 1
+                raise self._failed(slot, agent, interface, op, exc) from None
+            self._check_expired(agent, call, op)
+            slot.stats["queries"] += 1
             return result
         finally:
             slot.leave(call)
+
+    def _configure(self, slot: Slot, agent: Agent, call: _Call, op: str, method: Callable,
+                   kwargs: dict) -> Any:
+        """A configure operation is all or nothing: one that raises leaves the agent's
+        state as it was before it (:meth:`Agent.rollback`), and no checkpoint is taken
+        while it runs, so a half-applied change never outlives the call, not even a crash
+        of the host."""
+        with agent.lock:
+            before = agent.snapshot()
+            agent.configuring += 1
+        ok = False
+        try:
+            try:
+                result = method(**kwargs)
+            except Exception as exc:
+                agent.rollback(before)
+                raise self._failed(slot, agent, CONFIGURE, op, exc) from None
+            ok = True
+        finally:
+            with agent.lock:
+                agent.configuring -= 1
+                due = agent.checkpoint_due and not agent.configuring
+                if due:
+                    agent.checkpoint_due = False
+            if due and not ok and slot.agent is agent:
+                self._host.checkpoint(slot)  # asked for meanwhile; the state is rolled back now
+        self._check_expired(agent, call, op)
+        slot.stats["configures"] += 1
+        self._host.checkpoint(slot)
+        return result
+
+    @staticmethod
+    def _check_expired(agent: Agent, call: _Call, op: str) -> None:
+        if call.expired:
+            raise QueryTimeout(
+                f"{agent.name}.{op} exceeded its deadline of {call.allowed:g} s; agent restarted")
+
+    @staticmethod
+    def _failed(slot: Slot, agent: Agent, interface: str, op: str, exc: Exception) -> MasaError:
+        slot.stats["errors"] += 1
+        if isinstance(exc, MasaError):
+            return exc
+        log.warning("agent %s: %s %s failed", agent.name, interface, op, exc_info=exc)
+        return MasaError(f"{agent.name}.{op} failed: {type(exc).__name__}: {exc}")
 
     @Pyro5.api.oneway
     def push(self, op: str, kwargs: dict) -> None:
@@ -755,7 +795,15 @@ class AgentHost:
     # -- checkpoints: survive a stuck handler and a restart of the host --------------------
 
     def checkpoint(self, slot: Slot) -> None:
-        slot.checkpoint = slot.agent.snapshot()
+        """Keep the agent's state now (in memory and in the host's store).  While one of
+        its configure operations runs, the state may be half changed: the checkpoint is
+        taken when the operation has ended (and, if it failed, been rolled back)."""
+        agent = slot.agent
+        with agent.lock:
+            if agent.configuring:
+                agent.checkpoint_due = True
+                return
+            slot.checkpoint = agent.snapshot()
         self.save_checkpoints()
 
     def save_checkpoints(self) -> None:
@@ -845,8 +893,10 @@ class AgentHost:
             if now >= next_save:
                 next_save = now + 5.0
                 for slot in list(self.slots.values()):
-                    if slot.status == RUNNING:
-                        slot.checkpoint = slot.agent.snapshot()
+                    agent = slot.agent
+                    with agent.lock:
+                        if slot.status == RUNNING and not agent.configuring:
+                            slot.checkpoint = agent.snapshot()
                 with _quietly():
                     self.save_checkpoints()
             self._stop.wait(self.settings.tick)

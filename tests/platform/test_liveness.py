@@ -49,19 +49,45 @@ def test_killed_host_marked_down_within_two_heartbeats_and_up_after_restart(tmp_
         assert nodes["masa.host.h2"]["info"]["agents"] >= 0
 
 
-def test_failing_task_is_logged_and_stuck_handler_restarts_agent_from_last_state(cluster):
-    cluster.create("h1", "flaky", "flaky1")
-    flaky = cluster.ref("flaky1")
-    flaky.configure("set_value", value=7)
-    cluster.wait(lambda: flaky.query("get")["ticks"] >= 3)  # the task raises every time
-    with pytest.raises(MasaError, match="handler failure"):
-        flaky.query("boom")
+def test_failing_task_is_logged_and_stuck_handler_restarts_agent_from_last_state(tmp_path):
+    # The watchdog's floor is the hosts' call timeout (2 s here): a handler stuck for 20 s
+    # overruns it; the caller, with a shorter timeout of its own, gives up before that.
+    with Cluster(tmp_path, {"h1": {}}, call_timeout=2.0) as cluster:
+        cluster.create("h1", "flaky", "flaky1")
+        flaky = cluster.ref("flaky1", timeout=10.0)
+        flaky.configure("set_value", value=7)
+        cluster.wait(lambda: flaky.query("get")["ticks"] >= 3)  # the task raises every time
+        with pytest.raises(MasaError, match="handler failure"):
+            flaky.query("boom")
+        with pytest.raises(QueryTimeout):
+            flaky.query("hang", seconds=20, timeout=1.0)
+        after = cluster.wait(lambda: (r := flaky.query("get")) and r["starts"] == 2 and r)
+        assert after["value"] == 7  # the restarted instance came from the last checkpoint
+        stats = {a["name"]: a for a in cluster.host("h1", "agents")}["flaky1"]
+        assert stats["restarts"] == 1 and stats["task_errors"] >= 3
+        # a caller allowing more than the floor is waited for, and then it restarts too
+        with pytest.raises(QueryTimeout):
+            flaky.query("hang", seconds=20, timeout=3.0)
+        cluster.wait(lambda: {a["name"]: a for a in cluster.host("h1", "agents")}["flaky1"]["restarts"] == 2)
+
+
+def test_a_caller_with_a_short_timeout_cannot_restart_a_slow_handlers_agent(cluster):
+    """The caller's timeout ends the caller's wait; the watchdog's deadline is the host's
+    (at least its call timeout, 10 s here), so a handler merely slower than an impatient
+    caller finishes, and the agent keeps its state."""
+    cluster.create("h1", "echo", "patient")
+    echo = cluster.ref("patient")
+    assert [echo.query("echo")["n"] for _ in range(3)] == [1, 2, 3]
     with pytest.raises(QueryTimeout):
-        flaky.query("hang", seconds=20, timeout=1.0)
-    after = cluster.wait(lambda: (r := flaky.query("get")) and r["starts"] == 2 and r)
-    assert after["value"] == 7  # the restarted instance came from the last checkpoint
-    stats = {a["name"]: a for a in cluster.host("h1", "agents")}["flaky1"]
-    assert stats["restarts"] == 1 and stats["task_errors"] >= 3
+        echo.query("sleep", seconds=1.0, timeout=0.1)
+
+    def stats():
+        return {a["name"]: a for a in cluster.host("h1", "agents")}["patient"]
+
+    # the sleep either finishes (counted as a query) or the agent is restarted
+    after = cluster.wait(lambda: (s := stats()) and (s["queries"] >= 4 or s["restarts"]) and s)
+    assert after["restarts"] == 0
+    assert echo.query("echo")["n"] == 4  # nothing lost: no restart from the checkpoint
 
 
 def _up_topology(tmp_path):
