@@ -55,24 +55,24 @@ def host_call(settings: Settings, host: str, method: str, *args: Any) -> Any:
         return getattr(h, method)(*args)
 
 
-def node_list(settings: Settings, type_: str | None = None, domain: str | None = None) -> list[dict]:
+def _registry(settings: Settings) -> Proxy:
+    """A proxy to the broker's node-list registry (use it in a ``with``)."""
     ns = _ns(settings)
     try:
         uri = ns.lookup(naming.REGISTRY, wait=2.0)
     finally:
         ns.close()
-    with Proxy(uri, settings.secret, timeout=settings.call_timeout) as registry:
+    return Proxy(uri, settings.secret, timeout=settings.call_timeout)
+
+
+def node_list(settings: Settings, type_: str | None = None, domain: str | None = None) -> list[dict]:
+    with _registry(settings) as registry:
         return registry.nodes(type_, domain)
 
 
 def forget(settings: Settings, name: str) -> str:
     """Remove a host or agent that is gone for good from the node list; returns its name."""
-    ns = _ns(settings)
-    try:
-        uri = ns.lookup(naming.REGISTRY, wait=2.0)
-    finally:
-        ns.close()
-    with Proxy(uri, settings.secret, timeout=settings.call_timeout) as registry:
+    with _registry(settings) as registry:
         return registry.forget(name)
 
 

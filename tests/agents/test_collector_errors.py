@@ -6,7 +6,6 @@ Real processes throughout: a broker and two hosts, Debian's snmpd, `masa probe`.
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,18 +16,9 @@ import pytest
 from masa.activity import Series
 from masa.errors import BadRequest
 from tests.cluster import ROOT
-from tests.probes.snmp_agents import AUTH_KEY, COMMUNITY, PRIV_KEY, Snmpd
+from tests.probes.snmp_agents import AUTH_KEY, COMMUNITY, PRIV_KEY
 
 MASA = [str(Path(sys.executable).with_name("masa"))]
-
-
-@pytest.fixture(scope="module")
-def snmpd():
-    if not (shutil.which("snmpd") or os.path.exists("/usr/sbin/snmpd")):
-        pytest.skip("Debian's snmpd is not installed (./run setup installs it)")
-    agent = Snmpd()
-    yield agent
-    agent.stop()
 
 
 @pytest.fixture

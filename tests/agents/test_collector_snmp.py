@@ -1,24 +1,13 @@
 """A collector agent polling a real snmpd (net-snmp), as it would poll a router."""
 
-import os
-import shutil
 import time
 
 import pytest
 
 from masa.activity import Series
-from tests.probes.snmp_agents import COMMUNITY, Snmpd
+from tests.probes.snmp_agents import COMMUNITY
 
 pytestmark = pytest.mark.snmpd
-
-
-@pytest.fixture(scope="module")
-def snmpd():
-    if not (shutil.which("snmpd") or os.path.exists("/usr/sbin/snmpd")):
-        pytest.skip("Debian's snmpd is not installed (./run setup installs it)")
-    agent = Snmpd()
-    yield agent
-    agent.stop()
 
 
 def test_snmp_collector_streams_interface_traffic_to_a_recorder(pair, snmpd):
