@@ -11,7 +11,17 @@ mediators, in cascades of any depth, or be left out.  What it adds:
 * delegation: ``hand_step`` asks an agent nearer the data to take a step over;
   ``hand_over`` makes the mediator refuse further queries with "ask X from now on";
 * placement: with a ``placement`` policy it moves itself to the host with more spare
-  CPU or nearer its sources (:mod:`agents.placement`).
+  CPU or nearer its sources (:mod:`agents.placement`); the policy can be switched on,
+  changed and off at run time (``reconfigure placement=...``).
+
+Which steps are still to be done is decided by the tags *the data at hand* carries, not
+by what the catalog below says now: a step handed down changes the tags of what arrives
+from then on, not of what is already held.  The report cache is therefore kept per set of
+tags below (a report below that comes back with other tags than expected is not cached:
+the catalog is refreshed and the report asked again), and the stream below is re-opened
+at a known position when ``hand_step`` hands a step down: samples the store holds up to
+that position are brought into the new form (the handed step applied here, once) before
+the remaining steps run, and late copies of them in the new form are not taken.
 
 Connection evidence (``connections``) is asked from every source at the time of the
 query and merged (:mod:`agents.evidence`), not cached: it is small, and a source below
@@ -27,29 +37,43 @@ resumes the stream from the acknowledged position: nothing lost, nothing twice.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fnmatch
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+import numpy as np
 
 from agents import evidence, preprocess
 from agents.cache import ReportCache
 from agents.domain_join import merge
-from agents.placement import Policy, decide
-from agents.recorder import RecorderAgent
-from agents.standing import series_from_rows
+from agents.placement import Policy, decide, restart
+from agents.recorder import KEEPALIVE, RecorderAgent
+from agents.standing import matches, series_from_rows
 from masa.activity import Series
 from masa.agent import configure, query
-from masa.errors import BadRequest, UnknownOperation
+from masa.errors import BadRequest, MasaError, MoveFailed, UnknownOperation
 
 CATALOG_TTL = 2.0  # seconds a catalog from below is trusted
 STRADDLE = 3600.0  # longest sample expected (s): a batch also reads samples running past its end
 INF = float("inf")
+RETAG_TRIES = 3  # reports asked again when the steps applied below changed under one
 
 DEFAULTS: dict[str, Any] = {
     "sources": [], "steps": [], "max_lag": 30.0, "cache_retain": 3600.0,
     "placement": None, "placement_every": 5.0, "own_load": 0.05, "successor": None,
 }
+
+
+def _key(applied: Iterable[str]) -> tuple[str, ...]:
+    """The set of step tags data carries, as a dict key (order does not matter)."""
+    return tuple(sorted(set(applied)))
+
+
+class _Retagged(Exception):
+    """A report from below came back with other step tags than the cache it was for."""
 
 
 class MediatorAgent(RecorderAgent):
@@ -89,24 +113,32 @@ class MediatorAgent(RecorderAgent):
         if "steps" in changed:
             with self.lock:
                 self.settings["steps"] = [preprocess.check(s) for s in self.settings["steps"]]
-        if "sources" in changed or "placement" in changed:
+        if changed.keys() & {"sources", "placement", "placement_every", "max_lag", "cache_retain"}:
             self._check({**DEFAULTS, **self.settings})
         self._catalog_at = 0.0
+        self._arm_placement()
         super().on_reconfigure(changed)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        self._local = threading.local()  # see _view
+        self._handing: dict[str, int] = {}  # sources a hand-off to runs: requests wait
         super().on_start()
-        self.cache = ReportCache(retain=float(self.settings["cache_retain"]))
+        self._caches: dict[tuple[str, ...], ReportCache] = {}  # per set of tags below
+        self._cache_stats_gone: dict[str, int] = {}  # of caches dropped
         self._catalog: dict[str, dict] = {}
         self._catalog_at = 0.0
+        self._catalog_asked = self._catalog_ticket = 0
         self.state.setdefault("last_end", {})
         self.state.setdefault("placement_memo", {})
         self._refresher = False
         self.every(CATALOG_TTL, self._refresh_catalog, name="catalog")
-        if self.settings.get("placement") is not None:
-            self.every(float(self.settings["placement_every"]), self._place, name="placement")
+        self._placement_armed: tuple | None = None  # (policy, every) the task runs with
+        self._placement_gen = 0  # changes with every change of the policy in force
+        self._placement_rounds = 0  # rounds of the placement task here, for status
+        self._self_move: tuple[int, str, float | None] | None = None  # (generation, target, last move before)
+        self._arm_placement()
 
     def carry_since(self) -> float | None:
         """Besides what is not yet passed up, the history the steps and the join need,
@@ -121,6 +153,11 @@ class MediatorAgent(RecorderAgent):
     # -- what arrives from below --------------------------------------------------------------
 
     def record(self, rows: list[tuple], complete_until: float | None = None) -> None:
+        retagged = self.state.get("retagged")
+        if retagged:
+            # up to its last hand-off boundary an object's samples are held in the old
+            # form; a copy in the new form arriving later (a replay) is not taken
+            rows = [r for r in rows if r[0] not in retagged or r[3] > retagged[r[0]][-1][0]]
         ends: dict[str, float] = {}
         for obj, _u, _a, b, _v in rows:
             if b > ends.get(obj, -INF):
@@ -156,15 +193,50 @@ class MediatorAgent(RecorderAgent):
         """Object -> {"unit", "applied", "source"} from every source's catalog."""
         now = time.monotonic()
         if refresh or not self._catalog or (now - self._catalog_at > CATALOG_TTL and not self._refresher):
+            ticket = self._ticket()
             out: dict[str, dict] = {}
             for source in self.settings["sources"]:
                 for entry in self.ref(source).query("catalog"):
                     out.setdefault(entry["object"], {
                         "unit": entry.get("unit", ""), "applied": list(entry.get("applied", [])),
                         "source": source})
-            self._catalog, self._catalog_at = out, now
+            self._install(out, ticket, now)
             self._anchor(out)
         return self._catalog
+
+    def _ticket(self) -> int:
+        with self.lock:
+            self._catalog_asked += 1
+            return self._catalog_asked
+
+    def _install(self, catalog: dict[str, dict], ticket: int, at: float) -> None:
+        """Take a catalog asked for with ``ticket`` unless one asked for later is in
+        already (an answer from before a hand-off must not undo the hand-off's tags)."""
+        with self.lock:
+            if ticket <= self._catalog_ticket:
+                return
+            self._catalog_ticket = ticket
+            self._catalog, self._catalog_at = catalog, at
+            used = {_key(e["applied"]) for e in catalog.values()}
+            for key in [k for k in self._caches if k not in used]:
+                for stat, n in self._caches.pop(key).stats.items():
+                    self._cache_stats_gone[stat] = self._cache_stats_gone.get(stat, 0) + n
+
+    def _cache(self, key: tuple[str, ...]) -> ReportCache:
+        """The report cache for data carrying the tags ``key``: data in one form only."""
+        with self.lock:
+            cache = self._caches.get(key)
+            if cache is None:
+                cache = self._caches[key] = ReportCache(retain=float(self.settings["cache_retain"]))
+            return cache
+
+    def _cache_stats(self) -> dict[str, int]:
+        with self.lock:
+            out = dict(self._cache_stats_gone)
+            for cache in self._caches.values():
+                for stat, n in cache.stats.items():
+                    out[stat] = out.get(stat, 0) + n
+            return out
 
     def _refresh_catalog(self) -> None:
         """Keep the catalog below fresh off the request path (a cache hit then makes no
@@ -185,9 +257,32 @@ class MediatorAgent(RecorderAgent):
                         fnmatch.fnmatchcase(obj, g) for gs in globs if gs for g in gs)):
                     last[obj] = self._complete
 
+    @contextlib.contextmanager
+    def _view(self, applied: dict[str, list[str]]) -> Iterator[None]:
+        """While one answer is made: the steps as configured at its start and, per object,
+        the tags the data at hand carries (what is still to do, and the tags sent up with
+        it, follow from these, whatever the catalog below says meanwhile)."""
+        saved = getattr(self._local, "view", None)
+        self._local.view = (list(self.settings["steps"]), applied)
+        try:
+            yield
+        finally:
+            self._local.view = saved
+
+    def _steps(self) -> list[dict]:
+        view = getattr(self._local, "view", None)
+        return view[0] if view is not None else self.settings["steps"]
+
+    def _tags_below(self, obj: str) -> list[str] | None:
+        """Tags of the steps applied below to ``obj``'s data (None: not an object below)."""
+        view = getattr(self._local, "view", None)
+        if view is not None and obj in view[1]:
+            return view[1][obj]
+        entry = self._catalog.get(obj)
+        return None if entry is None else entry["applied"]
+
     def _steps_for(self, obj: str) -> list[dict]:
-        applied = self._catalog.get(obj, {}).get("applied", [])
-        return preprocess.pending(self.settings["steps"], applied)
+        return preprocess.pending(self._steps(), self._tags_below(obj) or [])
 
     def _lookback(self) -> float:
         return preprocess.lookback(self.settings["steps"])
@@ -231,31 +326,68 @@ class MediatorAgent(RecorderAgent):
         first = min((r[2] for r in rows), default=t0)
         if self.joins and first < t0:  # a sample reaching back before t0: take what ended meanwhile too
             rows = [r for r in self.store.samples(first, until + STRADDLE) if r[2] < until]
-        self._below()  # markers of what is applied below
+        catalog = self._below()  # markers of what is applied below
         raw = {s.object: s for s in series_from_rows(rows)}
-        return self._window(self._outgoing(raw), since, until)
+        tags = {obj: list(catalog[obj]["applied"]) for obj in raw if obj in catalog}
+        with self._view(tags):
+            steps = self._steps()
+            raw = {obj: self._current_form(s, steps, tags.get(obj)) for obj, s in raw.items()}
+            return self._window(self._outgoing(raw), since, until)
 
-    def _pull(self, names: list[str], since: float, until: float | None) -> tuple[dict[str, Series], float]:
-        """Raw samples of ``names`` from below through the cache, with look-back."""
-        by_source: dict[str, list[str]] = {}
+    def _current_form(self, s: Series, steps: list[dict], tags: list[str] | None) -> Series:
+        """``s`` from the store with the stretches held from before a hand-off (see
+        :meth:`hand_step`) brought into the form of what arrives now: the steps handed
+        down since are applied to them here, in this mediator's order, as the agent below
+        applies them to what it sends now."""
+        log = self.state.get("retagged", {}).get(s.object)
+        if not log or tags is None or not len(s):
+            return s
+        for i, (until, was) in enumerate(log):
+            then = log[i + 1][1] if i + 1 < len(log) else tags
+            todo = [st for st in steps if preprocess.tag(st) in then and preprocess.tag(st) not in was]
+            head = s.end <= until  # held in the form ``was`` (earlier stretches converted already)
+            if not todo or not head.any():
+                continue
+            done = preprocess.apply(todo, Series(s.object, s.unit, s.start[head], s.end[head], s.value[head]))
+            k = done.end <= until
+            s = Series(s.object, s.unit, np.concatenate([done.start[k], s.start[~head]]),
+                       np.concatenate([done.end[k], s.end[~head]]),
+                       np.concatenate([done.value[k], s.value[~head]]))
+        return s
+
+    def _pull(self, names: list[str], since: float, until: float | None
+              ) -> tuple[dict[str, Series], float, dict[str, list[str]]]:
+        """Samples of ``names`` from below through the cache, with look-back, and the tags
+        of the steps applied below to each (all of one object's samples carry the same:
+        each cache holds data of one set of tags; raises :class:`_Retagged` when a report
+        below comes back with other tags than the catalog said)."""
+        catalog = self._catalog
+        groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        tags: dict[str, list[str]] = {}
         for n in names:
-            by_source.setdefault(self._catalog[n]["source"], []).append(n)
+            entry = catalog.get(n)
+            if entry is not None:
+                groups.setdefault((entry["source"], _key(entry["applied"])), []).append(n)
+                tags[n] = list(entry["applied"])
         raw: dict[str, Series] = {}
         answered = INF if until is None else until
         t0 = since - self._lookback()
-        for source, objs in by_source.items():
+        for (source, key), objs in groups.items():
             ref = self.ref(source)
 
-            def fetch(o: list[str], a: float, b: float | None, ref=ref) -> tuple[list[Series], float]:
+            def fetch(o: list[str], a: float, b: float | None, ref=ref, key=key) -> tuple[list[Series], float]:
                 r = ref.query("report", objects=o, since=a, until=b)
+                if any(_key(w.get("applied", ())) != key for w in r["series"]):
+                    raise _Retagged(ref.name)  # before the cache takes any of it
                 return [Series.from_wire(w) for w in r["series"]], float(r["until"])
 
-            got, u = self.cache.report(objs, t0, until, fetch)
+            cache = self._cache(key)
+            got, u = cache.report(objs, t0, until, fetch)
             answered = min(answered, u)
             raw.update({s.object: s for s in got})
             first = min((float(s.start[0]) for s in got if len(s)), default=t0)
             if self.joins and first < t0:  # a sample reaching back before t0: what ended meanwhile cuts it
-                extra, _ = self.cache.report(objs, first, t0, fetch)
+                extra, _ = cache.report(objs, first, t0, fetch)
                 for s in extra:
                     raw[s.object] = merge(raw[s.object], s) if s.object in raw else s
         if answered == INF:
@@ -270,7 +402,7 @@ class MediatorAgent(RecorderAgent):
             live = [float(s.end[-1]) for s in raw.values() if len(s) and s.end[-1] >= answered - lag]
             if live:
                 answered = min(answered, min(live))
-        return raw, answered
+        return raw, answered, tags
 
     # -- the collection query interface ------------------------------------------------------
 
@@ -296,14 +428,22 @@ class MediatorAgent(RecorderAgent):
         if not isinstance(since, (int, float)) or (until is not None and not isinstance(until, (int, float))):
             raise BadRequest("since and until must be numbers (seconds since the epoch)")
         since = float(since)
-        names = self._resolve(objects)
-        raw, answered = self._pull(names, since, None if until is None else float(until))
-        out = self._window(self._outgoing(raw), since, answered)
-        wanted = self._up_objects(objects)
-        if wanted is not None:
-            out = [s for s in out if any(fnmatch.fnmatchcase(s.object, g) for g in wanted)]
-        return {"series": [{**s.to_wire(), "applied": self._applied(s.object)} for s in out],
-                "until": answered}
+        for _ in range(RETAG_TRIES):
+            names = self._resolve(objects)
+            try:
+                raw, answered, tags = self._pull(names, since, None if until is None else float(until))
+                break
+            except _Retagged:  # a step was handed down meanwhile: learn the new tags, ask again
+                self._below(refresh=True)
+        else:
+            raise MasaError(f"{self.name}: the steps applied below kept changing during the report; ask again")
+        with self._view(tags):
+            out = self._window(self._outgoing(raw), since, answered)
+            wanted = self._up_objects(objects)
+            if wanted is not None:
+                out = [s for s in out if any(fnmatch.fnmatchcase(s.object, g) for g in wanted)]
+            return {"series": [{**s.to_wire(), "applied": self._applied(s.object)} for s in out],
+                    "until": answered}
 
     @query
     def connections(self, since: float = 0.0, objects: list[str] | None = None) -> dict:
@@ -325,10 +465,10 @@ class MediatorAgent(RecorderAgent):
 
     def _applied(self, obj: str) -> list[str]:
         """Tags of the steps applied to ``obj`` by the time it leaves here."""
-        entry = self._catalog.get(obj)
-        if entry is None:
-            return [preprocess.tag(s) for s in self.settings["steps"]]  # made here (collective)
-        return entry["applied"] + [preprocess.tag(s) for s in self._steps_for(obj)]
+        below = self._tags_below(obj)
+        if below is None:
+            return [preprocess.tag(s) for s in self._steps()]  # made here (collective)
+        return list(below) + [preprocess.tag(s) for s in self._steps_for(obj)]
 
     @query
     def subscribe(self, request: str, subscriber: str, objects: list[str] | None = None,
@@ -346,7 +486,9 @@ class MediatorAgent(RecorderAgent):
         return objects
 
     def _below_id(self, request: str, source: str) -> str:
-        return f"{self.name}:{request}@{source}"
+        base = f"{self.name}:{request}@{source}"
+        n = self.state.get("below_gen", {}).get(source, 0)
+        return f"{base}#{n}" if n else base  # a new generation after each hand_step to source
 
     def _anchor_stream(self, request: str, start: float) -> None:
         """A new standing request below per source, asking for history from ``start``
@@ -364,6 +506,13 @@ class MediatorAgent(RecorderAgent):
         """Send the standing requests below that :meth:`_anchor_stream` registered."""
         for source in self.settings["sources"]:
             rid = self._below_id(request, source)
+            if source in self._handing:  # hand_step sends it once the hand-off is done
+                with self.lock:
+                    sub = self.inbox.subs.setdefault(rid, {"seq": 0, "until": None})
+                    sub.update({"source": source, "objects": self._down_objects(objects),
+                                "predicates": self._pushdown(predicates), "interval": None,
+                                "deliver": "deliver"})
+                continue
             try:
                 self.inbox.subscribe(rid, source, self._down_objects(objects), self._pushdown(predicates))
             except Exception:  # noqa: BLE001 - registered; the resubscribe task retries it
@@ -382,10 +531,12 @@ class MediatorAgent(RecorderAgent):
 
     @query
     def status(self) -> dict:
-        return {**super().status(), "host": self.host.name, "cache": dict(self.cache.stats),
+        return {**super().status(), "host": self.host.name, "cache": self._cache_stats(),
                 "below": {r: {"seq": s["seq"], "until": s["until"], "source": s.get("source"),
                               "predicates": s.get("predicates", [])} for r, s in self.inbox.subs.items()},
-                "moves": self.state.get("placement_memo", {}).get("moves", 0)}
+                "moves": self.state.get("placement_memo", {}).get("moves", 0),
+                "placement": {"policy": copy.deepcopy(self.settings.get("placement")),
+                              "rounds": self._placement_rounds}}
 
     # -- delegation --------------------------------------------------------------------------
 
@@ -412,12 +563,112 @@ class MediatorAgent(RecorderAgent):
 
     @configure
     def hand_step(self, step: dict, to: str) -> list[str]:
-        """Suggest that ``to`` (an agent below) applies ``step``; this mediator keeps the
-        step configured but skips it from then on, because ``to`` marks it applied."""
+        """Ask ``to`` (one of this mediator's sources) to apply ``step`` (one of this
+        mediator's steps); the step stays configured here and is skipped for data that
+        arrives with its tag.  Returns the tags of the steps still done here.
+
+        What is held here already came without the tag.  The report cache keeps data per
+        set of tags, so it is never mixed with what comes now.  The streams from ``to``
+        are re-opened under new request ids at the positions reached, before ``to``
+        adopts the step, so everything up to there is in the old form and everything after
+        in the new one; that position is kept per object (``state["retagged"]``): stored
+        samples up to it are brought into the new form when read (:meth:`_current_form`),
+        and copies of them in the new form arriving later are not taken (:meth:`record`).
+        So every sample comes out as without the hand-off: the step applied once."""
         spec = preprocess.check(step)
-        self.ref(to).configure("adopt_step", step=spec)
-        self._below(refresh=True)
+        if spec not in self.settings["steps"]:
+            raise BadRequest(f"{preprocess.tag(spec)} is not one of {self.name}'s steps")
+        if to not in self.settings["sources"]:
+            raise BadRequest(f"a step is handed to one of {self.name}'s sources, not to {to!r}")
+        mine = preprocess.tag(spec)
+        changing = {obj: list(e["applied"]) for obj, e in self._below(refresh=True).items()
+                    if e["source"] == to and mine not in e["applied"]}
+        with self.lock:
+            saved = {k: copy.deepcopy(self.state.get(k)) for k in ("below_gen", "retagged")}
+            self._handing[to] = self._handing.get(to, 0) + 1
+        try:
+            reopened = self._reopen(to, changing)
+            try:
+                self.ref(to).configure("adopt_step", step=spec)
+            except BaseException:
+                self._undo_reopen(reopened, saved)
+                raise
+            # ``to`` sends everything with the tag from now on: say so here before any of
+            # it can arrive (a catalog asked for earlier and answered later is not taken)
+            ticket = self._ticket()
+            catalog = {obj: {**e, "applied": [*e["applied"], mine]} if obj in changing else e
+                       for obj, e in self._catalog.items()}
+            self._install(catalog, ticket, time.monotonic())
+        finally:
+            with self.lock:
+                self._handing[to] -= 1
+                if not self._handing[to]:
+                    del self._handing[to]
+        for old, _, _ in reopened:
+            with contextlib.suppress(Exception):  # if unreachable, its pushes are refused
+                self.ref(to).query("quit", request=old)
+        with self.lock:
+            waiting = {rid for rid, sub in self.inbox.subs.items() if sub.get("source") == to}
+        self._unsent |= set(self.inbox.resubscribe(waiting))
+        with contextlib.suppress(Exception):
+            self._below(refresh=True)
         return [preprocess.tag(s) for s in self._steps_for_all()]
+
+    def _reopen(self, to: str, changing: dict[str, list[str]]) -> list[tuple[str, str, dict]]:
+        """Close the streams from ``to`` where they are and register them again under new
+        ids (sent when the hand-off is done, see ``_handing``); for each object whose tags
+        change (``changing``: object -> tags before), note up to where its samples held
+        here are in the old form.  Returns ``[(old id, new id, old entry)]``."""
+        with self._arrival, self.lock:  # no batch being taken meanwhile
+            gens = self.state.setdefault("below_gen", {})
+            ours = {self._below_id(r, to): f"{self.name}:{r}@{to}" for r in self.subscriptions.requests}
+            gens[to] = gens.get(to, 0) + 1
+            reopened = []
+            for rid, sub in list(self.inbox.subs.items()):
+                if rid not in ours and sub.get("source") != to:
+                    continue
+                base = ours.get(rid) or sub.get("base") or rid
+                new = f"{base}#{gens[to]}"
+                self.inbox.subs[new] = {**sub, "seq": 0, "base": base}  # from the same position
+                del self.inbox.subs[rid]  # its batches are refused from now on
+                reopened.append((rid, new, sub))
+            last = self.state["last_end"]
+            log = self.state.setdefault("retagged", {})
+            horizon = time.time() - float(self.settings.get("retention", 3600.0))
+            for obj in list(log):  # positions older than anything kept
+                log[obj] = [entry for entry in log[obj] if entry[0] >= horizon]
+                if not log[obj]:
+                    del log[obj]
+            for obj, tags in changing.items():
+                ends = [sub["until"] for _, _, sub in reopened
+                        if sub.get("until") is not None and matches(sub.get("objects"), obj)]
+                if obj in last:
+                    ends.append(last[obj])
+                if ends:
+                    log.setdefault(obj, []).append([max(ends), tags])
+            return reopened
+
+    def _undo_reopen(self, reopened: list[tuple[str, str, dict]], saved: dict) -> None:
+        """The hand-off failed: the streams continue under their old ids, as they were."""
+        with self._arrival, self.lock:
+            for old, new, sub in reopened:
+                self.inbox.subs.pop(new, None)
+                self.inbox.subs[old] = sub
+            for key, value in saved.items():
+                if value is None:
+                    self.state.pop(key, None)
+                else:
+                    self.state[key] = value
+
+    def _resubscribe(self) -> None:
+        """As a recorder's, except for requests to a source a hand-off to runs."""
+        with self.lock:
+            if time.monotonic() >= self._keepalive_at:
+                self._keepalive_at, self._unsent = time.monotonic() + KEEPALIVE, set(self.inbox.subs)
+            held = {rid for rid in self._unsent if self.inbox.subs.get(rid, {}).get("source") in self._handing}
+            todo = self._unsent - held
+        if todo:
+            self._unsent = set(self.inbox.resubscribe(todo)) | held
 
     def _steps_for_all(self) -> list[dict]:
         pending: list[dict] = []
@@ -442,7 +693,33 @@ class MediatorAgent(RecorderAgent):
 
     # -- placement ---------------------------------------------------------------------------
 
-    def _place(self) -> None:
+    def _arm_placement(self) -> None:
+        """Make the placement task follow the settings in force (at start and after every
+        reconfigure).  The task runs every ``placement_every`` s and evaluates the policy
+        only while there is one: a policy switched on or changed counts its dwell afresh
+        from the next round, one switched off stops the evaluations at once and calls off a
+        self-move decided but not yet made (:meth:`before_move`)."""
+        policy = copy.deepcopy(self.settings.get("placement"))
+        every = float(self.settings["placement_every"])
+        with self.lock:
+            armed = self._placement_armed
+            if armed == (policy, every):
+                return
+            if armed is not None and armed[0] != policy:
+                self._placement_gen += 1
+                restart(self.state.setdefault("placement_memo", {}))
+            self._placement_armed = (policy, every)
+        if armed is None or armed[1] != every:
+            self.every(every, self._placement_round, name="placement")
+
+    def _placement_round(self) -> None:
+        with self.lock:
+            self._placement_rounds += 1
+            policy, gen = copy.deepcopy(self.settings.get("placement")), self._placement_gen
+        if policy is not None:
+            self._place(policy, gen)
+
+    def _place(self, policy: dict, gen: int) -> None:
         """Gather host resources and source locations, let the policy decide, move."""
         from masa import admin
         from masa.naming import short
@@ -459,9 +736,37 @@ class MediatorAgent(RecorderAgent):
         for s in sources:
             if where.get(s):
                 local[where[s]] = local.get(where[s], 0.0) + 1.0 / len(sources)
-        memo = self.state["placement_memo"]
-        target = decide(self.host.name, hosts, local, memo, time.time(),
-                        Policy.from_settings(self.settings["placement"]), float(self.settings["own_load"]))
-        if target:
+        with self.lock:
+            if gen != self._placement_gen:
+                return  # the policy changed while the facts were gathered: not this round
+            memo = self.state["placement_memo"]
+            before = memo.get("last_move")
+            target = decide(self.host.name, hosts, local, memo, time.time(),
+                            Policy.from_settings(policy), float(self.settings["own_load"]))
+            if not target:
+                return
             memo["moves"] = memo.get("moves", 0) + 1
-            self.move_to(target)
+            self._self_move = (gen, target, before)
+        self.move_to(target)
+
+    def before_move(self, target: str) -> None:
+        with self.lock:
+            decided = self._self_move
+            if decided is not None and decided[1] == target:
+                self._self_move = None
+                if decided[0] != self._placement_gen:  # placement changed or went off since
+                    memo = self.state["placement_memo"]
+                    memo["moves"] = max(0, memo.get("moves", 1) - 1)
+                    if decided[2] is None:
+                        memo.pop("last_move", None)
+                    else:
+                        memo["last_move"] = decided[2]
+                    raise MoveFailed(f"{self.name}: placement changed since the move to {target} "
+                                     "was decided; it stays")
+        super().before_move(target)
+
+    def after_move(self, source: str) -> None:
+        super().after_move(source)
+        if source != self.host.name:  # arrived (by itself or moved by hand): the streak was
+            with self.lock:           # measured from the old host, the cooldown starts now
+                restart(self.state.setdefault("placement_memo", {}), moved_at=time.time())

@@ -84,3 +84,13 @@ def decide(current: str, hosts: Mapping[str, Mapping[str, Any]], local: Mapping[
         return None
     memo.update(candidate=None, streak=0, last_move=now)
     return best
+
+
+def restart(memo: dict, moved_at: float | None = None) -> None:
+    """Count the dwell afresh: forget the candidate and its streak, because the policy
+    changed or the agent now runs elsewhere (scores were relative to the old host).
+    ``moved_at``: the agent has just moved (by itself or by hand); the cooldown runs from
+    then.  A policy switched on again keeps the time of the last move it knows of."""
+    memo.update(candidate=None, streak=0)
+    if moved_at is not None:
+        memo["last_move"] = moved_at

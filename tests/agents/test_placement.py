@@ -2,7 +2,7 @@
 
 import pytest
 
-from agents.placement import Policy, decide, spare
+from agents.placement import Policy, decide, restart, spare
 from masa.errors import BadRequest
 
 
@@ -60,6 +60,21 @@ def test_cooldown_limits_moves():
     policy = Policy(margin=0.1, dwell=1, cooldown=100)
     moves = run("a", frames, policy, dt=10.0)
     assert 1 <= len(moves) <= 4  # at most one per 100 s over 400 s
+
+
+def test_restart_counts_the_dwell_afresh_and_a_move_starts_the_cooldown():
+    better = {"a": res(90), "b": res(10)}
+    policy = Policy(dwell=3, cooldown=50)
+    memo = {}
+    for t in (0.0, 1.0):
+        assert decide("a", better, {}, memo, t, policy) is None
+    restart(memo)  # a new policy: the two rounds seen so far no longer count
+    assert [decide("a", better, {}, memo, t, policy) for t in (2.0, 3.0)] == [None, None]
+    assert decide("a", better, {}, memo, 4.0, policy) == "b"
+    memo = {"candidate": "b", "streak": 2}
+    restart(memo, moved_at=10.0)  # moved by hand at t=10: no self-move before t=60
+    assert [decide("a", better, {}, memo, t, policy) for t in (11.0, 12.0, 13.0, 59.0)] == [None] * 4
+    assert decide("a", better, {}, memo, 60.0, policy) == "b"
 
 
 def test_locality_to_sources_attracts_the_mediator():
