@@ -268,15 +268,16 @@ def test_the_socket_log_of_masa_collect_is_connection_evidence(tmp_path):
     from modeler import evidence
 
     server = subprocess.Popen(
-        [sys.executable, "-c", "import socket,sys,time\ns=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
-         "print(s.getsockname()[1], flush=True); c, _ = s.accept(); t = time.time()\n"
-         "while time.time() - t < 20: sum(range(20000)); c.recv(1) if False else None", "masa-conn-test"],
+        [sys.executable, "-c", "import socket,sys,time\ns=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); s.settimeout(30)\n"
+         "print(s.getsockname()[1], flush=True); c, _ = s.accept(); print('accepted', flush=True)\n"
+         "t = time.time()\nwhile time.time() - t < 30: sum(range(20000))", "masa-conn-test"],
         stdout=subprocess.PIPE, text=True)
     port = int(server.stdout.readline())
     client = subprocess.Popen(
         [sys.executable, "-c", f"import socket,time\nc=socket.create_connection(('127.0.0.1', {port})); t=time.time()\n"
-         "while time.time() - t < 20: sum(range(20000))", "masa-conn-test"])
+         "while time.time() - t < 30: sum(range(20000))", "masa-conn-test"])
     try:
+        assert server.stdout.readline().strip() == "accepted"  # connected before the recording starts
         act, conns = tmp_path / "a.csv", tmp_path / "c.csv"
         run = subprocess.run(
             [str(Path(sys.executable).with_name("masa")), "collect", "procfs", "--match", "masa-conn-test",
