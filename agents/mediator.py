@@ -51,6 +51,7 @@ from agents.cache import ReportCache
 from agents.domain_join import merge
 from agents.placement import Policy, decide, restart
 from agents.recorder import KEEPALIVE, RecorderAgent
+from agents.source import check_report
 from agents.standing import matches, series_from_rows
 from masa.activity import Series
 from masa.agent import configure, query
@@ -423,10 +424,7 @@ class MediatorAgent(RecorderAgent):
                until: float | None = None) -> dict:
         """Like a collector's report; served from the cache where it can be."""
         self._maybe_redirect()
-        if objects is not None and (not isinstance(objects, list) or not all(isinstance(o, str) for o in objects)):
-            raise BadRequest("objects must be a list of names or globs")
-        if not isinstance(since, (int, float)) or (until is not None and not isinstance(until, (int, float))):
-            raise BadRequest("since and until must be numbers (seconds since the epoch)")
+        check_report(objects, since, until)
         since = float(since)
         for _ in range(RETAG_TRIES):
             names = self._resolve(objects)

@@ -11,6 +11,7 @@ evidence, :mod:`agents.evidence`; a source that never observes answers it empty)
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
 from typing import Any
@@ -42,6 +43,21 @@ def page(rows: list[tuple], until: float, cap: int) -> tuple[list[tuple], float]
     if cut == 0:  # one group alone exceeds the cap: take it whole
         cut = bisect.bisect_right(ends, first_out)
     return rows[:cut], ends[cut - 1]
+
+
+def check_report(objects: object, since: object, until: object) -> None:
+    """The arguments of ``report``, for every agent that answers it: a list of names or
+    globs, and a window of finite times that does not run backwards (an answer's
+    ``until`` is where the next report continues)."""
+    if objects is not None and (not isinstance(objects, list) or not all(isinstance(o, str) for o in objects)):
+        raise BadRequest("objects must be a list of names or globs")
+    for name, t in (("since", since), ("until", until)):
+        if t is None and name == "until":
+            continue
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+            raise BadRequest(f"{name} must be a finite number of seconds since the epoch, not {t!r}")
+    if until is not None and until < since:
+        raise BadRequest(f"until ({until!r}) is before since ({since!r})")
 
 
 class ActivitySource(Agent):
@@ -157,10 +173,7 @@ class ActivitySource(Agent):
 
         The answer's ``until`` is where a refreshed report continues, so polling for
         new data costs one indexed range read, never a new setup."""
-        if objects is not None and (not isinstance(objects, list) or not all(isinstance(o, str) for o in objects)):
-            raise BadRequest("objects must be a list of names or globs")
-        if not isinstance(since, (int, float)) or (until is not None and not isinstance(until, (int, float))):
-            raise BadRequest("since and until must be numbers (seconds since the epoch)")
+        check_report(objects, since, until)
         horizon = self._complete if until is None else min(float(until), self._complete)
         exact = None if objects is None or any(any(c in o for c in "*?[") for o in objects) else objects
         rows = self.store.samples(float(since), horizon, exact)

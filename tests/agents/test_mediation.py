@@ -10,6 +10,7 @@ import pytest
 from agents import preprocess
 from agents.domain_join import reference_join
 from masa.activity import Series
+from masa.errors import BadRequest
 from tests.agents.mediation_helpers import (
     assert_same_samples,
     gaps,
@@ -83,6 +84,11 @@ def test_cascade_of_three_mediators_applies_each_step_once(chain):
     assert entry["applied"] == ["resample(min_coverage=0.5,origin=0.0,period=1.0)",
                                 "normalise(offset=0.0,scale=2.0)"]
     got = recorded(c, "casc-top", "b1/cpu")
+    for source in ("casc3", "col1"):  # a window running backwards or not finite: refused alike
+        with pytest.raises(BadRequest, match=r"until \(50\) is before since \(100\)"):
+            c.ref(source).query("report", objects=["b1/cpu"], since=100, until=50)
+        with pytest.raises(BadRequest, match="since must be a finite number"):
+            c.ref(source).query("report", since=float("nan"))
     # everything the collector holds now (no `until`): the sample running past the last
     # bin's end, which casc1 had when it closed that bin, must be part of the recomputation
     raw = series(c.ref("col1").query("report", objects=["b1/cpu"], since=got.start[0] - 5))["b1/cpu"]
