@@ -17,14 +17,10 @@ import Pyro5.errors
 
 from agents.meters import Meter, check_settings, make_meter
 from agents.source import ActivitySource
-from masa.agent import configure
 from masa.errors import BadRequest, MasaError
 from probes.errors import ProbeError
 
 log = logging.getLogger("masa.collector")
-
-PROBES = ("procfs", "snmp", "remote")
-
 
 class CollectorAgent(ActivitySource):
     """Settings: ``probe`` (procfs | snmp | remote), ``interval`` (s) and the probe's
@@ -38,15 +34,6 @@ class CollectorAgent(ActivitySource):
     def setup(self, **settings: Any) -> None:
         _check(settings)
         super().setup(**settings)
-
-    @configure
-    def reconfigure(self, **settings: Any) -> dict:
-        """Change settings at run time; the result is checked as a whole first, so a
-        mistake is refused and the settings in force stay as they were."""
-        with self.lock:
-            merged = {**self.settings, **settings}
-        _check(merged)
-        return super().reconfigure(**settings)
 
     def on_start(self) -> None:
         super().on_start()
@@ -98,11 +85,12 @@ class CollectorAgent(ActivitySource):
         self.record(rows)
 
     def on_reconfigure(self, changed: dict) -> None:
+        # the settings as a whole, before anything is applied: a refused change raises
+        # here and the platform puts the settings in force back (Agent.reconfigure)
+        _check(self.settings)
         if "interval" in changed:
-            _check_interval(changed["interval"])
             self.every(float(changed["interval"]), self._tick, name="sample")
         if "connections_every" in changed:
-            _check_connections_every(changed["connections_every"])
             self._schedule_connections()
         if set(changed) - {"interval", "retention", "connections_every"}:
             self._close_meter()  # rebuilt with the new settings on the next tick
@@ -171,9 +159,6 @@ def _expected(exc: Exception) -> bool:
 def _check(settings: dict) -> None:
     _check_interval(settings.get("interval", 1.0))
     _check_connections_every(settings.get("connections_every", 5.0))
-    probe = settings.get("probe", "procfs")
-    if probe not in PROBES:
-        raise BadRequest(f"unknown probe {probe!r}: use {', '.join(PROBES)}")
     check_settings(settings)
 
 

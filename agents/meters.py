@@ -17,6 +17,9 @@ from masa.config import Settings
 from masa.errors import BadRequest
 from probes.errors import ProbeError
 
+#: What a collector can meter with: this host's /proc, an SNMP agent, an external probe.
+PROBES = ("procfs", "snmp", "remote")
+
 
 class Meter(Protocol):
     def sample(self) -> list[tuple[str, str, float, float, float]]: ...
@@ -121,7 +124,7 @@ def check_settings(settings: dict[str, Any]) -> None:
             if not settings.get("source") or not isinstance(settings["source"], str):
                 raise ValueError("a remote collector needs 'source': the external probe's name")
         else:
-            raise ValueError(f"unknown probe {kind!r}: use procfs, snmp or remote")
+            raise ValueError(f"unknown probe {kind!r}: use {', '.join(PROBES)}")
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
 
@@ -136,4 +139,4 @@ def make_meter(settings: dict[str, Any], host: str, deployment: Settings) -> Met
         from probes.snmp_meter import SnmpMeter
 
         return SnmpMeter(settings)
-    raise BadRequest(f"unknown probe {kind!r}: use procfs, snmp or remote")
+    raise BadRequest(f"unknown probe {kind!r}: use {', '.join(PROBES)}")

@@ -246,7 +246,7 @@ def read_csv(path: str | Path, unit: str = "") -> dict[str, Series]:
         handle = path.open(newline="", encoding="utf-8-sig")  # a spreadsheet's BOM is no header
     except OSError as exc:
         raise ActivityError(f"cannot read {path}: {exc.strerror}") from None
-    with handle, _decoding(path):
+    with handle, utf8_errors(path):
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -312,13 +312,14 @@ def read_csv(path: str | Path, unit: str = "") -> dict[str, Series]:
 
 
 @contextlib.contextmanager
-def _decoding(path: Path) -> Iterator[None]:
-    """A file in another encoding gets an error naming the file, not a codec's trace."""
+def utf8_errors(path: str | Path, error: type[ValueError] = ActivityError) -> Iterator[None]:
+    """A text file in another encoding gets ``error`` naming the file and the byte, not a
+    codec's trace (activity, connection, model, truth and topology files alike)."""
     try:
         yield
     except UnicodeDecodeError as exc:
-        raise ActivityError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
-                            f"{exc.start}); save it as UTF-8") from None
+        raise error(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
+                    f"{exc.start}); save it as UTF-8") from None
 
 
 def write_csv(path: str | Path, series: Iterable[Series], layout: str = "point") -> int:

@@ -10,10 +10,11 @@ on and a missing connection weighs against a dependency without vetoing it outri
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from masa.activity import ActivityError
+from masa.activity import ActivityError, utf8_errors
 
 #: How much more likely an observed connection is under a dependency than without one.
 #: A process holding a connection to another's listening socket is all but proof that it
@@ -40,18 +41,15 @@ def read_connections(path: str | Path, objects: Iterable[str] = ()) -> dict[tupl
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise ActivityError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
+    with handle, utf8_errors(path):
         reader = csv.reader(handle)
-        try:
-            header = [h.strip().lower() for h in next(reader, [])]
-            if set(header) >= SOCKET_LOG:
-                return _from_socket_log(path, header, reader, list(objects))
-            if not {"source", "target"} <= set(header):
-                raise ActivityError(f"{path}: header must contain source,target (found {','.join(header)}), "
-                                    "or be the socket log of `masa collect procfs --connections`")
-            return _from_pairs(path, header, reader)
-        except UnicodeDecodeError:
-            raise ActivityError(f"{path}: not UTF-8 text") from None
+        header = [h.strip().lower() for h in next(reader, [])]
+        if set(header) >= SOCKET_LOG:
+            return _from_socket_log(path, header, reader, list(objects))
+        if not {"source", "target"} <= set(header):
+            raise ActivityError(f"{path}: header must contain source,target (found {','.join(header)}), "
+                                "or be the socket log of `masa collect procfs --connections`")
+        return _from_pairs(path, header, reader)
 
 
 #: The columns of ``masa collect procfs --connections`` that attribute a socket.
@@ -98,13 +96,14 @@ def _from_socket_log(path: Path, header: list[str], reader, objects: list[str]) 
             listening[local] = (name, pid)
         elif direction == "out" and remote is not None:
             outgoing.append(((name, pid), remote))
+    wildcard = {port: who for (ip, port), who in listening.items() if ip in WILDCARDS}
+    sightings = Counter((caller, listening.get(remote) or wildcard.get(remote[1])) for caller, remote in outgoing)
+    object_of = {proc: _object_of(proc, objects) for pair in sightings for proc in pair if proc}
     out: dict[tuple[str, str], float] = {}
-    for caller, (ip, port) in outgoing:
-        callee = listening.get((ip, port)) or next(
-            (who for (lip, lport), who in listening.items() if lport == port and lip in WILDCARDS), None)
-        src, dst = _object_of(caller, objects), _object_of(callee, objects) if callee else None
+    for (caller, callee), n in sightings.items():  # each process resolved once, not per row
+        src, dst = object_of[caller], object_of.get(callee)
         if src and dst and src != dst:
-            out[(src, dst)] = out.get((src, dst), 0.0) + 1.0
+            out[(src, dst)] = out.get((src, dst), 0.0) + n
     return out
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import networkx as nx
 
+from masa.activity import utf8_errors
+
 FORMATS = ("json", "graphml", "dot")
 
 
@@ -62,13 +64,12 @@ def read_json(path: str | Path, error: type[ValueError] = ValueError):
     of message for every way it can be unreadable; a byte-order mark is accepted."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        with utf8_errors(path, error):
+            return json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise error(f"cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise error(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start})") from None
 
 
 def read_model(path: str | Path) -> nx.DiGraph:
