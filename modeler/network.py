@@ -40,6 +40,10 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
+class FormatVersionError(ValueError):
+    """A network written by another format version of `masa train`."""
+
+
 class PairNetwork:
     """Feature standardisation + MLP weights + temperature, evaluated in numpy."""
 
@@ -145,9 +149,9 @@ class PairNetwork:
             return cls._load(path)
         except OSError as exc:
             raise ValueError(f"cannot read network {path}: {exc.strerror or exc}") from None
-        except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-            if isinstance(exc, ValueError) and str(exc).startswith(f"{path}: model format"):
-                raise
+        except FormatVersionError:
+            raise
+        except (ValueError, KeyError, zipfile.BadZipFile, EOFError):
             raise ValueError(f"{path}: not a network written by `masa train`") from None
 
     @classmethod
@@ -155,7 +159,7 @@ class PairNetwork:
         with np.load(Path(path), allow_pickle=False) as data:
             version = int(data["format_version"])
             if version != FORMAT_VERSION:
-                raise ValueError(f"{path}: model format {version}, this masa reads {FORMAT_VERSION}")
+                raise FormatVersionError(f"{path}: model format {version}, this masa reads {FORMAT_VERSION}")
             meta = {k[5:]: data[k].item() for k in data.files if k.startswith("meta_")}
             names = tuple(str(s) for s in data["feature_names"])
             count = int(data["n_members"]) if "n_members" in data.files else 1

@@ -310,3 +310,17 @@ def test_the_python_api_example_in_the_docs_runs_as_written(monkeypatch, capsys)
     exec(compile(code, "MODELING.md", "exec"), {})
     scores = eval(capsys.readouterr().out.strip(), {"np": np})  # the dict the example prints
     assert set(scores) >= {"precision", "recall", "f1", "skeleton_f1", "shd"}
+
+
+def test_a_network_of_another_format_version_says_so(recording, tmp_path):
+    from pathlib import Path
+
+    import modeler
+
+    shipped = Path(modeler.__file__).parent / "data" / "default_network.npz"
+    with np.load(shipped, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["format_version"] = np.array(999)
+    np.savez(tmp_path / "future.npz", **arrays)
+    r = invoke("infer", recording / "activity.csv", "--model", tmp_path / "future.npz", "--out", tmp_path / "m.json")
+    assert r.exit_code != 0 and "model format 999, this masa reads" in r.output
