@@ -107,7 +107,9 @@ def test_an_object_no_predicate_applies_to_passes_unfiltered(cluster):
     feeder.query("feed", rows=rows)
     last = t0 + 0.01 * len(values)
     cluster.wait(lambda: rec.query("subscriptions_status")["hot"]["until"] >= last, timeout=30)
-    got = series(rec.query("report"))
+    # what the recorder holds once the batch is in (its report, not only its position)
+    got = cluster.wait(lambda: (g := series(rec.query("report"))) and len(g.get("n1/app/py", [])) == len(values) and g,
+                       timeout=30)
     assert sorted(got) == ["n1/app/py", "n1/cpu"]
     np.testing.assert_array_equal(got["n1/app/py"].value, values)  # no predicate applies: all
     np.testing.assert_array_equal(got["n1/cpu"].value, [v for v in values if v > 0.5])
