@@ -46,13 +46,17 @@ class RecorderAgent(ActivitySource):
     def deliver(self, request: str, source: str, seq: int, until: float, series: list) -> int:
         """One batch from a source.  Batches from several sources arrive on several
         threads; taking them one at a time keeps the completeness horizon from passing
-        a batch whose position is recorded but whose samples are not stored yet."""
+        a batch whose position is recorded but whose samples are not stored yet.  The
+        horizon moves only after the stream's position (see ``Inbox.accept``)."""
         with self._arrival:
-            taken, kept = self.inbox.accept(request, source, seq, until, series)
-            self.record([(s.object, s.unit, a, b, v) for s in kept
-                         for a, b, v in zip(s.start.tolist(), s.end.tolist(), s.value.tolist(), strict=True)],
-                        complete_until=self._horizon())
+            taken = self.inbox.accept(request, source, seq, until, series, keep=self._keep)
+            self.record([], complete_until=self._horizon())
             return taken
+
+    def _keep(self, kept: list) -> None:
+        self.record([(s.object, s.unit, a, b, v) for s in kept
+                     for a, b, v in zip(s.start.tolist(), s.end.tolist(), s.value.tolist(), strict=True)],
+                    complete_until=self._horizon())
 
     def _horizon(self) -> float | None:
         ends = [sub["until"] for sub in self.inbox.subs.values() if sub.get("until") is not None]

@@ -355,9 +355,15 @@ class Inbox:
             self.agent.ref(sub["source"]).query("quit", request=request)
         return True
 
-    def accept(self, request: str, source: str, seq: int, until: float, series: list) -> tuple[int, list[Series]]:
-        """Take one batch; returns (highest seq taken, the samples that are new here).
+    def accept(self, request: str, source: str, seq: int, until: float, series: list,
+               keep: Callable[[list[Series]], None]) -> int:
+        """Take one batch: ``keep`` stores the samples that are new here, then the
+        stream's position moves; returns the highest seq taken.  Callers take one batch
+        of a request at a time.
 
+        Stored first, moved after: a checkpoint taken in between has the older position,
+        so a crash there costs a replay (the store keeps a sample once), never a position
+        past samples that were not kept.
         A repeated ``seq`` is acknowledged again and applies nothing — except the part
         reaching past what was taken: a source that missed the acknowledgement (its call
         timed out, or it restarted from an older checkpoint) regenerates the batch up to
@@ -370,10 +376,14 @@ class Inbox:
                 raise BadRequest(f"no standing request {request!r} here")
             held = sub["until"] if sub["until"] is not None else float("-inf")
             if seq <= sub["seq"] and until <= held:
-                return sub["seq"], []
-            parsed = [Series.from_wire(w) for w in series]
-            kept = filtered(parsed, sub["objects"], parse_predicates(sub["predicates"]), check=all_hold)
-            if seq <= sub["seq"]:  # a longer repeat: only its tail is new
-                kept = [t for t in (s.since(held) for s in kept) if len(t)]
-            sub["seq"], sub["until"] = max(seq, sub["seq"]), max(float(until), held)
-            return sub["seq"], kept
+                return sub["seq"]
+            objects, predicates = sub["objects"], sub["predicates"]
+        parsed = [Series.from_wire(w) for w in series]
+        kept = filtered(parsed, objects, parse_predicates(predicates), check=all_hold)
+        if seq <= sub["seq"]:  # a longer repeat: only its tail is new
+            kept = [t for t in (s.since(held) for s in kept) if len(t)]
+        keep(kept)
+        with self.agent.lock:
+            if self.subs.get(request) is sub:  # not quit or re-opened meanwhile
+                sub["seq"], sub["until"] = max(seq, sub["seq"]), max(float(until), held)
+            return max(seq, sub["seq"])

@@ -1,8 +1,10 @@
 """The store-backed collection query interface on real processes: report paging,
-delivery to many subscribers (some dead), predicates at the source and the requester."""
+delivery to many subscribers (some dead), predicates at the source and the requester, a
+subscriber's host dying while it stores a batch."""
 
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +12,10 @@ import pytest
 from agents.source import page
 from masa.activity import Series
 from tests.agents.source_kinds import PAGE
-from tests.cluster import TEST_KINDS, Cluster
+from tests.cluster import TEST_KINDS, Cluster, attempt
 
 FEEDER = "feeder=tests.agents.source_kinds:FeederAgent"
+HOLDING = "holding=tests.agents.source_kinds:HoldingRecorderAgent"
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +116,32 @@ def test_an_object_no_predicate_applies_to_passes_unfiltered(cluster):
     assert sorted(got) == ["n1/app/py", "n1/cpu"]
     np.testing.assert_array_equal(got["n1/app/py"].value, values)  # no predicate applies: all
     np.testing.assert_array_equal(got["n1/cpu"].value, [v for v in values if v > 0.5])
+
+
+def test_a_host_crash_while_a_batch_is_being_stored_loses_nothing(tmp_path):
+    """The subscriber's host checkpoints the recorder while its store write of a batch
+    stalls, then dies (kill -9).  The checkpoint must not hold a position past samples
+    that never reached the store: the restored recorder resumes from it, and the source
+    replays only what lies after it."""
+    hold = tmp_path / "hold"
+    c = Cluster(tmp_path / "masa", {"s1": {"domain": "S"}, "s2": {"domain": "S"}})
+    for child in c.sup.children.values():
+        child.env = {**child.env, "MASA_KINDS": f"{TEST_KINDS},{FEEDER},{HOLDING}"}
+    with c:
+        c.create("s1", "feeder", "feed-crash")
+        c.create("s2", "holding", "rec-crash", hold=str(hold))
+        feeder, rec = c.ref("feed-crash"), c.ref("rec-crash", timeout=20)
+        rec.configure("subscribe_to", request="r", source="feed-crash")
+        t0 = rec.query("subscriptions_status")["r"]["until"]
+        values = [0.1, 0.2, 0.3, 0.4, 0.5]
+        hold.touch()
+        feeder.query("feed", rows=[["n1/cpu", "cpu", t0 + 0.01 * k, t0 + 0.01 * (k + 1), v]
+                                   for k, v in enumerate(values)])
+        c.wait(Path(f"{hold}.entered").exists, timeout=30)
+        time.sleep(6.0)  # the host checkpoints its agents every 5 s
+        c.kill("s2")
+        hold.unlink()
+        c.restart("s2")
+        got = c.wait(lambda: (s := attempt(lambda: series(c.ref("rec-crash").query("report"))))
+                     and len(s.get("n1/cpu", [])) == len(values) and s, timeout=40)
+        np.testing.assert_array_equal(got["n1/cpu"].value, values)

@@ -71,18 +71,45 @@ def test_inbox_takes_only_the_tail_of_a_longer_repeat():
 
     inbox = Inbox(_Holder())
     inbox.subs["r"] = {"seq": 0, "until": 0.0, "objects": None, "predicates": []}
+    kept: list = []
     first = Series("a", "cpu", [0, 1], [1, 2], [1, 2])
-    assert inbox.accept("r", "src", 1, 2.0, [first.to_wire()])[0] == 1
+    assert inbox.accept("r", "src", 1, 2.0, [first.to_wire()], keep=kept.extend) == 1
+    assert [len(s) for s in kept] == [2]
     # the same batch again (the ack was lost): nothing new
-    assert inbox.accept("r", "src", 1, 2.0, [first.to_wire()]) == (1, [])
+    kept.clear()
+    assert inbox.accept("r", "src", 1, 2.0, [first.to_wire()], keep=kept.extend) == 1
+    assert kept == []
     # regenerated up to a later horizon: only what lies past 2.0 is new
     longer = Series("a", "cpu", [0, 1, 2, 3], [1, 2, 3, 4], [1, 2, 3, 4])
-    seq, kept = inbox.accept("r", "src", 1, 4.0, [longer.to_wire()])
-    assert seq == 1 and len(kept) == 1
+    assert inbox.accept("r", "src", 1, 4.0, [longer.to_wire()], keep=kept.extend) == 1
+    assert len(kept) == 1
     np.testing.assert_array_equal(kept[0].start, [2, 3])
     assert inbox.subs["r"]["until"] == 4.0
     with pytest.raises(BadRequest, match="no standing request"):
-        inbox.accept("other", "src", 1, 1.0, [])
+        inbox.accept("other", "src", 1, 1.0, [], keep=kept.extend)
+
+
+def test_inbox_moves_the_position_only_after_the_samples_are_kept():
+    """A checkpoint taken while a batch is being stored must not hold a position past
+    samples not stored yet (a crash there would lose them for good); a failed store
+    leaves the position where it was, so the source sends the batch again."""
+    from agents.standing import Inbox
+
+    inbox = Inbox(_Holder())
+    inbox.subs["r"] = {"seq": 3, "until": 10.0, "objects": None, "predicates": []}
+    batch = [Series("a", "cpu", [10], [11], [0.5]).to_wire()]
+    seen = []
+
+    def keep(kept):
+        seen.append(dict(inbox.subs["r"]))  # what a checkpoint at this moment would hold
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        inbox.accept("r", "src", 4, 11.0, batch, keep=keep)
+    assert seen[0]["seq"] == 3 and seen[0]["until"] == 10.0
+    assert inbox.subs["r"]["seq"] == 3 and inbox.subs["r"]["until"] == 10.0
+    assert inbox.accept("r", "src", 4, 11.0, batch, keep=lambda kept: None) == 4
+    assert inbox.subs["r"]["until"] == 11.0
 
 
 def test_a_request_opened_during_a_delivery_pass_waits_for_its_history():
