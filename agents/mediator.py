@@ -8,20 +8,19 @@ mediators, in cascades of any depth, or be left out.  What it adds:
   missing stretch below;
 * pre-processing (:mod:`agents.preprocess`) not yet done below, each step once: steps
   already applied below are listed in the catalog below and skipped here;
-* delegation: ``hand_step`` asks an agent nearer the data to take a step over;
-  ``hand_over`` makes the mediator refuse further queries with "ask X from now on";
-* placement: with a ``placement`` policy it moves itself to the host with more spare
-  CPU or nearer its sources (:mod:`agents.placement`); the policy can be switched on,
-  changed and off at run time (``reconfigure placement=...``).
+* delegation (:mod:`agents.delegation`): ``hand_step`` asks an agent nearer the data to
+  take a step over; ``hand_over`` makes the mediator refuse further queries with "ask X
+  from now on";
+* placement (:mod:`agents.self_placement`): with a ``placement`` policy it moves itself
+  to the host with more spare CPU or nearer its sources (:mod:`agents.placement`); the
+  policy can be switched on, changed and off at run time (``reconfigure placement=...``).
 
 Which steps are still to be done is decided by the tags *the data at hand* carries, not
 by what the catalog below says now: a step handed down changes the tags of what arrives
 from then on, not of what is already held.  The report cache is therefore kept per set of
 tags below (a report below that comes back with other tags than expected is not cached:
 the catalog is refreshed and the report asked again), and the stream below is re-opened
-at a known position when ``hand_step`` hands a step down: samples the store holds up to
-that position are brought into the new form (the handed step applied here, once) before
-the remaining steps run, and late copies of them in the new form are not taken.
+at a known position when ``hand_step`` hands a step down (:mod:`agents.delegation`).
 
 Connection evidence (``connections``) is asked from every source at the time of the
 query and merged (:mod:`agents.evidence`), not cached: it is small, and a source below
@@ -44,18 +43,18 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
-
 from agents import evidence, preprocess
 from agents.cache import ReportCache
+from agents.delegation import Delegation
 from agents.domain_join import merge
-from agents.placement import Policy, decide, restart
-from agents.recorder import KEEPALIVE, RecorderAgent
+from agents.placement import Policy
+from agents.recorder import RecorderAgent
+from agents.self_placement import SelfPlacement
 from agents.source import check_report
-from agents.standing import matches, series_from_rows
+from agents.standing import series_from_rows
 from masa.activity import Series
-from masa.agent import configure, query
-from masa.errors import BadRequest, MasaError, MoveFailed, UnknownOperation
+from masa.agent import query
+from masa.errors import BadRequest, MasaError, UnknownOperation
 
 CATALOG_TTL = 2.0  # seconds a catalog from below is trusted
 STRADDLE = 3600.0  # longest sample expected (s): a batch also reads samples running past its end
@@ -77,7 +76,7 @@ class _Retagged(Exception):
     """A report from below came back with other step tags than the cache it was for."""
 
 
-class MediatorAgent(RecorderAgent):
+class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
     """Settings: ``sources`` (agent names below), ``steps`` (pre-processing specs),
     ``max_lag`` (s an object may fall behind before the stream stops waiting for it),
     ``cache_retain`` (s), ``placement`` (policy dict, None = stay), ``placement_every``
@@ -335,27 +334,6 @@ class MediatorAgent(RecorderAgent):
             raw = {obj: self._current_form(s, steps, tags.get(obj)) for obj, s in raw.items()}
             return self._window(self._outgoing(raw), since, until)
 
-    def _current_form(self, s: Series, steps: list[dict], tags: list[str] | None) -> Series:
-        """``s`` from the store with the stretches held from before a hand-off (see
-        :meth:`hand_step`) brought into the form of what arrives now: the steps handed
-        down since are applied to them here, in this mediator's order, as the agent below
-        applies them to what it sends now."""
-        log = self.state.get("retagged", {}).get(s.object)
-        if not log or tags is None or not len(s):
-            return s
-        for i, (until, was) in enumerate(log):
-            then = log[i + 1][1] if i + 1 < len(log) else tags
-            todo = [st for st in steps if preprocess.tag(st) in then and preprocess.tag(st) not in was]
-            head = s.end <= until  # held in the form ``was`` (earlier stretches converted already)
-            if not todo or not head.any():
-                continue
-            done = preprocess.apply(todo, Series(s.object, s.unit, s.start[head], s.end[head], s.value[head]))
-            k = done.end <= until
-            s = Series(s.object, s.unit, np.concatenate([done.start[k], s.start[~head]]),
-                       np.concatenate([done.end[k], s.end[~head]]),
-                       np.concatenate([done.value[k], s.value[~head]]))
-        return s
-
     def _pull(self, names: list[str], since: float, until: float | None
               ) -> tuple[dict[str, Series], float, dict[str, list[str]]]:
         """Samples of ``names`` from below through the cache, with look-back, and the tags
@@ -535,236 +513,3 @@ class MediatorAgent(RecorderAgent):
                 "moves": self.state.get("placement_memo", {}).get("moves", 0),
                 "placement": {"policy": copy.deepcopy(self.settings.get("placement")),
                               "rounds": self._placement_rounds}}
-
-    # -- delegation --------------------------------------------------------------------------
-
-    @configure
-    def adopt_step(self, step: dict) -> list[dict]:
-        """Take over a pre-processing step (another agent suggests it: nearer the data)."""
-        spec = preprocess.check(step)
-        with self.lock:
-            if spec not in self.settings["steps"]:
-                self.settings["steps"] = [*self.settings["steps"], spec]
-        self._catalog_at = 0.0
-        return list(self.settings["steps"])
-
-    @configure
-    def drop_step(self, step: dict) -> bool:
-        spec = preprocess.check(step)
-        with self.lock:
-            steps = self.settings["steps"]
-            if spec not in steps:
-                return False
-            self.settings["steps"] = [s for s in steps if s != spec]
-        self._catalog_at = 0.0
-        return True
-
-    @configure
-    def hand_step(self, step: dict, to: str) -> list[str]:
-        """Ask ``to`` (one of this mediator's sources) to apply ``step`` (one of this
-        mediator's steps); the step stays configured here and is skipped for data that
-        arrives with its tag.  Returns the tags of the steps still done here.
-
-        What is held here already came without the tag.  The report cache keeps data per
-        set of tags, so it is never mixed with what comes now.  The streams from ``to``
-        are re-opened under new request ids at the positions reached, before ``to``
-        adopts the step, so everything up to there is in the old form and everything after
-        in the new one; that position is kept per object (``state["retagged"]``): stored
-        samples up to it are brought into the new form when read (:meth:`_current_form`),
-        and copies of them in the new form arriving later are not taken (:meth:`record`).
-        So every sample comes out as without the hand-off: the step applied once."""
-        spec = preprocess.check(step)
-        if spec not in self.settings["steps"]:
-            raise BadRequest(f"{preprocess.tag(spec)} is not one of {self.name}'s steps")
-        if to not in self.settings["sources"]:
-            raise BadRequest(f"a step is handed to one of {self.name}'s sources, not to {to!r}")
-        mine = preprocess.tag(spec)
-        changing = {obj: list(e["applied"]) for obj, e in self._below(refresh=True).items()
-                    if e["source"] == to and mine not in e["applied"]}
-        with self.lock:
-            saved = {k: copy.deepcopy(self.state.get(k)) for k in ("below_gen", "retagged")}
-            self._handing[to] = self._handing.get(to, 0) + 1
-        try:
-            reopened = self._reopen(to, changing)
-            try:
-                self.ref(to).configure("adopt_step", step=spec)
-            except BaseException:
-                self._undo_reopen(reopened, saved)
-                raise
-            # ``to`` sends everything with the tag from now on: say so here before any of
-            # it can arrive (a catalog asked for earlier and answered later is not taken)
-            ticket = self._ticket()
-            catalog = {obj: {**e, "applied": [*e["applied"], mine]} if obj in changing else e
-                       for obj, e in self._catalog.items()}
-            self._install(catalog, ticket, time.monotonic())
-        finally:
-            with self.lock:
-                self._handing[to] -= 1
-                if not self._handing[to]:
-                    del self._handing[to]
-        for old, _, _ in reopened:
-            with contextlib.suppress(Exception):  # if unreachable, its pushes are refused
-                self.ref(to).query("quit", request=old)
-        with self.lock:
-            waiting = {rid for rid, sub in self.inbox.subs.items() if sub.get("source") == to}
-        self._unsent |= set(self.inbox.resubscribe(waiting))
-        with contextlib.suppress(Exception):
-            self._below(refresh=True)
-        return [preprocess.tag(s) for s in self._steps_for_all()]
-
-    def _reopen(self, to: str, changing: dict[str, list[str]]) -> list[tuple[str, str, dict]]:
-        """Close the streams from ``to`` where they are and register them again under new
-        ids (sent when the hand-off is done, see ``_handing``); for each object whose tags
-        change (``changing``: object -> tags before), note up to where its samples held
-        here are in the old form.  Returns ``[(old id, new id, old entry)]``."""
-        with self._arrival, self.lock:  # no batch being taken meanwhile
-            gens = self.state.setdefault("below_gen", {})
-            ours = {self._below_id(r, to): f"{self.name}:{r}@{to}" for r in self.subscriptions.requests}
-            gens[to] = gens.get(to, 0) + 1
-            reopened = []
-            for rid, sub in list(self.inbox.subs.items()):
-                if rid not in ours and sub.get("source") != to:
-                    continue
-                base = ours.get(rid) or sub.get("base") or rid
-                new = f"{base}#{gens[to]}"
-                self.inbox.subs[new] = {**sub, "seq": 0, "base": base}  # from the same position
-                del self.inbox.subs[rid]  # its batches are refused from now on
-                reopened.append((rid, new, sub))
-            last = self.state["last_end"]
-            log = self.state.setdefault("retagged", {})
-            horizon = time.time() - float(self.settings.get("retention", 3600.0))
-            for obj in list(log):  # positions older than anything kept
-                log[obj] = [entry for entry in log[obj] if entry[0] >= horizon]
-                if not log[obj]:
-                    del log[obj]
-            for obj, tags in changing.items():
-                ends = [sub["until"] for _, _, sub in reopened
-                        if sub.get("until") is not None and matches(sub.get("objects"), obj)]
-                if obj in last:
-                    ends.append(last[obj])
-                if ends:
-                    log.setdefault(obj, []).append([max(ends), tags])
-            return reopened
-
-    def _undo_reopen(self, reopened: list[tuple[str, str, dict]], saved: dict) -> None:
-        """The hand-off failed: the streams continue under their old ids, as they were."""
-        with self._arrival, self.lock:
-            for old, new, sub in reopened:
-                self.inbox.subs.pop(new, None)
-                self.inbox.subs[old] = sub
-            for key, value in saved.items():
-                if value is None:
-                    self.state.pop(key, None)
-                else:
-                    self.state[key] = value
-
-    def _resubscribe(self) -> None:
-        """As a recorder's, except for requests to a source a hand-off to runs."""
-        with self.lock:
-            if time.monotonic() >= self._keepalive_at:
-                self._keepalive_at, self._unsent = time.monotonic() + KEEPALIVE, set(self.inbox.subs)
-            held = {rid for rid in self._unsent if self.inbox.subs.get(rid, {}).get("source") in self._handing}
-            todo = self._unsent - held
-        if todo:
-            self._unsent = set(self.inbox.resubscribe(todo)) | held
-
-    def _steps_for_all(self) -> list[dict]:
-        pending: list[dict] = []
-        for obj in self._catalog:
-            for s in self._steps_for(obj):
-                if s not in pending:
-                    pending.append(s)
-        return pending
-
-    @configure
-    def hand_over(self, to: str) -> dict:
-        """From now on refuse queries with "ask ``to``"; standing requests are dropped
-        here, and their subscribers re-establish them at ``to`` from where they are."""
-        if to == self.name:
-            raise BadRequest("cannot hand over to itself")
-        with self.lock:
-            self.settings["successor"] = to
-            requests = list(self.subscriptions.requests)
-        for request in requests:
-            self.quit(request)
-        return {"successor": to, "dropped": requests}
-
-    # -- placement ---------------------------------------------------------------------------
-
-    def _arm_placement(self) -> None:
-        """Make the placement task follow the settings in force (at start and after every
-        reconfigure).  The task runs every ``placement_every`` s and evaluates the policy
-        only while there is one: a policy switched on or changed counts its dwell afresh
-        from the next round, one switched off stops the evaluations at once and calls off a
-        self-move decided but not yet made (:meth:`before_move`)."""
-        policy = copy.deepcopy(self.settings.get("placement"))
-        every = float(self.settings["placement_every"])
-        with self.lock:
-            armed = self._placement_armed
-            if armed == (policy, every):
-                return
-            if armed is not None and armed[0] != policy:
-                self._placement_gen += 1
-                restart(self.state.setdefault("placement_memo", {}))
-            self._placement_armed = (policy, every)
-        if armed is None or armed[1] != every:
-            self.every(every, self._placement_round, name="placement")
-
-    def _placement_round(self) -> None:
-        with self.lock:
-            self._placement_rounds += 1
-            policy, gen = copy.deepcopy(self.settings.get("placement")), self._placement_gen
-        if policy is not None:
-            self._place(policy, gen)
-
-    def _place(self, policy: dict, gen: int) -> None:
-        """Gather host resources and source locations, let the policy decide, move."""
-        from masa import admin
-        from masa.naming import short
-
-        nodes = admin.node_list(self.host.settings)
-        up = [n for n in nodes if n["status"] == "up"]
-        hosts = {short(n["name"]): n["info"] or {} for n in up if n["type"] == "host"}
-        allowed = self.settings.get("hosts")
-        if allowed:
-            hosts = {h: r for h, r in hosts.items() if h in allowed}
-        where = {short(n["name"]): short(n["location"]) for n in up if n["type"] == "agent"}
-        sources = self.settings["sources"]
-        local: dict[str, float] = {}
-        for s in sources:
-            if where.get(s):
-                local[where[s]] = local.get(where[s], 0.0) + 1.0 / len(sources)
-        with self.lock:
-            if gen != self._placement_gen:
-                return  # the policy changed while the facts were gathered: not this round
-            memo = self.state["placement_memo"]
-            before = memo.get("last_move")
-            target = decide(self.host.name, hosts, local, memo, time.time(),
-                            Policy.from_settings(policy), float(self.settings["own_load"]))
-            if not target:
-                return
-            memo["moves"] = memo.get("moves", 0) + 1
-            self._self_move = (gen, target, before)
-        self.move_to(target)
-
-    def before_move(self, target: str) -> None:
-        with self.lock:
-            decided = self._self_move
-            if decided is not None and decided[1] == target:
-                self._self_move = None
-                if decided[0] != self._placement_gen:  # placement changed or went off since
-                    memo = self.state["placement_memo"]
-                    memo["moves"] = max(0, memo.get("moves", 1) - 1)
-                    if decided[2] is None:
-                        memo.pop("last_move", None)
-                    else:
-                        memo["last_move"] = decided[2]
-                    raise MoveFailed(f"{self.name}: placement changed since the move to {target} "
-                                     "was decided; it stays")
-        super().before_move(target)
-
-    def after_move(self, source: str) -> None:
-        super().after_move(source)
-        if source != self.host.name:  # arrived (by itself or moved by hand): the streak was
-            with self.lock:           # measured from the old host, the cooldown starts now
-                restart(self.state.setdefault("placement_memo", {}), moved_at=time.time())
