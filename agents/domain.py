@@ -26,7 +26,7 @@ from typing import Any
 from agents import preprocess
 from agents.domain_join import join
 from agents.mediator import DEFAULTS, MediatorAgent
-from masa.activity import Series
+from masa.activity import ActivityError, Series, check_label
 from masa.agent import query
 from masa.errors import BadRequest
 
@@ -36,6 +36,13 @@ SLUGS = {"cpu": "cpu", "B/s": "bytes", "req/s": "requests"}
 def _check_members(members: Any) -> None:
     if members is not None and not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
         raise BadRequest("members must be a list of object names or globs")
+
+
+def _check_label(label: Any) -> None:
+    try:
+        check_label(label)
+    except ActivityError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def slug(unit: str) -> str:
@@ -53,6 +60,8 @@ class DomainAgent(MediatorAgent):
 
     def setup(self, **settings: Any) -> None:
         _check_members(settings.get("members"))
+        if settings.get("label") is not None:  # None: the domain's name
+            _check_label(settings["label"])
         super().setup(**settings)
         if not self.settings.get("label"):
             self.settings["label"] = self.domain or self.name
@@ -63,8 +72,8 @@ class DomainAgent(MediatorAgent):
         and the platform puts the settings before it back."""
         if "members" in changed:
             _check_members(changed["members"])
-        if "label" in changed and not (isinstance(changed["label"], str) and changed["label"]):
-            raise BadRequest("label must be a non-empty name for the collective objects")
+        if "label" in changed:
+            _check_label(changed["label"])
         self._check({**DEFAULTS, **self.defaults, **self.settings})
         super().on_reconfigure(changed)
 

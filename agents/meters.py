@@ -112,7 +112,7 @@ def check_settings(settings: dict[str, Any]) -> None:
             if not isinstance(rules, str):
                 raise ValueError("rules must be text: APP=KIND:PATTERN[,...];... or @FILE")
             try:
-                ProcfsProbe(rules, host="check", per_process=settings.get("per_process", "name"),
+                ProcfsProbe(rules, host=settings.get("label") or "check", per_process=settings.get("per_process", "name"),
                             match=settings.get("match"))
             except PatternError as exc:
                 raise ValueError(f"match: {exc}") from None

@@ -37,6 +37,17 @@ class ActivityError(ValueError):
     """Malformed activity data (bad CSV, inconsistent arrays, garbage from the wire)."""
 
 
+def check_label(label: object) -> str:
+    """A label is the first segment of object names (``LABEL/cpu``, ``LABEL/app/web``,
+    a domain's ``LABEL/cpu``): a slash in it would read as a deeper name (``a/b/cpu`` as
+    host ``a``'s object ``b/cpu``), a glob character would make a request for its objects
+    match others too.  Returns the label; raises ActivityError."""
+    if not isinstance(label, str) or not label or any(c in label for c in "/*?[] \t\n"):
+        raise ActivityError(f"a label must be one non-empty name without '/', spaces or glob "
+                            f"characters (objects are named LABEL/...), not {label!r}")
+    return label
+
+
 #: A step this many times the median step is a hole in the data (see Series.from_points).
 GAP_FACTOR = 3.0
 

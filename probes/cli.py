@@ -69,6 +69,7 @@ def collect() -> None:
               help="Seconds between connection samples (they cost tens of ms).")
 def procfs(match, rules, per_process, label, interval, seconds, out, connections, connections_every) -> None:
     """CPU of processes, applications (--group) and the host, and interface traffic."""
+    from masa.activity import ActivityError
     from probes.procfs import PatternError, ProcfsProbe
     from probes.rules import RuleError
 
@@ -79,6 +80,8 @@ def procfs(match, rules, per_process, label, interval, seconds, out, connections
         raise click.BadParameter(str(exc), param_hint="--group") from None
     except PatternError as exc:
         raise click.BadParameter(str(exc), param_hint="--match") from None
+    except ActivityError as exc:
+        raise click.BadParameter(str(exc), param_hint="--label") from None
     update, bar = _progress_line("procfs", seconds, interval)
     with bar:
         p = record_procfs(probe, out, interval, seconds, connections=connections,

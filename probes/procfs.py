@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Iterable
 
-from masa.activity import BYTES_PER_S, CPU
+from masa.activity import BYTES_PER_S, CPU, check_label
 from probes import procread
 from probes.connections import Connection, ConnectionProbe, read_connections
 from probes.rules import ProcessFacts, Rule, classify, parse_rules
@@ -75,7 +75,7 @@ class ProcfsProbe:
         if per_process not in PER_PROCESS:
             raise ValueError(f"per_process must be one of {PER_PROCESS}")
         self.rules = parse_rules(rules) if isinstance(rules, str) else list(rules)
-        self.host = host or socket.gethostname().split(".")[0]
+        self.host = check_label(host) if host else socket.gethostname().split(".")[0]
         self.per_process = per_process
         try:
             self.match = re.compile(match) if match else None

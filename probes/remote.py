@@ -79,7 +79,10 @@ def probe_command(name: str, label: str | None, match: str | None, per_process: 
 
     from probes.procfs import ProcfsProbe
 
-    meter = ProcfsProbe(host=label, per_process=per_process, match=match)
+    try:
+        meter = ProcfsProbe(host=label, per_process=per_process, match=match)
+    except ValueError as exc:  # the label, the pattern
+        raise click.UsageError(str(exc)) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"masa probe {name} serving", err=True)

@@ -39,7 +39,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
 from pysnmp.proto import errind
 from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
-from masa.activity import BYTES_PER_S, CPU
+from masa.activity import BYTES_PER_S, CPU, check_label
 from probes import snmp_oids as O
 from probes.counters import counter_delta, uptime_went_back
 from probes.errors import AgentRestart, AuthFailure, GarbageResponse, ProbeError, ProbeTimeout
@@ -152,7 +152,7 @@ class SnmpPoller:
         self.target = target
         self.host, self.port, self.ipv6 = parse_target(target)
         self.credentials = credentials
-        self.label = label or (self.host if self.port == 161 else f"{self.host}_{self.port}")
+        self.label = check_label(label) if label else (self.host if self.port == 161 else f"{self.host}_{self.port}")
         self.timeout = timeout
         self.retries = retries
         self.engine = engine

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from masa.activity import check_label
 from probes.errors import AgentRestart
 from probes.snmp import SnmpPoller, parse_target
 from probes.snmp_auth import Credentials
@@ -44,6 +45,8 @@ def check_settings(settings: dict[str, Any]) -> Credentials:
         if settings.get(key) is not None and not isinstance(settings[key], str):
             raise ValueError(f"{key} must be text, not {type(settings[key]).__name__} {settings[key]!r}")
     parse_target(settings["target"])
+    if settings.get("label"):
+        check_label(settings["label"])
     timeout, retries = settings.get("timeout", 1.0), settings.get("retries", 1)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
         raise ValueError(f"timeout must be a number of seconds per try (0 < timeout <= 60), not {timeout!r}")

@@ -108,8 +108,13 @@ def test_static_snmp_mistakes_are_refused_like_masa_collect(pair):
                     v3_user="u", auth_key=12345678)
     with pytest.raises(BadRequest, match="match: bad regular expression"):
         pair.create("b1", "collector", "col-s7", match="((")
+    # a label is one name segment (objects are LABEL/...), for every kind of collector
+    with pytest.raises(BadRequest, match="label must be one non-empty name without '/'"):
+        pair.create("b1", "collector", "col-s8", probe="snmp", target="udp:127.0.0.1:1161", label="rack/r1")
+    with pytest.raises(BadRequest, match="not 'web\\*'"):
+        pair.create("b1", "collector", "col-s9", label="web*")
     # none of them was created
-    assert not {a["name"] for a in pair.host("b1", "agents")} & {f"col-s{i}" for i in range(1, 8)}
+    assert not {a["name"] for a in pair.host("b1", "agents")} & {f"col-s{i}" for i in range(1, 10)}
 
 
 def test_a_bad_reconfigure_is_refused_and_changes_nothing(pair, snmpd):

@@ -62,6 +62,11 @@ def test_a_negative_max_lag_is_refused_by_a_domain_agent(domain):
             c.ref("dom").configure("reconfigure", max_lag=bad)
     with pytest.raises(BadRequest, match="members must be a list"):
         c.ref("dom").configure("reconfigure", members="b1/cpu")
+    for bad in ("a/b", "B*", "", None, 5):  # a label is one name segment: LABEL/UNIT
+        with pytest.raises(BadRequest, match="label must be one non-empty name"):
+            c.ref("dom").configure("reconfigure", label=bad)
+    with pytest.raises(MasaError, match="label must be one non-empty name"):
+        c.create("b1", "domain", "dom-bad", sources=["col"], label="east/rack1")
     assert settings(c, "dom") == before
     assert c.ref("dom").configure("reconfigure", max_lag=12.5)["max_lag"] == 12.5
 

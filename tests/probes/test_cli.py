@@ -62,3 +62,17 @@ def test_a_tick_reached_late_is_skipped_not_bunched(monkeypatch):
     assert next(ticks) == 102.0 and progress.late == 1
     clock[0] = 103.3  # 0.3 s late: still taken
     assert next(ticks) == 103.0 and progress.late == 1
+
+
+def test_a_label_is_one_name_segment_in_every_command(tmp_path):
+    """``a/b`` would read as host ``a``'s object ``b/...``; the modeler and the domain
+    agents would then group it wrongly, so every command that takes a label refuses it."""
+    out = str(tmp_path / "a.csv")
+    for args in (["collect", "procfs", "--label", "a/b", "--seconds", "1", "--out", out],
+                 ["collect", "snmp", "udp:127.0.0.1:1161", "--label", "r*", "--interval", "1",
+                  "--seconds", "1", "--out", out],
+                 ["probe", "p1", "--label", "a b"]):
+        run = subprocess.run(MASA + args, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2, (args, run.stderr)
+        assert "a label must be one non-empty name without '/'" in run.stderr, run.stderr
+    assert not Path(out).exists()
