@@ -58,7 +58,8 @@ def collect() -> None:
 @click.option("--group", "rules", help="Application rules APP=KIND:PATTERN[,...];... or @FILE "
               "(kinds: name, cmdline, cgroup, unit, user).")
 @click.option("--per-process", type=click.Choice(["pid", "name", "none"]), default="pid", show_default=True,
-              help="One object per process (pid), per process name (name), or none.")
+              help="One object per process (pid), per process name (name), or none.  pid suits one "
+              "recording; agents default to name, since pids change over days.")
 @click.option("--label", help="Host part of object ids (default: this host's name).")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between samples.")
 @click.option("--seconds", type=float, required=True, help="How long to record.")
