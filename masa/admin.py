@@ -5,10 +5,12 @@ Each function opens its own short-lived connections, so it is safe from any thre
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from masa import config, naming
 from masa.config import Settings
+from masa.errors import AgentNotFound
 from masa.naming import NameService
 from masa.security import Proxy
 
@@ -74,6 +76,30 @@ def forget(settings: Settings, name: str) -> str:
     """Remove a host or agent that is gone for good from the node list; returns its name."""
     with _registry(settings) as registry:
         return registry.forget(name)
+
+
+def agent_names(settings: Settings) -> set[str]:
+    """Every agent the deployment knows of: registered with the broker now, or in the
+    node list (a host restarting or down; its agents come back under these names)."""
+    names = set(find_agents(settings))
+    names |= {naming.short(n["name"]) for n in node_list(settings, "agent")}
+    return names
+
+
+def require_known(settings: Settings, agent: str) -> None:
+    """Raise AgentNotFound at once for a name the deployment has never heard of (a typo),
+    rather than let a call wait out the deadline that gives an agent restarting or moving
+    the time to come back.  A broker that cannot be asked is left to the call to report."""
+    try:
+        known = agent_names(settings)
+    except Exception:  # noqa: BLE001
+        return
+    if naming.short(agent) in known:
+        return
+    close = difflib.get_close_matches(naming.short(agent), sorted(known), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else \
+        (f"; known agents: {', '.join(sorted(known)[:10])}" if known else "; no agents are known")
+    raise AgentNotFound(f"no agent named {agent!r} is registered or in the node list{hint}")
 
 
 def find_agents(settings: Settings, kind: str | None = None, domain: str | None = None,

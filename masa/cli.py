@@ -218,13 +218,15 @@ def move(agent: str, target_host: str) -> None:
 @click.option("--timeout", default=10.0, show_default=True, help="Deadline in seconds.")
 def query(agent: str, operation: str, args: tuple[str, ...], interface: str | None, timeout: float) -> None:
     """Call OPERATION on AGENT with key=value ARGS; prints the answer as JSON."""
-    from masa import config
+    from masa import admin, config
     from masa.ref import AgentRef
 
     settings = _settings()
     config.apply(settings)
+    admin.require_known(settings, agent)
     ref = AgentRef(agent, settings, timeout=timeout)
     _print_json(_readable(ref.call(interface or "query", operation, _kv(args))))
+
 
 
 _WIRE_SERIES = {"object", "unit", "start", "end", "value"}

@@ -17,13 +17,14 @@ from masa.errors import MasaError
 
 
 def _call(modeler: str, interface: str, op: str, **kwargs: Any) -> Any:
-    from masa import config
+    from masa import admin, config
     from masa.config import Settings
     from masa.ref import AgentRef
 
     settings = Settings.from_env()
     config.apply(settings)
     try:
+        admin.require_known(settings, modeler)
         return AgentRef(modeler, settings).call(interface, op, {k: v for k, v in kwargs.items() if v is not None})
     except MasaError as exc:
         raise click.ClickException(str(exc)) from None

@@ -220,6 +220,8 @@ def test_model_cli(deployment, tmp_path):
         mod.query("path", source=a, target=b)
     bad = masa(c, "model", "deps", "mod", "no/such")
     assert bad.returncode != 0 and "unknown object 'no/such'" in bad.stderr
+    typo = masa(c, "model", "show", "mdo")  # a modeler nobody knows: at once, with a guess
+    assert typo.returncode != 0 and "no agent named 'mdo'" in typo.stderr and "did you mean mod?" in typo.stderr
     # the page's address with its token: it opens the page
     address = masa(c, "model", "page", "mod").stdout.strip()
     assert address == page_url(mod.query("status")["http"], c.settings.secret, "mod")

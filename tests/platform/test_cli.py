@@ -51,6 +51,10 @@ def test_query_and_nodes_from_the_command_line(cluster):
                              for n in json.loads(masa("nodes", "--json", env=env, check=True).stdout)))
     listed = masa("agents", "--kind", "echo", env=env, check=True).stdout
     assert "cli-echo" in listed and " h2 " in listed
+    # a name nobody knows is a typo: said at once (not after the restart-waiting deadline)
+    typo = masa("query", "cli-ecoh", "echo", "payload=1", "--timeout", "30", env=env)
+    assert typo.returncode == 1 and "no agent named 'cli-ecoh'" in typo.stderr
+    assert "did you mean cli-echo?" in typo.stderr
     nowhere = masa("move", "cli-echo", "h9", env=env)
     assert nowhere.returncode == 1 and "host 'h9' not found" in nowhere.stderr
     garbled = masa("nodes", env={**env, "MASA_NS": "garbage"})
