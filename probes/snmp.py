@@ -185,6 +185,15 @@ class SnmpPoller:
             self.engine.close_dispatcher()
         self.engine, self._own_engine, self._transport = engine, False, None
 
+    def _silent_hint(self) -> str:
+        """What else looks like no answer: net-snmp stays silent for a wrong v2c community,
+        and for a v3 request it cannot decrypt (wrong privacy key or protocol)."""
+        if self.credentials.community:
+            return " (or wrong community: a v2c agent stays silent)"
+        if self.credentials.priv_key:
+            return " (or wrong privacy key or protocol: net-snmp stays silent when it cannot decrypt)"
+        return ""
+
     def __repr__(self) -> str:
         return f"SnmpPoller({self.target!r}, {self.credentials!r}, label={self.label!r})"
 
@@ -227,8 +236,8 @@ class SnmpPoller:
                 break
         if err:
             if isinstance(err, errind.RequestTimedOut):
-                v2 = " (or wrong community: a v2c agent stays silent)" if self.credentials.community else ""
-                raise ProbeTimeout(f"no answer after {self.retries + 1} tries of {self.timeout:g} s{v2}", self.target)
+                raise ProbeTimeout(f"no answer after {self.retries + 1} tries of {self.timeout:g} s"
+                                   f"{self._silent_hint()}", self.target)
             if isinstance(err, _AUTH_ERRORS):
                 raise AuthFailure(f"SNMPv3 credentials refused: {err}", self.target)
             raise ProbeError(f"SNMP error: {err}", self.target)

@@ -159,6 +159,18 @@ def test_wrong_community_times_out_with_a_hint(snmpd):
         poller.close()
 
 
+def test_wrong_v3_privacy_key_times_out_with_a_hint(snmpd):
+    """net-snmp drops a request it cannot decrypt without a report, so a wrong privacy
+    key is indistinguishable from silence: the message says so."""
+    creds = Credentials(v3_user="shauser", auth_key=AUTH_KEY, priv_key="not-the-priv-key")
+    poller = SnmpPoller(snmpd.target, creds, timeout=0.3, retries=0)
+    try:
+        with pytest.raises(ProbeTimeout, match="wrong privacy key or protocol"):
+            poller.poll_sync()
+    finally:
+        poller.close()
+
+
 def test_silent_port_times_out():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
