@@ -73,6 +73,14 @@ def main(ctx: click.Context, debug: bool) -> None:
     )
 
 
+def _private_files() -> None:
+    """A daemon's files (checkpoints holding agents' settings, SNMP keys among them; stores;
+    logs) are the user's alone, as the secret is: created 0600, folders 0700."""
+    import os
+
+    os.umask(0o077)
+
+
 def _settings():
     from masa.config import Settings
 
@@ -113,6 +121,7 @@ def ns(store_url: str | None) -> None:
 
     from masa.nameserver import serve
 
+    _private_files()
     settings = _settings()
     click.echo(f"masa name server on {settings.ns_address}", err=True)
     serve(settings, store_url)
@@ -139,6 +148,7 @@ def host(name: str, domain: str, bind: str, port: int, allow: tuple[str, ...], n
         kinds.check(allow)
     except UnknownKind as exc:
         raise click.BadParameter(str(exc), param_hint="'--allow'") from None
+    _private_files()
     h = AgentHost(name, domain, _settings(), list(allow) or None, bind, port)
     h.claim_name()  # a host of this name that answers: one-line error, exit 1
     signal.signal(signal.SIGTERM, lambda *_: h.stop())
@@ -277,6 +287,7 @@ def up(topology: str, do_deploy: bool) -> None:
     from masa.supervisor import Supervisor, exit_on_stop_signals
 
     t = topo.load(topology)
+    _private_files()
     exit_on_stop_signals()  # until watch() takes over: a signal while starting stops the children
     with Supervisor(t, _settings()) as sup:
         sup.start()
