@@ -39,6 +39,10 @@ PAGE = """<!doctype html>
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 const get = (url) => fetch(url).then((r) => r.ok ? r.json() : r.json().then((e) => Promise.reject(e.error)));
+// node-list strings (names, domains, locations) come from whoever runs a host: text, never markup
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
+}
 function el(tag, attrs, parent) {
   const e = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
@@ -80,15 +84,15 @@ async function refresh() {
   const live = nodes.filter((n) => n.status !== "gone");
   $("nodes").tBodies[0].innerHTML =
     live.filter((n) => n.type === "host").map((n) =>
-      `<tr class="host"><th>${n.name}</th><td>host</td><td>domain ${n.domain}</td><td class="${n.status}">${n.status}</td></tr>`).join("") +
+      `<tr class="host"><th>${esc(n.name)}</th><td>host</td><td>domain ${esc(n.domain)}</td><td class="${esc(n.status)}">${esc(n.status)}</td></tr>`).join("") +
     live.filter((n) => n.type === "agent").map((n) =>
-      `<tr><td>${n.name}</td><td>${n.kind}</td><td>${n.location}</td><td class="${n.status}">${n.status}</td></tr>`).join("");
+      `<tr><td>${esc(n.name)}</td><td>${esc(n.kind)}</td><td>${esc(n.location)}</td><td class="${esc(n.status)}">${esc(n.status)}</td></tr>`).join("");
   const versions = await get("api/versions");
   $("versions").tBodies[0].innerHTML = versions.slice(-8).reverse().map((v) =>
-    `<tr><td>v${v.version}</td><td>${new Date(v.created * 1000).toLocaleTimeString()}</td><td>${v.info.pairs_scored} pairs</td><td>${v.sources.join(", ")}</td></tr>`).join("");
+    `<tr><td>v${esc(v.version)}</td><td>${esc(new Date(v.created * 1000).toLocaleTimeString())}</td><td>${esc(v.info.pairs_scored)} pairs</td><td>${esc(v.sources.join(", "))}</td></tr>`).join("");
   for (const sel of [$("old"), $("new")]) {
     const keep = sel.value;
-    sel.innerHTML = versions.map((v) => `<option>${v.version}</option>`).join("");
+    sel.innerHTML = versions.map((v) => `<option>${esc(v.version)}</option>`).join("");
     if (keep) sel.value = keep;
   }
   const plots = await get("api/activity");

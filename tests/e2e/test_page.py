@@ -96,6 +96,9 @@ def test_supervision_page_end_to_end(modeler, browser, tmp_path):
     assert set(g.nodes) <= labels
     assert {f"{d:.2f}" for _, _, d in g.edges(data="confidence")} <= labels
     assert "v1" in browser.find_element(By.ID, "version").text
+    # node-list strings go into the tables as text: markup in a host's domain stays text
+    assert browser.execute_script("return esc(arguments[0])", '<img src=x onerror="y">') == \
+        "&lt;img src=x onerror=&quot;y&quot;&gt;"
 
     # screenshot check: the graph area really has drawn pixels (nodes orange, edges blue)
     png = browser.find_element(By.ID, "graph").screenshot_as_png

@@ -96,3 +96,18 @@ def test_api_errors_are_json():
     bad = client.get("/api/dependencies?object=a&min_confidence=x", headers=bearer)
     assert bad.get_json() == {"error": "min_confidence must be a number"}
     assert client.get("/api/model?version=7", headers=bearer).get_json() == {"error": "no version 7"}
+
+
+def test_every_string_put_into_the_page_as_markup_is_escaped():
+    """The tables are built as HTML from the node list and the versions, whose strings
+    (host domains, agent names, locations, sources) come from whoever runs a host: each
+    ``${...}`` in such a template must go through ``esc`` (the browser test checks ``esc``)."""
+    import re
+
+    from modeler.web.page import PAGE
+
+    templates = re.findall(r"`([^`]*<[a-z][^`]*)`", PAGE)  # template literals that build markup
+    assert len(templates) >= 3
+    for t in templates:
+        for expr in re.findall(r"\$\{(.*?)\}", t):
+            assert expr.startswith("esc("), (expr, t)
