@@ -307,13 +307,15 @@ def tls() -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--host", "hosts", multiple=True, default=["127.0.0.1", "localhost"], show_default=True,
               help="Address or DNS name the certificate is valid for (repeatable).")
-def tls_init(directory: str, hosts: tuple[str, ...]) -> None:
-    """Create a CA and a certificate signed by it in DIRECTORY."""
+@click.option("--force", is_flag=True, help="Replace an existing CA (every machine then needs the new files).")
+def tls_init(directory: str, hosts: tuple[str, ...], force: bool) -> None:
+    """Create a CA and a certificate signed by it in DIRECTORY (an existing CA is kept
+    unless --force)."""
     from pathlib import Path
 
     from masa.tls import make_certificates
 
-    for path in make_certificates(Path(directory), list(hosts)):
+    for path in make_certificates(Path(directory), list(hosts), overwrite=force):
         click.echo(path)
 
 

@@ -1,7 +1,9 @@
 """Settings shared by every masa process, from the environment with safe defaults.
 
 One place decides how Pyro5 is configured (serializer, pools, limits, TLS) so that a
-host, the name server and a command-line client can never disagree about the wire.
+host, the name server and a command-line client can never disagree about the wire.  It
+also narrows what this process accepts from the wire (:func:`guard_wire`): msgpack only,
+never compressed, checked on a message's header before its payload is read.
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import Pyro5
+import Pyro5.errors
+import Pyro5.protocol
+import Pyro5.serializers
 
 from masa.errors import MasaError
 
 #: msgpack carries bytes natively (activity arrays travel without base64) and is the
 #: fastest of Pyro5's pickle-free serializers.
 SERIALIZER = "msgpack"
+#: the only serializer id this process accepts on a received message
+SERIALIZER_ID = Pyro5.serializers.serializers[SERIALIZER].serializer_id
+#: shortest shared secret (an empty or truncated secret file is refused)
+MIN_SECRET = 8
+#: largest connect message (the hello and an object id: well under 1 KiB from masa): before
+#: authentication nobody gets to make a daemon read and decode MASA_MAX_MESSAGE bytes
+MAX_CONNECT_MESSAGE = 64 * 1024
 
 
 def _home() -> Path:
@@ -100,15 +112,31 @@ class SecretFileMissing(MasaError):
     """``MASA_SECRET_FILE`` names a file that does not exist."""
 
 
+class WeakSecret(MasaError):
+    """The shared secret is empty or too short to be one."""
+
+
+def check_secret(secret: bytes, source: str, minimum: int = MIN_SECRET) -> bytes:
+    """``secret``, unless it is shorter than ``minimum`` bytes (``source`` says where it
+    came from): with an empty secret anybody could compute every MAC."""
+    if len(secret) < minimum:
+        what = "is empty" if not secret else f"has only {len(secret)} bytes"
+        raise WeakSecret(f"the shared secret from {source} {what}; it needs at least {minimum} "
+                         f"bytes (an empty or truncated file? copy the deployment's secret there)")
+    return secret
+
+
 def load_secret(home: Path) -> bytes:
     """The shared secret: ``MASA_SECRET``, else ``MASA_SECRET_FILE``, else ``HOME/secret``.
 
     A missing ``HOME/secret`` is created (mode 0600) so that a single-machine setup works
     without ceremony; a multi-machine deployment copies that file to every machine.  A file
     named explicitly by ``MASA_SECRET_FILE`` is never created: a mistyped path would
-    otherwise give this process a secret of its own that no peer shares."""
+    otherwise give this process a secret of its own that no peer shares.  A secret (variable
+    or file) shorter than ``MIN_SECRET`` bytes is refused (:class:`WeakSecret`): a
+    ``touch``ed or truncated file would otherwise give every process the key ``b""``."""
     if os.environ.get("MASA_SECRET"):
-        return os.environ["MASA_SECRET"].encode()
+        return check_secret(os.environ["MASA_SECRET"].encode(), "MASA_SECRET")
     explicit = os.environ.get("MASA_SECRET_FILE")
     if explicit:
         path = Path(explicit)
@@ -118,14 +146,14 @@ def load_secret(home: Path) -> bytes:
                 f"MASA_SECRET_FILE={explicit} {what}; point it at the deployment's secret file "
                 f"(MASA_HOME/secret of the machine that created it: copy that file here), or unset "
                 f"MASA_SECRET_FILE to use {home / 'secret'} (created if missing)")
-        return path.read_text().strip().encode()
+        return check_secret(path.read_text().strip().encode(), f"MASA_SECRET_FILE={explicit}")
     path = home / "secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    return check_secret(path.read_text().strip().encode(), str(path))
 
 
 def apply(settings: Settings) -> None:
@@ -139,6 +167,7 @@ def apply(settings: Settings) -> None:
     c.MAX_MESSAGE_SIZE = settings.max_message
     c.DETAILED_TRACEBACK = False
     c.SOCK_NODELAY = True
+    c.COMPRESSION = False  # and compressed messages are refused (guard_wire)
     c.MAX_RETRIES = 0
     c.NS_HOST, c.NS_PORT = settings.ns_host, settings.ns_port
     if settings.tls_dir:
@@ -150,3 +179,43 @@ def apply(settings: Settings) -> None:
         c.SSL_REQUIRECLIENTCERT = True
     else:
         c.SSL = False
+    guard_wire()
+
+
+def _check_received(msg: Pyro5.protocol.ReceivingMessage) -> None:
+    """Refuse a received message on its header, before its payload is read or inflated."""
+    if msg.type == Pyro5.protocol.MSG_CONNECT and msg.data_size + msg.annotations_size > MAX_CONNECT_MESSAGE:
+        raise Pyro5.errors.ProtocolError(
+            f"refused: connect message of {msg.data_size + msg.annotations_size} bytes "
+            f"(at most {MAX_CONNECT_MESSAGE})")
+    if msg.flags & Pyro5.protocol.FLAGS_COMPRESSED:
+        raise Pyro5.errors.ProtocolError(
+            "refused: compressed message (masa never compresses; inflating it would be unbounded)")
+    # a ping's payload is never deserialized (Pyro5's own ping uses the id 42)
+    if msg.serializer_id != SERIALIZER_ID and msg.type != Pyro5.protocol.MSG_PING:
+        name = next((n for n, ser in Pyro5.serializers.serializers.items()
+                     if ser.serializer_id == msg.serializer_id), "unknown")
+        raise Pyro5.errors.ProtocolError(
+            f"refused: serializer id {msg.serializer_id} ({name}); masa accepts {SERIALIZER} only")
+
+
+def guard_wire() -> None:
+    """Make every message this process receives (server and client side, before and after
+    authentication) pass :func:`_check_received` as soon as its header is parsed.
+
+    Pyro5 decodes whatever serializer a peer names (marshal included) and inflates a
+    compressed payload without bound (``ReceivingMessage.add_payload``).  Patching the
+    class once covers ``protocol.recv_stub`` everywhere; idempotent."""
+    cls = Pyro5.protocol.ReceivingMessage
+    if getattr(cls, "_masa_guarded", False):
+        return
+    parse = cls.__init__
+
+    def __init__(self, header, payload=None):  # noqa: N807 - replaces Pyro5's constructor
+        parse(self, header)
+        _check_received(self)
+        if payload is not None:
+            self.add_payload(payload)
+
+    cls.__init__ = __init__
+    cls._masa_guarded = True

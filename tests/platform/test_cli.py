@@ -93,14 +93,14 @@ def test_host_refuses_a_misspelled_allowed_kind_naming_the_installed_ones(tmp_pa
     from masa.host import AgentHost
     from masa.supervisor import free_port
 
-    env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "s",
+    env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "cli-test-secret",
            "MASA_NS": f"127.0.0.1:{free_port()}"}
     out = masa("host", "x1", "--allow", "echo", "--allow", "nueral", env=env)
     assert out.returncode == 2, out.stderr
     assert "Invalid value for '--allow': unknown agent kind 'nueral'; installed kinds: " in out.stderr
     assert "echo, " in out.stderr and "relay" in out.stderr
     with pytest.raises(UnknownKind, match="host 'x1' allow-list: unknown agent kind 'nueral'"):
-        AgentHost("x1", settings=Settings(home=tmp_path, secret=b"s"), allow=["echo", "nueral"])
+        AgentHost("x1", settings=Settings(home=tmp_path, secret=b"cli-test-secret"), allow=["echo", "nueral"])
 
 
 def test_a_missing_explicit_secret_file_is_an_error_and_is_not_created(tmp_path):
@@ -115,7 +115,7 @@ def test_a_missing_explicit_secret_file_is_an_error_and_is_not_created(tmp_path)
 
 
 def test_a_host_name_that_cannot_be_part_of_an_address_is_refused_by_name(tmp_path):
-    env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "s"}
+    env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "cli-test-secret"}
     out = masa("host", "bad name/x", env=env)
     assert out.returncode == 1
     assert out.stderr.strip() == "masa: error: invalid host name 'bad name/x': no spaces or any of / \\ : @"

@@ -106,9 +106,9 @@ domain = "A"
 kind = "echo"
 host = "u2"
 """)
-    env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "s3",
+    env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "liveness-secret",
            "MASA_HEARTBEAT": "0.5", "PYTHONPATH": str(ROOT)}
-    return topo, env, replace(Settings(home=tmp_path, secret=b"s3"), ns_port=port)
+    return topo, env, replace(Settings(home=tmp_path, secret=b"liveness-secret"), ns_port=port)
 
 
 def _masa_up(topo, env):
