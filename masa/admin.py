@@ -6,11 +6,15 @@ Each function opens its own short-lived connections, so it is safe from any thre
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import Pyro5.errors
 
 from masa import config, naming
 from masa.config import Settings
-from masa.errors import AgentNotFound
+from masa.errors import AgentNotFound, PayloadTooLarge
 from masa.naming import NameService
 from masa.security import Proxy
 
@@ -29,12 +33,27 @@ def host_proxy(settings: Settings, host: str, timeout: float | None = None, wait
     return Proxy(uri, settings.secret, timeout=timeout or settings.call_timeout)
 
 
+@contextmanager
+def _sized(what: str) -> Iterator[None]:
+    """Pyro5 refuses a message over ``MASA_MAX_MESSAGE`` with a bare ProtocolError (before
+    sending it, or on reading the answer); say which call it was, as PayloadTooLarge."""
+    try:
+        yield
+    except Pyro5.errors.ProtocolError as exc:
+        if "too large" not in str(exc):
+            raise
+        raise PayloadTooLarge(f"{what}: message too large ({exc}); "
+                              "MASA_MAX_MESSAGE limits every message") from None
+
+
 def where(settings: Settings, agent: str) -> str:
     """The host an agent is registered on."""
     ns = _ns(settings)
     try:
         ns.lookup(naming.agent_name(agent), wait=2.0)
         _, meta = ns.lookup_meta(naming.agent_name(agent))
+        if not meta.get("host"):
+            raise AgentNotFound(f"agent {agent!r} is registered without a host tag")
         return meta["host"]
     finally:
         ns.close()
@@ -48,12 +67,12 @@ def move(settings: Settings, agent: str, target: str) -> dict:
 
 def create(settings: Settings, host: str, kind: str, name: str, agent_settings: dict | None = None,
            domain: str | None = None) -> dict:
-    with host_proxy(settings, host) as h:
+    with host_proxy(settings, host) as h, _sized(f"create {name!r} on host {host!r}"):
         return h.create(kind, name, agent_settings or {}, domain)
 
 
 def host_call(settings: Settings, host: str, method: str, *args: Any) -> Any:
-    with host_proxy(settings, host) as h:
+    with host_proxy(settings, host) as h, _sized(f"{method} on host {host!r}"):
         return getattr(h, method)(*args)
 
 

@@ -8,9 +8,11 @@ restart of the host itself), and its periodic tasks.
 Migration is a two-phase handover driven by the source host:
 
 1. close the gate (new calls wait), let calls in flight finish, ``before_move``;
-2. ``receive`` at the target: allow-list check, instance built, served with its gate
-   closed;
-3. point the agent's name at the target, then ``commit``: the target starts the agent;
+2. ``receive`` at the target: the package checked as a ``create`` is (names, kind,
+   domain, state), allow-list check, no copy of an agent whose name points at a live host
+   other than the package's source, instance built, served with its gate closed;
+3. point the agent's name at the target, then ``commit``: the target starts the agent
+   (only if the name points at it now, else it drops its copy);
 4. the source answers the calls that waited with ``AgentMoved(new address)`` and keeps a
    tombstone that redirects late callers.
 
@@ -35,6 +37,8 @@ import msgpack
 import psutil
 import Pyro5.api
 import Pyro5.errors
+import Pyro5.serializers
+from Pyro5.core import URI
 
 from masa import config, kinds, naming
 from masa.agent import CONFIGURE, QUERY, Agent, HostContext
@@ -49,6 +53,7 @@ from masa.errors import (
     KindNotAllowed,
     MasaError,
     MoveFailed,
+    PayloadTooLarge,
     QueryTimeout,
     UnknownKind,
     UnknownOperation,
@@ -70,6 +75,38 @@ DRAIN_TIMEOUT = 5.0  # longest wait for calls in flight before a move gives up
 PREPARED_TTL = 30.0  # a received agent never committed is dropped (or kept, see _expire)
 TOMBSTONE_TTL = 120.0  # how long a moved agent's old address still redirects callers
 PING_TIMEOUT = 2.0  # a host registered under our name that answers within this is running
+ANSWER_RESERVE = 4096  # bytes of a message kept for Pyro5's annotations around an answer
+#: Items the answer-size bound looks at; beyond them the answer is encoded to be measured
+#: (msgpack's encoder is quicker than a walk in Python for many small items: ~150 ns an
+#: item walked here) and those bytes are sent.
+SIZE_WALK_BUDGET = 256
+_MSGPACK_ID = Pyro5.serializers.MsgpackSerializer.serializer_id
+_encoded = threading.local()  # an answer encoded to be measured, for Pyro5 to send as is
+_hand_over_lock = threading.Lock()
+
+
+def _hand_over(ser: Any, value: Any, encoded: bytes) -> None:
+    """Have ``ser.dumps(value)`` return ``encoded``, the bytes this thread has just made
+    to measure the answer (:meth:`AgentServant._check_answer`), so that no answer is
+    encoded twice.  Pyro5 encodes an answer on the worker thread that ran the call, right
+    after the call returns; anything else encoded there meanwhile (an exception raised
+    after the check) is not that object and is encoded as before."""
+    if not getattr(ser, "_masa_hand_over", False):
+        with _hand_over_lock:
+            if not getattr(ser, "_masa_hand_over", False):
+                plain = ser.dumps
+
+                def dumps(data: Any) -> bytes:
+                    pending = getattr(_encoded, "pending", None)
+                    if pending is not None:
+                        _encoded.pending = None
+                        if pending[0] is data:
+                            return pending[1]
+                    return plain(data)
+
+                ser.dumps = dumps
+                ser._masa_hand_over = True
+    _encoded.pending = (value, encoded)
 
 
 class HostRunning(MasaError):
@@ -177,6 +214,58 @@ class _Shape:
         raise BadRequest(f"{where}: arguments do not match {self.sig}")
 
 
+_INT64_MIN, _UINT64_END = -(1 << 63), 1 << 64
+
+
+def size_bounds(value: Any, limit: int, budget: int = SIZE_WALK_BUDGET) -> tuple[int, int | None]:
+    """Lower and upper bounds of ``value``'s size in msgpack (as Pyro5 sends it), from its
+    shape alone: a string or byte string counts by its length, so an answer made of a few
+    big arrays (a report) is bounded in microseconds without being encoded.  The upper
+    bound is None when it cannot be given cheaply: a type whose encoding is not bounded
+    here, or more than ``budget`` items.  The walk stops as soon as the lower bound
+    exceeds ``limit``."""
+    lo = hi = 0
+    stack = [value]
+    seen = 0
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > budget or lo > limit:
+            return lo, None
+        t = type(v)
+        if t is str:
+            n = len(v)
+            lo += n + 1
+            hi += (n if v.isascii() else 4 * n) + 5  # UTF-8: at most 4 bytes a code point
+        elif t is bytes or t is bytearray:
+            n = len(v)
+            lo += n + 1
+            hi += n + 5
+        elif t is float:
+            lo += 9
+            hi += 9
+        elif t is int:
+            if not _INT64_MIN <= v < _UINT64_END:
+                return lo, None  # sent as text by Pyro5's msgpack serializer
+            lo += 1
+            hi += 9
+        elif v is None or t is bool:
+            lo += 1
+            hi += 1
+        elif t is dict:
+            lo += 1
+            hi += 5
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif t is list or t is tuple:
+            lo += 1
+            hi += 5
+            stack.extend(v)
+        else:
+            return lo, None  # subclasses, sets, objects: Pyro5's own conversions decide
+    return lo, hi
+
+
 @Pyro5.api.expose
 class AgentServant:
     """The Pyro5 object behind ``masa.agent.<name>``: admission, dispatch, checks."""
@@ -188,14 +277,22 @@ class AgentServant:
         self._slot = slot
 
     def invoke(self, interface: str, op: str, kwargs: dict, timeout: float = 10.0) -> Any:
+        return self._invoke(interface, op, kwargs, timeout, answer=True)
+
+    def _invoke(self, interface: str, op: str, kwargs: dict, timeout: Any, answer: bool) -> Any:
+        _encoded.pending = None  # never left over from an earlier call on this thread
         if interface not in (QUERY, CONFIGURE) or not isinstance(op, str):
             raise BadRequest("a call names an interface ('query' or 'configure') and an operation")
         if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             raise BadRequest("operation arguments must be a mapping of names to values")
         try:
-            timeout = min(max(float(timeout), 0.01), 3600.0)
+            timeout = float(timeout)
         except (TypeError, ValueError):
             raise BadRequest("timeout must be a number of seconds") from None
+        if not math.isfinite(timeout) or timeout <= 0:
+            # NaN would slip through min/max and give a deadline the watchdog never reaches
+            timeout = self._host.settings.call_timeout
+        timeout = min(max(timeout, 0.01), 3600.0)
         slot = self._slot
         # The caller's timeout bounds the caller's wait (it gets QueryTimeout); how long a
         # handler may run before its agent counts as stuck is the host's to say.
@@ -203,9 +300,11 @@ class AgentServant:
         try:
             method = self._method(agent, interface, op, kwargs)
             if interface == CONFIGURE:
-                return self._configure(slot, agent, call, op, method, kwargs)
+                return self._configure(slot, agent, call, op, method, kwargs, answer)
             try:
                 result = method(**kwargs)
+                if answer:
+                    self._check_answer(agent, op, result)
             except Exception as exc:
                 raise self._failed(slot, agent, interface, op, exc) from None
             self._check_expired(agent, call, op)
@@ -214,12 +313,45 @@ class AgentServant:
         finally:
             slot.leave(call)
 
+    def _check_answer(self, agent: Agent, op: str, result: Any) -> None:
+        """Refuse an answer too large to send, with PayloadTooLarge.  Pyro5 would only find
+        out while sending and drop the connection, which the caller cannot tell from a
+        host that died: it would look the agent up again and run the handler once more on
+        every retry until its deadline.  The size is bounded from the answer's shape
+        (:func:`size_bounds`); only when that bound is not clearly under the limit is the
+        answer encoded here, and then those bytes are what Pyro5 sends (:func:`_hand_over`),
+        so no answer is encoded twice."""
+        limit = self._host.settings.max_message - ANSWER_RESERVE
+        ser = Pyro5.serializers.serializers_by_id.get(
+            getattr(Pyro5.api.current_context, "serializer_id", None) or _MSGPACK_ID)
+        if ser is None:
+            return  # not called through Pyro5
+        lo, exact = 0, False
+        if ser.serializer_id == _MSGPACK_ID:
+            lo, hi = size_bounds(result, limit)
+            if hi is not None and hi <= limit:
+                return
+        if lo <= limit:
+            try:
+                encoded = ser.dumps(result)
+            except Exception:  # noqa: BLE001 - Pyro5 reports an answer it cannot encode
+                return
+            if len(encoded) <= limit:
+                _hand_over(ser, result, encoded)
+                return
+            lo, exact = len(encoded), True
+        raise PayloadTooLarge(
+            f"the answer of {agent.name}.{op} is {'' if exact else 'at least '}{lo} bytes, "
+            f"more than a message may carry ({limit} bytes: MASA_MAX_MESSAGE="
+            f"{self._host.settings.max_message} less {ANSWER_RESERVE} for the envelope); "
+            "ask for less at a time")
+
     def _configure(self, slot: Slot, agent: Agent, call: _Call, op: str, method: Callable,
-                   kwargs: dict) -> Any:
+                   kwargs: dict, answer: bool = True) -> Any:
         """A configure operation is all or nothing: one that raises leaves the agent's
         state as it was before it (:meth:`Agent.rollback`), and no checkpoint is taken
         while it runs, so a half-applied change never outlives the call, not even a crash
-        of the host."""
+        of the host.  An answer too large to send counts as a failure of the operation."""
         with agent.lock:
             before = agent.snapshot()
             agent.configuring += 1
@@ -227,6 +359,8 @@ class AgentServant:
         try:
             try:
                 result = method(**kwargs)
+                if answer:
+                    self._check_answer(agent, op, result)
             except Exception as exc:
                 agent.rollback(before)
                 raise self._failed(slot, agent, CONFIGURE, op, exc) from None
@@ -261,7 +395,7 @@ class AgentServant:
     @Pyro5.api.oneway
     def push(self, op: str, kwargs: dict) -> None:
         try:
-            self.invoke(QUERY, op, kwargs)
+            self._invoke(QUERY, op, kwargs, 10.0, answer=False)
         except MasaError as exc:
             log.warning("push %s to %s dropped: %s", op, self._slot.name, exc)
 
@@ -527,6 +661,8 @@ class AgentHost:
     # -- lifecycle of agents ---------------------------------------------------------------
 
     def _check_kind(self, kind: str) -> type[Agent]:
+        if not isinstance(kind, str) or not kind:
+            raise BadRequest(f"an agent kind is a non-empty string, not {_brief(kind)}")
         cls = kinds.load(kind)  # raises UnknownKind
         if kind not in self.allow:
             raise KindNotAllowed(f"host {self.name!r} does not accept agents of kind {kind!r} "
@@ -552,6 +688,29 @@ class AgentHost:
         slot.checkpoint = agent.snapshot()
         slot.set_status(RUNNING)
 
+    def _running_elsewhere(self, name: str, source: str) -> str | None:
+        """Where the broker sends callers of ``name`` if that is a live host other than
+        ``source`` (and not this one), else None.  In a move the name points at the
+        source until the target commits; a name the broker does not know, or whose
+        address answers no more (a crashed host), is free."""
+        try:
+            uri = str(self.ns.lookup(naming.agent_name(name), wait=0))
+        except MasaError:
+            return None
+        if uri == self._uri(name):
+            return None
+        try:
+            location = URI(uri).location
+        except Exception:  # noqa: BLE001 - not an address anyone can call
+            return None
+        try:
+            at_source = URI(str(self.ns.lookup(naming.host_name(source), wait=0))).location == location
+        except MasaError:
+            at_source = False
+        if at_source or not _alive(uri, self.settings.secret):
+            return None
+        return uri
+
     def _name_taken(self, name: str) -> bool:
         if name in self.slots and self.slots[name].status not in (MOVED, STOPPED):
             return True
@@ -565,14 +724,23 @@ class AgentHost:
 
     def create(self, kind: str, name: str, settings: dict, domain: str | None = None,
                state: dict | None = None) -> dict:
-        naming.check_name(name, "agent")
+        _check_agent(kind, name, domain, state)
+        if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
+            raise BadRequest(f"settings of agent {name!r} must be a mapping of names to values, "
+                             f"not {_brief(settings)}")
         cls = self._check_kind(kind)
         if self._name_taken(name):
             raise AgentExists(f"an agent named {name!r} is already running")
         agent = cls(name, domain if domain is not None else self.domain, state)
         agent.host = self.context
         if state is None:
-            agent.setup(**settings)
+            try:
+                agent.setup(**settings)
+            except MasaError:
+                raise
+            except Exception as exc:  # e.g. a setting the kind does not take
+                raise BadRequest(f"settings of agent {name!r} ({kind}) refused: "
+                                 f"{type(exc).__name__}: {exc}") from None
         slot = Slot(agent, PREPARED)
         self._serve(slot)
         try:
@@ -596,6 +764,7 @@ class AgentHost:
                 self.daemon.unregister(objid)
 
     def _slot(self, name: str) -> Slot:
+        naming.check_name(name, "agent")
         slot = self.slots.get(name)
         if slot is None or slot.status in (MOVED, STOPPED):
             raise AgentNotHere(f"no agent {name!r} on host {self.name!r}")
@@ -608,7 +777,9 @@ class AgentHost:
             slot.agent.on_stop()
         finally:
             with _quietly():
-                self.ns.remove(naming.agent_name(name))
+                # Only if the name still points here: the broker may meanwhile send callers
+                # to another host's copy (this one was a stray), which must stay reachable.
+                self.ns.remove(naming.agent_name(name), uri=self._uri(name))
             self.save_checkpoints()
 
     def suspend(self, name: str) -> None:
@@ -639,6 +810,7 @@ class AgentHost:
     # -- migration: source side ------------------------------------------------------------
 
     def move(self, name: str, target: str) -> dict:
+        naming.check_name(target, "target host")
         if target == self.name:
             raise MoveFailed(f"agent {name!r} is already on {target!r}")
         lock = self._move_locks.setdefault(name, threading.Lock())
@@ -646,6 +818,9 @@ class AgentHost:
             return self._send(self._slot(name), target, clone_as=None)
 
     def clone(self, name: str, new_name: str, target: str | None = None) -> dict:
+        if target is not None:
+            naming.check_name(target, "target host")
+        naming.check_name(new_name, "agent")
         slot = self._slot(name)
         if target in (None, self.name):
             return self.create(slot.agent.kind, new_name, {}, slot.agent.domain, slot.agent.snapshot())
@@ -727,36 +902,74 @@ class AgentHost:
     # -- migration: target side -----------------------------------------------------------
 
     def receive(self, package: dict) -> str:
-        if not isinstance(package, dict) or not {"kind", "name", "state"} <= package.keys():
-            raise BadRequest("an agent package has kind, name and state")
-        kind, name, state = package["kind"], package["name"], package["state"]
-        if not isinstance(state, dict):
-            raise BadRequest("agent state must be a mapping")
+        """Take an agent in (phase 2 of a move): checked as thoroughly as a ``create``,
+        built, served with its gate closed until the source's ``commit``."""
+        if not isinstance(package, dict):
+            raise BadRequest(f"an agent package is a mapping with kind, name, domain, state and "
+                             f"source, not {_brief(package)}")
+        missing = {"kind", "name", "domain", "state", "source"} - package.keys()
+        if missing:
+            raise BadRequest(f"an agent package has kind, name, domain, state and source; "
+                             f"this one has no {', '.join(sorted(missing))}")
+        kind, name, state, source = package["kind"], package["name"], package["state"], package["source"]
+        domain = package["domain"]
+        _check_agent(kind, name, domain, state)
+        if state is None or domain is None:
+            raise BadRequest(f"package of agent {name!r}: the state and the domain are needed")
+        naming.check_name(source, "source host")
+        try:
+            msgpack.packb(state, use_bin_type=True)
+        except Exception as exc:  # noqa: BLE001 - it could never be checkpointed here
+            raise BadRequest(f"package of agent {name!r}: the state cannot be kept "
+                             f"({type(exc).__name__}: {exc})") from None
         cls = self._check_kind(kind)
         current = self.slots.get(name)
         if current is not None and current.status not in (MOVED, STOPPED):
             raise AgentExists(f"host {self.name!r} already runs an agent named {name!r}")
-        agent = cls(name, package.get("domain", ""), state)
+        elsewhere = self._running_elsewhere(name, source)
+        if elsewhere:
+            raise AgentExists(f"agent {name!r} runs at {elsewhere}, not at its package's source "
+                              f"host {source!r}: refusing a second copy")
+        agent = cls(name, domain, state)
         agent.host = self.context
         self._serve(Slot(agent, PREPARED))  # calls wait at its gate until commit
         self._prepared[name] = time.monotonic() + PREPARED_TTL
         return self._uri(name)
 
     def commit(self, name: str, source: str) -> None:
+        naming.check_name(name, "agent")
+        if not isinstance(source, str):
+            raise BadRequest(f"commit of {name!r}: the source is a host name, not {_brief(source)}")
         slot = self.slots.get(name)
         if slot is None or slot.status != PREPARED:
             raise AgentNotHere(f"no agent {name!r} waiting for commit on {self.name!r}")
+        # The source points the name here before it commits; if it points elsewhere, the
+        # agent runs there and starting this copy would make two.
+        try:
+            points_to = str(self.ns.lookup(naming.agent_name(name), wait=0))
+        except MasaError as exc:
+            self.abort(name)
+            raise MoveFailed(f"commit of {name!r} on {self.name!r} refused: its name does not "
+                             f"point here ({exc}); the received copy is dropped") from None
+        if points_to != self._uri(name):
+            self.abort(name)
+            raise AgentExists(f"commit of {name!r} on {self.name!r} refused: its name points at "
+                              f"{points_to}, not here; the received copy is dropped")
         self._prepared.pop(name, None)
         try:
             self._start(slot, source=source)
-        except Exception:
+        except Exception as exc:
             self._discard(slot)
-            raise
+            if isinstance(exc, MasaError):
+                raise
+            raise MasaError(f"agent {name!r} could not start on {self.name!r}: "
+                            f"{type(exc).__name__}: {exc}") from None
         slot.stats["moves_in"] += 1
         self.moves["in"] += 1
         self.checkpoint(slot)
 
     def abort(self, name: str) -> None:
+        naming.check_name(name, "agent")
         slot = self.slots.get(name)
         self._prepared.pop(name, None)
         if slot is not None and slot.status in (PREPARED, RUNNING):
@@ -807,13 +1020,30 @@ class AgentHost:
         self.save_checkpoints()
 
     def save_checkpoints(self) -> None:
-        entries = [
-            {"kind": s.agent.kind, "name": s.name, "domain": s.agent.domain,
-             "state": msgpack.packb(s.checkpoint, use_bin_type=True), "suspended": s.status == SUSPENDED}
-            for s in list(self.slots.values()) if s.status in (RUNNING, SUSPENDED)
-        ]
+        """Save the checkpoints of all running and suspended agents.  One that cannot be
+        saved (its state cannot be encoded, a field of the wrong type) is logged and keeps
+        its last saved checkpoint; it never stops the others from being saved."""
+        entries, keep = [], []
+        for s in list(self.slots.values()):
+            if s.status not in (RUNNING, SUSPENDED):
+                continue
+            agent = s.agent
+            try:
+                for field, value in (("kind", agent.kind), ("name", s.name), ("domain", agent.domain)):
+                    if not isinstance(value, str):
+                        raise TypeError(f"its {field} is {_brief(value)}, not a string")
+                entries.append({"kind": agent.kind, "name": s.name, "domain": agent.domain,
+                                "state": msgpack.packb(s.checkpoint, use_bin_type=True),
+                                "suspended": s.status == SUSPENDED})
+            except Exception as exc:  # noqa: BLE001
+                log.error("checkpoint of agent %r on host %s not saved (its last saved one stays): "
+                          "%s: %s", s.name, self.name, type(exc).__name__, exc)
+                keep.append(s.name)
         with self._save_lock:
-            self.store.save_checkpoints(entries, time.time())
+            failed = self.store.save_checkpoints(entries, time.time(), keep=keep)
+        for name, why in failed.items():
+            log.error("checkpoint of agent %r on host %s not saved (its last saved one stays): %s",
+                      name, self.name, why)
 
     @property
     def store(self) -> Store:
@@ -957,6 +1187,32 @@ class AgentHost:
         self._stop.set()
         with _quietly():
             self.daemon.transportServer.wakeup()
+
+
+def _brief(value: Any) -> str:
+    """A value in an error message: its type, and its text cut short."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _check_agent(kind: Any, name: Any, domain: Any, state: Any) -> None:
+    """The parts of an agent that ``create`` and ``receive`` take from a caller: raise
+    BadRequest for anything an honest caller would never send (the domain and the name
+    end up in the broker's tags and the host's checkpoints; one that is not a string
+    would break every later checkpoint of the host)."""
+    naming.check_name(name, "agent")
+    if not isinstance(kind, str) or not kind:
+        raise BadRequest(f"agent {name!r}: the kind is a non-empty string, not {_brief(kind)}")
+    if domain is not None and not isinstance(domain, str):
+        raise BadRequest(f"agent {name!r}: the domain is a string, not {_brief(domain)}")
+    if state is None:
+        return
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise BadRequest(f"agent {name!r}: the state is a mapping of names to values, not {_brief(state)}")
+    settings = state.get("settings", {})
+    if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
+        raise BadRequest(f"agent {name!r}: state['settings'] is a mapping of names to values, "
+                         f"not {_brief(settings)}")
 
 
 def _answers_as(uri: str, name: str, secret: bytes) -> bool:

@@ -100,8 +100,19 @@ class NameService:
     def register(self, name: str, uri: str | URI, metadata: set[str]) -> None:
         self._call("register", name, str(uri), safe=False, metadata=metadata)
 
-    def remove(self, name: str) -> None:
-        self._call("remove", name)
+    def remove(self, name: str, uri: str | URI | None = None) -> bool:
+        """Remove ``name``; with ``uri``, only while the name still points at that address
+        (a host removes its own registration, never the one another host made since).
+        The name server has no compare-and-remove: a re-registration between the look-up
+        and the removal is the one case this cannot see.  True if it was removed."""
+        if uri is not None:
+            try:
+                current = self._call("lookup", name)
+            except Pyro5.errors.NamingError:
+                return False
+            if str(current) != str(uri):
+                return False
+        return bool(self._call("remove", name))
 
     def lookup(self, name: str, deadline: float | None = None, wait: float = 5.0) -> URI:
         """Resolve ``name``, retrying until ``deadline`` (monotonic) or ``wait`` seconds."""
@@ -128,9 +139,31 @@ class NameService:
         if wanted:
             found = self._call("yplookup", meta_all=wanted, return_metadata=True)
         else:
-            found = self._call("list", prefix=prefix, return_metadata=True)
+            try:
+                found = self._call("list", prefix=prefix, return_metadata=True)
+            except Pyro5.errors.SerializeError:
+                found = self._list_untagged(prefix)
         return {
-            name: (str(uri), untag(m))
+            name: (str(uri), untag(m or ()))
             for name, (uri, m) in found.items()
             if name.startswith(prefix)
         }
+
+    def _list_untagged(self, prefix: str) -> dict[str, tuple[str, set[str]]]:
+        """``list`` with metadata when some name was registered without any: Pyro5's name
+        server keeps "none" as a ``frozenset``, which it cannot send, so one such name
+        fails the whole answer.  Ask for the names alone, take the tags of masa's own
+        registrations in one search, and look the rest up one by one."""
+        uris = self._call("list", prefix=prefix)
+        tagged = self._call("yplookup", meta_any={"masa:agent", "masa:host"}, return_metadata=True)
+        found: dict[str, tuple[str, set[str]]] = {}
+        for name, uri in uris.items():
+            if name in tagged:
+                found[name] = (str(uri), set(tagged[name][1] or ()))
+                continue
+            try:
+                _, m = self._call("lookup", name, return_metadata=True)
+            except Pyro5.errors.PyroError:
+                m = set()
+            found[name] = (str(uri), set(m or ()))
+        return found

@@ -445,13 +445,41 @@ class Store:
 
     # -- agent checkpoints --------------------------------------------------------------------
 
-    def save_checkpoints(self, entries: list[dict[str, Any]], now: float) -> None:
+    def save_checkpoints(self, entries: list[dict[str, Any]], now: float,
+                         keep: Iterable[str] = ()) -> dict[str, str]:
         """Replace the saved agents by ``entries`` ({name, kind, domain, suspended, state
-        as msgpack bytes}) in one transaction: a crash mid-save keeps the previous set."""
+        as msgpack bytes}) in one transaction: a crash mid-save keeps the previous set.
+
+        The rows of the agents named in ``keep`` (whose state could not be taken now) stay
+        as they were.  An entry the database refuses is left out, with its previous row,
+        and the others are saved all the same; the answer names the refused ones and why."""
+        keep = {k for k in keep if isinstance(k, str)}
+        names = [e.get("name") for e in entries]
+        rows = [{**e, "saved": now} for e in entries]
+        failed: dict[str, str] = {}
         with self.session() as s:
-            s.execute(sa_delete(CheckpointRow))
-            if entries:
-                s.execute(sa_insert(CheckpointRow), [{**e, "saved": now} for e in entries])
+            stay = keep | {n for n in names if isinstance(n, str)}
+            if stay:
+                s.execute(sa_delete(CheckpointRow).where(CheckpointRow.name.not_in(stay)))
+            else:
+                s.execute(sa_delete(CheckpointRow))
+            if not rows:
+                return failed
+            try:
+                with s.begin_nested():  # a savepoint: one bad row must not cost the others
+                    s.execute(sa_delete(CheckpointRow).where(CheckpointRow.name.in_(names)))
+                    s.execute(sa_insert(CheckpointRow), rows)
+                return failed
+            except Exception:  # noqa: BLE001 - find out which rows, below
+                pass
+            for row in rows:
+                try:
+                    with s.begin_nested():
+                        s.execute(sa_delete(CheckpointRow).where(CheckpointRow.name == row["name"]))
+                        s.execute(sa_insert(CheckpointRow), [row])
+                except Exception as exc:  # noqa: BLE001
+                    failed[str(row.get("name"))] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        return failed
 
     def load_checkpoints(self) -> list[dict[str, Any]]:
         with self._read() as s:
