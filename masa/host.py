@@ -75,6 +75,11 @@ DRAIN_TIMEOUT = 5.0  # longest wait for calls in flight before a move gives up
 PREPARED_TTL = 30.0  # a received agent never committed is dropped (or kept, see _expire)
 TOMBSTONE_TTL = 120.0  # how long a moved agent's old address still redirects callers
 PING_TIMEOUT = 2.0  # a host registered under our name that answers within this is running
+#: Errors a caller's AgentRef takes as news about the agent it called (look it up again,
+#: call again, follow it).  Raised by a handler they are about a peer *it* called, so they
+#: reach the caller as the handler's failure: otherwise the caller would run the handler
+#: again (a configure op twice) or follow the wrong agent.
+PEER_ROUTING = (AgentNotFound, AgentMoved, AgentNotHere)
 ANSWER_RESERVE = 4096  # bytes of a message kept for Pyro5's annotations around an answer
 #: Items the answer-size bound looks at; beyond them the answer is encoded to be measured
 #: (msgpack's encoder is quicker than a walk in Python for many small items: ~150 ns an
@@ -387,7 +392,7 @@ class AgentServant:
     @staticmethod
     def _failed(slot: Slot, agent: Agent, interface: str, op: str, exc: Exception) -> MasaError:
         slot.stats["errors"] += 1
-        if isinstance(exc, MasaError):
+        if isinstance(exc, MasaError) and not isinstance(exc, PEER_ROUTING):
             return exc
         log.warning("agent %s: %s %s failed", agent.name, interface, op, exc_info=exc)
         return MasaError(f"{agent.name}.{op} failed: {type(exc).__name__}: {exc}")

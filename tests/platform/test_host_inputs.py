@@ -12,7 +12,14 @@ import Pyro5.serializers
 import pytest
 
 from masa import admin, naming
-from masa.errors import AgentExists, BadRequest, PayloadTooLarge, QueryTimeout
+from masa.errors import (
+    AgentExists,
+    AgentNotFound,
+    BadRequest,
+    MasaError,
+    PayloadTooLarge,
+    QueryTimeout,
+)
 from masa.host import _hand_over, size_bounds
 from masa.naming import NameService
 from masa.security import Proxy
@@ -47,6 +54,20 @@ def test_answer_over_the_message_limit_is_refused_at_once_and_the_handler_runs_o
     assert after["errors"] == before["errors"] + 1
     assert ref.query("echo", payload="small")["n"] == 1  # the agent is fine
     cluster.host("h1", "terminate", "bigmouth")
+
+
+def test_a_peer_not_found_inside_a_handler_is_the_handlers_failure_not_a_retry(cluster):
+    """A relay whose next agent does not exist: its handler raises AgentNotFound about
+    *that* peer.  Passed through as such, the caller's reference would take it for news
+    about the relay itself, look the relay up again and run its handler once more on
+    every retry until its own deadline (a configure op too)."""
+    cluster.create("h1", "relay", "lost-relay", next="nobody-home")
+    before = _agent(cluster, "h1", "lost-relay")
+    with pytest.raises(MasaError, match=r"lost-relay\.chain failed: AgentNotFound: .*nobody-home") as err:
+        cluster.ref("lost-relay", timeout=60).query("chain", payload=1)
+    assert not isinstance(err.value, AgentNotFound)
+    assert _agent(cluster, "h1", "lost-relay")["errors"] == before["errors"] + 1  # ran once
+    cluster.host("h1", "terminate", "lost-relay")
 
 
 def test_answer_near_the_limit_is_measured_exactly_and_sent(cluster):
