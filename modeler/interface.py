@@ -33,6 +33,14 @@ def _check(g: nx.DiGraph, obj: str) -> None:
         raise BadRequest(f"unknown object {obj!r} (the model has {g.number_of_nodes()} objects)")
 
 
+def check_confidence(value: Any, name: str = "min_confidence") -> float:
+    """``value`` as a confidence bound: a number in [0, 1].  NaN or anything above 1 would
+    silently keep no edge at all, so they are refused like a string or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise BadRequest(f"{name} must be a number between 0 and 1, not {value!r}")
+    return float(value)
+
+
 def _conf(data: dict) -> float:
     return float(data.get("confidence", 1.0))
 
@@ -40,6 +48,7 @@ def _conf(data: dict) -> float:
 def _kept(g: nx.DiGraph, min_confidence: float) -> nx.DiGraph:
     """A view without the edges below ``min_confidence``, so every query can be asked of
     the model a tool trusts, not only of everything the modeler kept."""
+    min_confidence = check_confidence(min_confidence)
     if min_confidence <= 0:
         return g
     return nx.subgraph_view(g, filter_edge=lambda a, b: _conf(g.edges[a, b]) >= min_confidence)

@@ -8,6 +8,8 @@ with ``--json``, exactly as the interface answers, for scripts.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +43,39 @@ def _edges(rows: list[dict], key: str, empty: str) -> None:
         click.echo(f"{e[key]:40s} confidence {e.get('confidence', 1.0):.2f}  {e.get('evidence', '')}")
 
 
+def _confidence(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """The interface's own check (nan or above 1 would silently keep nothing)."""
+    from modeler.interface import check_confidence
+
+    try:
+        return check_confidence(value, "--min-confidence")
+    except MasaError:
+        raise click.BadParameter(f"{value!r} is not a confidence between 0 and 1") from None
+
+
 #: The options every question about one model version shares.
 VERSION = click.option("--version", type=int, help="A model version (default: the latest).")
 MIN_CONFIDENCE = click.option("--min-confidence", type=float, default=0.0, show_default=True,
-                              help="Only dependencies at least this confident.")
+                              callback=_confidence,
+                              help="Only dependencies at least this confident (0 to 1).")
 AS_JSON = click.option("--json", "as_json", is_flag=True, help="The interface's answer as JSON, for scripts.")
 
 
-@click.group("model")
+class _QuietPipe(click.Group):
+    """``masa model show X | head``: a reader that stops early ends the command quietly,
+    as with any Unix tool (status 141, 128 + SIGPIPE), not with a "Broken pipe" error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # the interpreter flushes stdout once more at exit: let that go nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
+
+
+@click.group("model", cls=_QuietPipe)
 def model() -> None:
     """Query a modeler's dependency model: show, deps, impact, path, diff, export, versions,
     run, page."""
@@ -179,6 +206,8 @@ def versions(modeler: str, as_json: bool) -> None:
     if as_json:
         _echo_json(rows)
         return
+    if not rows:
+        raise click.ClickException(f"modeler {modeler!r} has no model yet")
     for v in rows:
         info = v["info"]
         click.echo(f"v{v['version']}  {info.get('objects')} objects  {info.get('pairs_scored')} pairs scored  "
@@ -200,7 +229,15 @@ def page(modeler: str) -> None:
     from masa.naming import short
     from modeler.web.auth import page_url
 
-    base = _call(modeler, "query", "status").get("http")
+    about = _call(modeler, "query", "describe")
+    if "versions_list" not in about.get("query", []):
+        raise click.ClickException(f"{modeler} is not a modeler (it is a {about.get('kind')} agent): "
+                                   f"only modelers serve a supervision page")
+    status = _call(modeler, "query", "status")
+    base = status.get("http")
     if not base:
-        raise click.ClickException(f"{modeler} serves no page (start it with the setting http=PORT)")
+        if status.get("http_error"):
+            raise click.ClickException(f"{modeler} serves no page: {status['http_error']}")
+        raise click.ClickException(f"{modeler} serves no page (give it one with "
+                                   f"`masa query {modeler} reconfigure --configure http=0`, 0: any free port)")
     click.echo(page_url(base, Settings.from_env().secret, short(modeler)))

@@ -28,6 +28,9 @@ one object each, the collective activity their domain agents serve.
 from __future__ import annotations
 
 import contextlib
+import copy
+import logging
+import math
 import threading
 import time
 from typing import Any
@@ -38,7 +41,8 @@ import numpy as np
 from masa import admin
 from masa.activity import Series
 from masa.agent import Agent, configure, query
-from masa.errors import BadRequest, MasaError
+from masa.errors import AgentExists, BadRequest, KindNotAllowed, MasaError, UnknownKind
+from masa.naming import HOST_PREFIX, NameService, short
 from masa.store import Store
 from modeler import interface
 from modeler.agents import scoring
@@ -61,12 +65,38 @@ LIVE_IDLE = 30.0
 LIVE_EVERY = 2.0
 #: a live refresh runs on the host's shared task pool: never wait long for a source
 LIVE_TIMEOUT = 3.0
+#: s to wait for a sub-model's answer: one that does not answer by then is scored here,
+#: like a sub-model without a model yet, rather than hold up (or fail) the whole run
+SUBMODEL_TIMEOUT = 5.0
+#: s between attempts to open the page's port again after it could not be bound where
+#: the modeler was restored or arrived (a create or reconfigure is refused instead)
+WEB_RETRY = 5.0
+#: s to wait for the thread that builds the page's app when the page is closed
+WEB_JOIN = 30.0
+
+log = logging.getLogger("masa.modeler")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive(settings: dict, key: str) -> None:
     value = settings[key]
-    if not isinstance(value, (int, float)) or value <= 0:
+    if not _number(value) or value <= 0:
         raise BadRequest(f"{key} must be a positive number")
+
+
+def _version(value: Any, name: str) -> None:
+    """A version number argument: an integer or None (the latest)."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise BadRequest(f"{name} must be a version number (an integer), not {value!r}")
+
+
+def _name(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, not {value!r}")
+    return value
 
 
 def decide(model: DependencyModeler, scores: PairScores, connections: dict[tuple[str, str], float],
@@ -110,24 +140,34 @@ class ModelerAgent(Agent):
             raise BadRequest("network must be the bytes of a .npz file from `masa train`")
         if blob is not None:
             self.state["network"] = blob  # in state, not settings: travels, stays out of describe()
-        merged = {**DEFAULTS, **settings}
+        # a copy: the defaults' lists (pool, ...) are changed in place later (pool_add), and
+        # must not become the defaults of the next modeler created in this process
+        merged = {**copy.deepcopy(DEFAULTS), **settings}
         merged["sources"] = parse_sources(merged["sources"])
-        if not merged["sources"]:
-            raise BadRequest("a modeler needs 'sources': the agents it reads activity from")
         self._check(merged)
         super().setup(**merged)
         self.state["running"] = bool(merged["autostart"])
+        self._fresh = True  # created now: on_start refuses a page port it cannot bind
 
     def _check(self, s: dict) -> None:
+        """The settings a modeler can run with; the same at create and at reconfigure."""
+        if not s["sources"]:
+            raise BadRequest("a modeler needs 'sources': the agents it reads activity from")
         for key in ("window", "every", "pool_timeout", "batch_rows"):
             _positive(s, key)
+        if s["step"] is not None and not (_number(s["step"]) and s["step"] > 0):
+            raise BadRequest("step must be a positive number of seconds (the grid step) or None "
+                             "(the data's own)")
         for key in ("pool", "submodels"):
             if not isinstance(s[key], list) or not all(isinstance(x, str) and x for x in s[key]):
                 raise BadRequest(f"{key} must be a list of agent names")
         if self.name in s["submodels"]:
             raise BadRequest("a modeler cannot be its own sub-model")
-        if s["http"] is not None and not (isinstance(s["http"], int) and 0 <= s["http"] < 65536):
+        port = s["http"]
+        if port is not None and not (isinstance(port, int) and not isinstance(port, bool) and 0 <= port < 65536):
             raise BadRequest("http must be a port number (0: any free port) or None")
+        if not isinstance(s["http_bind"], str) or not s["http_bind"]:
+            raise BadRequest("http_bind must be an address to serve the page on (e.g. 127.0.0.1)")
 
     def on_reconfigure(self, changed: dict) -> None:
         if "sources" in changed:
@@ -135,6 +175,10 @@ class ModelerAgent(Agent):
         self._check({**DEFAULTS, **self.settings})
         if "step" in changed:
             self._estimator.step = self.settings["step"]
+        if "http" in changed or "http_bind" in changed:
+            # a port that cannot be bound refuses the reconfigure (BadRequest); the
+            # platform then puts the old settings back and calls this again with them
+            self._web_switch()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -154,32 +198,123 @@ class ModelerAgent(Agent):
         self._plots_seen = 0.0
         self._layouts: dict[int, dict] = {}  # version -> layout answer
         self._stopping = False
+        # the supervision page: bound here, served by a WebServer built on a thread
+        self._web_lock = threading.Lock()
+        self._web = None  # the WebServer, once its app is built
+        self._web_gen = 0  # which opening is current (a closed one stops its own server)
+        self._web_spec: tuple[str, int] | None = None  # (bind, http setting) served now
+        self._web_url: str | None = None
+        self._web_thread: threading.Thread | None = None
+        self._web_error: str | None = None  # why the page is not served although asked for
+        self._web_retry = 0.0
         self.state.setdefault("pending", False)  # a run asked for while one was going
         self.state.setdefault("open_job", None)  # {"job", "accepted"}: accepted, no version yet
         self.state.setdefault("last_run", 0.0)
         self.state.setdefault("jobs", 0)
         self.state.setdefault("created_neural", [])
-        self._web = None
-        if self.settings.get("http") is not None:
-            # importing Flask takes seconds on a busy host: not inside the create call
-            threading.Thread(target=self._serve_web, daemon=True, name=f"web-{self.name}").start()
+        if getattr(self, "_fresh", False):
+            self._fresh = False
+            self._web_open()  # a taken port refuses the create, naming the port
+        else:
+            self._web_open_or_report()  # restored or arrived: the agent runs, status says why not
         self.every(0.5, self._tick, name="schedule")
         self.every(LIVE_EVERY, self._refresh_plots, name="live-plots")
 
-    def _serve_web(self) -> None:
-        from modeler.web.server import serve_agent
+    # -- the supervision page -------------------------------------------------------------
 
-        web = serve_agent(self)
-        if self._stopping:
+    def _web_open(self, sock: Any = None) -> None:
+        """Serve the page as the settings say.  The port is bound here, at once (unless
+        ``sock`` is already bound to it), so a port that is taken is refused with its
+        number (:class:`BadRequest`); the Flask app is built on a thread, because
+        importing Flask takes seconds on a busy host and must not hold up a create or
+        reconfigure call."""
+        port = self.settings.get("http")
+        if port is None:
+            return
+        from modeler.web.server import listen, url_of
+
+        bind = self.settings.get("http_bind") or "127.0.0.1"
+        if sock is None:
+            sock = listen(bind, int(port))
+        with self._web_lock:
+            self._web_gen += 1
+            gen = self._web_gen
+            self._web_spec = (bind, port)
+            self._web_url = url_of(bind, sock.getsockname()[1])
+            self._web_error = None
+            self._web_thread = threading.Thread(target=self._serve_web, args=(sock, gen), daemon=True,
+                                                name=f"web-{self.name}")
+            self._web_thread.start()
+
+    def _web_open_or_report(self) -> None:
+        """:meth:`_web_open` where nobody can be told (a restore, an arrival): a port that
+        cannot be bound leaves the agent running without its page, says so in
+        ``status()["http_error"]`` and is tried again every :data:`WEB_RETRY` s."""
+        self._web_retry = time.monotonic() + WEB_RETRY
+        try:
+            self._web_open()
+        except BadRequest as exc:
+            with self._web_lock:
+                self._web_error = str(exc)
+            log.warning("modeler %s: %s", self.name, exc)
+
+    def _serve_web(self, sock: Any, gen: int) -> None:
+        try:
+            from modeler.web.server import serve_agent
+
+            web = serve_agent(self, sock)
+        except BaseException as exc:  # noqa: BLE001 - reported in status, never lost in a thread
+            sock.close()
+            with self._web_lock:
+                if gen == self._web_gen:
+                    self._web_url = None
+                    self._web_error = f"the page could not be started: {type(exc).__name__}: {exc}"
+            log.warning("modeler %s: page not started", self.name, exc_info=True)
+            return
+        with self._web_lock:
+            if gen == self._web_gen and not self._stopping:
+                self._web = web
+                return
+        web.stop()  # closed (or reopened elsewhere) while it was being built
+
+    def _web_close(self) -> None:
+        with self._web_lock:
+            self._web_gen += 1
+            web, thread = self._web, self._web_thread
+            self._web = self._web_thread = self._web_spec = self._web_url = self._web_error = None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(WEB_JOIN)  # it stops the server it built: no longer current
+        if web is not None:
             web.stop()
-        else:
-            self._web = web
+
+    def _web_switch(self) -> None:
+        """Follow changed ``http``/``http_bind`` settings (reconfigure): the old page
+        keeps serving until the new port is bound, unless the new port is the one it
+        holds; ``http`` None closes the page."""
+        want = None if self.settings.get("http") is None else \
+            (self.settings.get("http_bind") or "127.0.0.1", self.settings["http"])
+        with self._web_lock:
+            same = want == self._web_spec and self._web_error is None
+        if same:
+            return  # e.g. the platform putting back settings a refused reconfigure never applied
+        if want is None:
+            self._web_close()
+            return
+        from modeler.web.server import listen
+
+        try:
+            sock = listen(want[0], int(want[1]))
+        except BadRequest:
+            held = self._web_url
+            if not (held and want[1] and held.endswith(f":{want[1]}/")):
+                raise  # taken by someone else: the old page serves on
+            sock = None  # the port our own page holds (another bind address): take it over
+        self._web_close()
+        self._web_open(sock)
 
     def _release(self) -> None:
         self._stopping = True
-        if self._web is not None:
-            self._web.stop()
-            self._web = None
+        self._web_close()
         if self._versions is not None:
             self._versions.store.close()
             self._versions = None
@@ -191,8 +326,7 @@ class ModelerAgent(Agent):
     def after_move(self, source: str) -> None:
         if source == self.host.name:  # the move failed: carry on here
             self._stopping = False
-            if self.settings.get("http") is not None:
-                threading.Thread(target=self._serve_web, daemon=True, name=f"web-{self.name}").start()
+            self._web_open_or_report()
 
     def on_stop(self) -> None:
         self._release()
@@ -212,24 +346,33 @@ class ModelerAgent(Agent):
     def _tick(self) -> None:
         if self._stopping:
             return
+        if self._web_error is not None and self.settings.get("http") is not None \
+                and time.monotonic() >= self._web_retry:
+            self._web_open_or_report()
         if self.state["open_job"] is not None:  # accepted before a crash or a move
-            self._launch(redo=True)
+            self._launch()
             return
         due = self.state["running"] and time.time() - self.state["last_run"] >= float(self.settings["every"])
         if due or self.state["pending"]:
             self._launch()
 
-    def _launch(self, redo: bool = False) -> int | None:
-        """Start a job unless one runs (``redo``: the open one again); returns its number.
+    def _launch(self) -> tuple[int, bool] | None:
+        """Start the next job unless one runs; returns its number and whether it is a redo.
 
-        The job is recorded in ``state["open_job"]`` before anyone learns its number, so
-        the checkpoint the host takes after ``run`` (and every 5 s) holds it."""
+        The next job is the open one (accepted before a crash or a move, never stored)
+        if there is one, redone under its own number; a new one only when none is open,
+        so a ``run`` that arrives before the schedule has redone an open job cannot
+        replace it.  A new job is recorded in ``state["open_job"]`` before anyone learns
+        its number, so the checkpoint the host takes after ``run`` (and every 5 s) holds
+        it."""
         with self._job_lock:
             if self._job is not None and self._job.is_alive():
                 return None
             with self.lock:
+                open_job = self.state["open_job"]
+                redo = open_job is not None
                 if redo:
-                    number = int(self.state["open_job"]["job"])
+                    number = int(open_job["job"])
                 else:
                     self.state["pending"] = False
                     self.state["jobs"] += 1
@@ -239,7 +382,7 @@ class ModelerAgent(Agent):
             self._job = threading.Thread(target=self._run_job, args=(number, redo), daemon=True,
                                          name=f"job-{self.name}")
             self._job.start()
-            return number
+            return number, redo
 
     def _stored(self, number: int) -> int | None:
         """The version that job ``number`` (the open one) already stored, if any: a crash
@@ -283,15 +426,19 @@ class ModelerAgent(Agent):
         self._remember_plots(series, by_source)
 
         subs: dict[str, tuple[nx.DiGraph, dict]] = {}
-        missing = []
+        missing: list[str] = []
+        unavailable: dict[str, str] = {}  # why each missing sub-model is missing
         for name in self.settings["submodels"]:
+            # no model there yet, unreachable, not answering within SUBMODEL_TIMEOUT, or
+            # not a modeler: score its pairs here this time
             try:
-                answer = self.ref(name).query("model", timeout=30.0)
-            except BadRequest:  # no model there yet: score its pairs here this time
+                answer = self.ref(name).query("model", timeout=SUBMODEL_TIMEOUT)
+                subs[name] = (interface.from_json(answer["model"]), answer["version"])
+            except Exception as exc:  # noqa: BLE001 - a sub-model is a shortcut, never a condition
                 missing.append(name)
-                continue
-            subs[name] = (interface.from_json(answer["model"]), answer["version"])
+                unavailable[name] = f"{type(exc).__name__}: {exc}"
         covered = [set(g) for g, _ in subs.values()]
+        t_submodels = time.perf_counter()
 
         keep = None
         if covered:
@@ -332,12 +479,13 @@ class ModelerAgent(Agent):
             "job": number, "objects": len(series), "pairs_scored": int(len(job.pairs)),
             "candidate_pairs": int(job.n_candidates), "pool": report.as_dict(),
             "submodels": {n: h["version"] for n, (_, h) in subs.items()},
-            "submodels_missing": missing,
+            "submodels_missing": missing, "submodels_unavailable": unavailable,
             "objects_by_source": by_source,
             "connections": {"used": bool(conn or watched), "pairs": len(conn), "watched": len(watched),
                             "unresolved_endpoints": unresolved, "sources": outcome, **changed},
             "seconds": {"collect": round(t_collected - t_start, 4),
-                        "features": round(t_features - t_collected, 4),
+                        "submodels": round(t_submodels - t_collected, 4),
+                        "features": round(t_features - t_submodels, 4),
                         "score": round(t_scored - t_features, 4),
                         "decide": round(t_decided - t_scored, 4),
                         "total": round(t_decided - t_start, 4)},
@@ -403,13 +551,14 @@ class ModelerAgent(Agent):
 
     @configure
     def run(self) -> dict:
-        """Model now (on demand); a run already going is not started twice."""
-        number = self._launch()
-        if number is None:
+        """Model now (on demand); a run already going is not started twice.  An open job
+        (accepted before a crash or a move) is redone first, and this run follows it."""
+        launched = self._launch()
+        if launched is None or launched[1]:
             with self.lock:
                 self.state["pending"] = True  # right after the one going on
-            return {"started": False, "job": self.state["jobs"] + 1}
-        return {"started": True, "job": number}
+                return {"started": False, "job": self.state["jobs"] + 1}
+        return {"started": True, "job": launched[0]}
 
     @configure
     def start(self) -> dict:
@@ -435,31 +584,80 @@ class ModelerAgent(Agent):
 
     @configure
     def pool_remove(self, names: list[str]) -> list[str]:
+        """Take neural agents out of the pool (from the next job on); they keep running."""
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise BadRequest("names must be a list of agent names")
         with self.lock:
             self.settings["pool"] = [n for n in self.settings["pool"] if n not in names]
             return list(self.settings["pool"])
 
     @configure
     def pool_grow(self, hosts: list[str], follow: bool = False) -> list[str]:
-        """Start one neural agent on each of ``hosts`` and add it to the pool."""
+        """Start one neural agent on each of ``hosts`` and add it to the pool.
+
+        All or nothing: every host is checked first (an unknown one is refused at once,
+        by name), and if starting an agent fails, the ones already started are stopped
+        again before the error goes to the caller.  Names are ``MODELER-nnK`` with the
+        first K not taken by any agent the deployment knows."""
         if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
             raise BadRequest("hosts must be a list of host names")
         settings = self.ref(self.name).settings
-        made = []
-        for host in hosts:
-            name = f"{self.name}-nn{len(self.state['created_neural']) + 1}"
-            spec: dict[str, Any] = {"follow": self.name if follow else None}
-            if self.state.get("network"):
-                spec["network"] = self.state["network"]
-            admin.create(settings, host, "neural", name, spec)
-            self.state["created_neural"].append(name)
-            made.append(name)
-        return self.pool_add(made)
+        ns = NameService(settings)
+        try:
+            up = {short(n) for n in ns.find(HOST_PREFIX)}
+        except Exception as exc:  # noqa: BLE001 - not as a communication error (see below)
+            raise MasaError(f"cannot list the running hosts: {type(exc).__name__}: {exc}") from None
+        finally:
+            ns.close()
+        unknown = [h for h in dict.fromkeys(hosts) if h not in up]
+        if unknown:
+            raise BadRequest(f"no host named {', '.join(map(repr, unknown))} is running "
+                             f"(hosts up: {', '.join(sorted(up)) or 'none'}); no neural agent started")
+        try:  # registered now, or in the node list (a host down: its agents come back)
+            known = admin.agent_names(settings)
+        except Exception:  # noqa: BLE001 - no node list to ask: the registered ones then
+            known = set(admin.find_agents(settings))
+        taken = known | set(self.state["created_neural"]) | set(self.settings["pool"])
+        made: list[tuple[str, str]] = []
+        k = len(self.state["created_neural"])
+        try:
+            for host in hosts:
+                k += 1
+                while f"{self.name}-nn{k}" in taken:
+                    k += 1
+                name = f"{self.name}-nn{k}"
+                taken.add(name)
+                spec: dict[str, Any] = {"follow": self.name if follow else None}
+                if self.state.get("network"):
+                    spec["network"] = self.state["network"]
+                try:
+                    admin.create(settings, host, "neural", name, spec)
+                except (BadRequest, AgentExists, KindNotAllowed, UnknownKind):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - see below
+                    made.append((name, host))  # it may have started all the same (a timeout)
+                    # An error the caller's reference would take for its own (AgentNotFound,
+                    # a communication error: "the modeler is away, ask again") must not
+                    # cross the wire as such, or the whole pool_grow is sent again.
+                    raise MasaError(f"starting neural agent {name!r} on host {host!r} failed: "
+                                    f"{type(exc).__name__}: {exc}") from None
+                made.append((name, host))
+        except Exception:
+            for name, host in made:  # the state is rolled back: stop what it would forget
+                try:
+                    admin.host_call(settings, host, "terminate", name)
+                except Exception as exc:  # noqa: BLE001 - reported, the original error goes on
+                    log.warning("modeler %s: after a failed pool_grow, %s on %s not stopped: %s",
+                                self.name, name, host, exc)
+            raise
+        with self.lock:
+            self.state["created_neural"].extend(name for name, _ in made)
+        return self.pool_add([name for name, _ in made])
 
     @configure
     def pool_shrink(self, count: int = 1) -> list[str]:
         """Stop the ``count`` neural agents this modeler started last."""
-        if not isinstance(count, int) or count < 1:
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise BadRequest("count must be a positive integer")
         settings = self.ref(self.name).settings
         for _ in range(min(count, len(self.state["created_neural"]))):
@@ -473,8 +671,7 @@ class ModelerAgent(Agent):
     # -- the dependency-model interface (query) --------------------------------------------------
 
     def _graph(self, version: int | None) -> tuple[nx.DiGraph, dict]:
-        if version is not None and not isinstance(version, int):
-            raise BadRequest("version must be an integer")
+        _version(version, "version")
         return self.versions.get(self.name, version)
 
     @query
@@ -483,7 +680,7 @@ class ModelerAgent(Agent):
         return {"name": self.name, "host": self.host.name, "running": self.state["running"],
                 "every": self.settings["every"], "pool": list(self.settings["pool"]),
                 "network": self._network, "latest": latest, "job": dict(self._progress),
-                "http": self._web.url if self._web is not None else None,
+                "http": self._web_url, "http_error": self._web_error,
                 "sources": [s["agent"] for s in self.settings["sources"]],
                 "submodels": list(self.settings["submodels"])}
 
@@ -495,30 +692,37 @@ class ModelerAgent(Agent):
 
     @query
     def dependencies(self, object: str, min_confidence: float = 0.0, version: int | None = None) -> list[dict]:
-        return interface.dependencies(self._graph(version)[0], object, float(min_confidence))
+        obj, conf = _name(object, "object"), interface.check_confidence(min_confidence)
+        return interface.dependencies(self._graph(version)[0], obj, conf)
 
     @query
     def dependants(self, object: str, min_confidence: float = 0.0, version: int | None = None) -> list[dict]:
-        return interface.dependants(self._graph(version)[0], object, float(min_confidence))
+        obj, conf = _name(object, "object"), interface.check_confidence(min_confidence)
+        return interface.dependants(self._graph(version)[0], obj, conf)
 
     @query
     def impact(self, object: str, min_confidence: float = 0.0, version: int | None = None) -> list[dict]:
-        return interface.impact_set(self._graph(version)[0], object, float(min_confidence))
+        obj, conf = _name(object, "object"), interface.check_confidence(min_confidence)
+        return interface.impact_set(self._graph(version)[0], obj, conf)
 
     @query
     def path(self, source: str, target: str, min_confidence: float = 0.0,
              version: int | None = None) -> dict | None:
-        return interface.path(self._graph(version)[0], source, target, float(min_confidence))
+        a, b = _name(source, "source"), _name(target, "target")
+        return interface.path(self._graph(version)[0], a, b, interface.check_confidence(min_confidence))
 
     @query
     def diff(self, old: int, new: int | None = None) -> dict:
-        if not isinstance(old, int):
+        if old is None:
             raise BadRequest("old must be a version number")
+        _version(old, "old")
+        _version(new, "new")
         return self.versions.diff(self.name, old, new)
 
     @query
     def export(self, format: str = "json", version: int | None = None) -> str:
-        return interface.render(self._graph(version)[0], format)
+        fmt = _name(format, "format")
+        return interface.render(self._graph(version)[0], fmt)
 
     @query
     def versions_list(self) -> list[dict]:
@@ -547,6 +751,8 @@ class ModelerAgent(Agent):
     def activity(self, objects: list[str] | None = None) -> dict:
         """Activity per object over the model's window, thinned for plotting; kept
         current while asked for (the supervision page asks every few seconds)."""
+        if objects is not None and not (isinstance(objects, list) and all(isinstance(o, str) for o in objects)):
+            raise BadRequest("objects must be a list of object names")
         self._plots_seen = time.time()
         plots = self._plots
         if objects is None:

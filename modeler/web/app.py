@@ -15,6 +15,7 @@ from flask import Flask, Response, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 
 from masa.errors import BadRequest, MasaError
+from modeler.interface import check_confidence
 from modeler.web import auth
 from modeler.web.page import PAGE
 
@@ -71,7 +72,8 @@ def create_app(call: Call, nodes: Callable[[], list[dict]], token: str | None, m
         return call("query", op, **{k: v for k, v in kw.items() if v is not None})
 
     def conf() -> float:
-        return _number("min_confidence") or 0.0
+        value = _number("min_confidence")
+        return 0.0 if value is None else check_confidence(value)  # nan, inf, > 1: refused
 
     @app.errorhandler(BadRequest)
     def bad(exc: BadRequest) -> tuple[Response, int]:
