@@ -47,6 +47,7 @@ from masa.store import Store
 from modeler import interface
 from modeler.agents import scoring
 from modeler.agents.neural import load_network
+from modeler.agents.page import Page
 from modeler.agents.pool import Pool, PoolReport
 from modeler.agents.sources import collect, collect_connections, parse_sources, resolve
 from modeler.estimator import DependencyModeler, PairScores
@@ -68,11 +69,6 @@ LIVE_TIMEOUT = 3.0
 #: s to wait for a sub-model's answer: one that does not answer by then is scored here,
 #: like a sub-model without a model yet, rather than hold up (or fail) the whole run
 SUBMODEL_TIMEOUT = 5.0
-#: s between attempts to open the page's port again after it could not be bound where
-#: the modeler was restored or arrived (a create or reconfigure is refused instead)
-WEB_RETRY = 5.0
-#: s to wait for the thread that builds the page's app when the page is closed
-WEB_JOIN = 30.0
 
 log = logging.getLogger("masa.modeler")
 
@@ -178,7 +174,7 @@ class ModelerAgent(Agent):
         if "http" in changed or "http_bind" in changed:
             # a port that cannot be bound refuses the reconfigure (BadRequest); the
             # platform then puts the old settings back and calls this again with them
-            self._web_switch()
+            self._page.switch()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -198,15 +194,7 @@ class ModelerAgent(Agent):
         self._plots_seen = 0.0
         self._layouts: dict[int, dict] = {}  # version -> layout answer
         self._stopping = False
-        # the supervision page: bound here, served by a WebServer built on a thread
-        self._web_lock = threading.Lock()
-        self._web = None  # the WebServer, once its app is built
-        self._web_gen = 0  # which opening is current (a closed one stops its own server)
-        self._web_spec: tuple[str, int] | None = None  # (bind, http setting) served now
-        self._web_url: str | None = None
-        self._web_thread: threading.Thread | None = None
-        self._web_error: str | None = None  # why the page is not served although asked for
-        self._web_retry = 0.0
+        self._page = Page(self)
         self.state.setdefault("pending", False)  # a run asked for while one was going
         self.state.setdefault("open_job", None)  # {"job", "accepted"}: accepted, no version yet
         self.state.setdefault("last_run", 0.0)
@@ -214,107 +202,15 @@ class ModelerAgent(Agent):
         self.state.setdefault("created_neural", [])
         if getattr(self, "_fresh", False):
             self._fresh = False
-            self._web_open()  # a taken port refuses the create, naming the port
+            self._page.open()  # a taken port refuses the create, naming the port
         else:
-            self._web_open_or_report()  # restored or arrived: the agent runs, status says why not
+            self._page.open_or_report()  # restored or arrived: the agent runs, status says why not
         self.every(0.5, self._tick, name="schedule")
         self.every(LIVE_EVERY, self._refresh_plots, name="live-plots")
 
-    # -- the supervision page -------------------------------------------------------------
-
-    def _web_open(self, sock: Any = None) -> None:
-        """Serve the page as the settings say.  The port is bound here, at once (unless
-        ``sock`` is already bound to it), so a port that is taken is refused with its
-        number (:class:`BadRequest`); the Flask app is built on a thread, because
-        importing Flask takes seconds on a busy host and must not hold up a create or
-        reconfigure call."""
-        port = self.settings.get("http")
-        if port is None:
-            return
-        from modeler.web.server import listen, url_of
-
-        bind = self.settings.get("http_bind") or "127.0.0.1"
-        if sock is None:
-            sock = listen(bind, int(port))
-        with self._web_lock:
-            self._web_gen += 1
-            gen = self._web_gen
-            self._web_spec = (bind, port)
-            self._web_url = url_of(bind, sock.getsockname()[1])
-            self._web_error = None
-            self._web_thread = threading.Thread(target=self._serve_web, args=(sock, gen), daemon=True,
-                                                name=f"web-{self.name}")
-            self._web_thread.start()
-
-    def _web_open_or_report(self) -> None:
-        """:meth:`_web_open` where nobody can be told (a restore, an arrival): a port that
-        cannot be bound leaves the agent running without its page, says so in
-        ``status()["http_error"]`` and is tried again every :data:`WEB_RETRY` s."""
-        self._web_retry = time.monotonic() + WEB_RETRY
-        try:
-            self._web_open()
-        except BadRequest as exc:
-            with self._web_lock:
-                self._web_error = str(exc)
-            log.warning("modeler %s: %s", self.name, exc)
-
-    def _serve_web(self, sock: Any, gen: int) -> None:
-        try:
-            from modeler.web.server import serve_agent
-
-            web = serve_agent(self, sock)
-        except BaseException as exc:  # noqa: BLE001 - reported in status, never lost in a thread
-            sock.close()
-            with self._web_lock:
-                if gen == self._web_gen:
-                    self._web_url = None
-                    self._web_error = f"the page could not be started: {type(exc).__name__}: {exc}"
-            log.warning("modeler %s: page not started", self.name, exc_info=True)
-            return
-        with self._web_lock:
-            if gen == self._web_gen and not self._stopping:
-                self._web = web
-                return
-        web.stop()  # closed (or reopened elsewhere) while it was being built
-
-    def _web_close(self) -> None:
-        with self._web_lock:
-            self._web_gen += 1
-            web, thread = self._web, self._web_thread
-            self._web = self._web_thread = self._web_spec = self._web_url = self._web_error = None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(WEB_JOIN)  # it stops the server it built: no longer current
-        if web is not None:
-            web.stop()
-
-    def _web_switch(self) -> None:
-        """Follow changed ``http``/``http_bind`` settings (reconfigure): the old page
-        keeps serving until the new port is bound, unless the new port is the one it
-        holds; ``http`` None closes the page."""
-        want = None if self.settings.get("http") is None else \
-            (self.settings.get("http_bind") or "127.0.0.1", self.settings["http"])
-        with self._web_lock:
-            same = want == self._web_spec and self._web_error is None
-        if same:
-            return  # e.g. the platform putting back settings a refused reconfigure never applied
-        if want is None:
-            self._web_close()
-            return
-        from modeler.web.server import listen
-
-        try:
-            sock = listen(want[0], int(want[1]))
-        except BadRequest:
-            held = self._web_url
-            if not (held and want[1] and held.endswith(f":{want[1]}/")):
-                raise  # taken by someone else: the old page serves on
-            sock = None  # the port our own page holds (another bind address): take it over
-        self._web_close()
-        self._web_open(sock)
-
     def _release(self) -> None:
         self._stopping = True
-        self._web_close()
+        self._page.close()
         if self._versions is not None:
             self._versions.store.close()
             self._versions = None
@@ -326,7 +222,7 @@ class ModelerAgent(Agent):
     def after_move(self, source: str) -> None:
         if source == self.host.name:  # the move failed: carry on here
             self._stopping = False
-            self._web_open_or_report()
+            self._page.open_or_report()
 
     def on_stop(self) -> None:
         self._release()
@@ -346,9 +242,7 @@ class ModelerAgent(Agent):
     def _tick(self) -> None:
         if self._stopping:
             return
-        if self._web_error is not None and self.settings.get("http") is not None \
-                and time.monotonic() >= self._web_retry:
-            self._web_open_or_report()
+        self._page.retry()
         if self.state["open_job"] is not None:  # accepted before a crash or a move
             self._launch()
             return
@@ -680,7 +574,7 @@ class ModelerAgent(Agent):
         return {"name": self.name, "host": self.host.name, "running": self.state["running"],
                 "every": self.settings["every"], "pool": list(self.settings["pool"]),
                 "network": self._network, "latest": latest, "job": dict(self._progress),
-                "http": self._web_url, "http_error": self._web_error,
+                "http": self._page.url, "http_error": self._page.error,
                 "sources": [s["agent"] for s in self.settings["sources"]],
                 "submodels": list(self.settings["submodels"])}
 
