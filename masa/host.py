@@ -698,11 +698,8 @@ class AgentHost:
         ``source`` (and not this one), else None.  In a move the name points at the
         source until the target commits; a name the broker does not know, or whose
         address answers no more (a crashed host), is free."""
-        try:
-            uri = str(self.ns.lookup(naming.agent_name(name), wait=0))
-        except MasaError:
-            return None
-        if uri == self._uri(name):
+        uri = self._registered_elsewhere(name)
+        if uri is None:
             return None
         try:
             location = URI(uri).location
@@ -716,16 +713,20 @@ class AgentHost:
             return None
         return uri
 
-    def _name_taken(self, name: str) -> bool:
-        if name in self.slots and self.slots[name].status not in (MOVED, STOPPED):
-            return True
+    def _registered_elsewhere(self, name: str) -> str | None:
+        """The address the broker gives for ``name`` if it is not this host's (None: not
+        registered, or registered here)."""
         try:
             uri = str(self.ns.lookup(naming.agent_name(name), wait=0))
         except MasaError:
-            return False
-        if uri == self._uri(name):
-            return False
-        return _alive(uri, self.settings.secret)
+            return None
+        return None if uri == self._uri(name) else uri
+
+    def _name_taken(self, name: str) -> bool:
+        if name in self.slots and self.slots[name].status not in (MOVED, STOPPED):
+            return True
+        uri = self._registered_elsewhere(name)
+        return uri is not None and _alive(uri, self.settings.secret)
 
     def create(self, kind: str, name: str, settings: dict, domain: str | None = None,
                state: dict | None = None) -> dict:

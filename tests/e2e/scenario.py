@@ -82,3 +82,11 @@ def finished(mod, job: int) -> dict | None:
         assert j["state"] == "done", j.get("error")
         return st
     return None
+
+
+def mid_run(mod, job: int) -> bool:
+    """Job ``job`` is scoring and has batches left (at least one is done)."""
+    j = mod.query("status")["job"]
+    pool = j.get("pool") or {}
+    return j.get("job") == job and sum(pool.get("by_agent", {}).values()) >= 1 and \
+        sum(pool["by_agent"].values()) < pool.get("batches", 0)

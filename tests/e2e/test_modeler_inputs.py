@@ -24,7 +24,7 @@ from masa.errors import BadRequest, KindNotAllowed
 from masa.supervisor import free_port
 from modeler.web.auth import page_url, web_token
 from tests.cluster import ROOT, Cluster
-from tests.e2e.scenario import fill, recording
+from tests.e2e.scenario import fill, mid_run, recording
 
 PACE = 0.5  # s per batch of the neural agent: a run of the pooled modeler takes a few s
 HOSTS = {"m1": {"domain": "A"}, "m2": {"domain": "A"}, "n1": {"domain": "A"},
@@ -43,14 +43,6 @@ def deployment(tmp_path_factory):
                  pool_timeout=10.0, batch_rows=4, http=None)
         c.create("m1", "modeler", "plain", sources=["rec"], window=900.0, http=None)  # scores alone
         yield c
-
-
-def mid_run(mod, job: int) -> bool:
-    """Job ``job`` is scoring and has batches left (at least one is done)."""
-    j = mod.query("status")["job"]
-    pool = j.get("pool") or {}
-    return j.get("job") == job and sum(pool.get("by_agent", {}).values()) >= 1 and \
-        sum(pool["by_agent"].values()) < pool.get("batches", 0)
 
 
 def jobs(mod) -> list[int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cluster import Cluster
-from tests.e2e.scenario import fill, recording
+from tests.e2e.scenario import fill, mid_run, recording
 
 PACE = 1.5  # s per batch; a pool of one agent cuts a run into 4 batches or so
 
@@ -25,14 +25,6 @@ def deployment(tmp_path_factory):
         c.create("m1", "modeler", "mod", sources=["rec"], pool=["nn1"], window=900.0,
                  pool_timeout=10.0, batch_rows=4, http=None)
         yield c
-
-
-def mid_run(mod, job: int) -> bool:
-    """Job ``job`` is scoring and has batches left (at least one is done)."""
-    j = mod.query("status")["job"]
-    pool = j.get("pool") or {}
-    return j.get("job") == job and sum(pool.get("by_agent", {}).values()) >= 1 and \
-        sum(pool["by_agent"].values()) < pool.get("batches", 0)
 
 
 def stored(mod, job: int) -> list[dict]:
