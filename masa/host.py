@@ -85,7 +85,6 @@ ANSWER_RESERVE = 4096  # bytes of a message kept for Pyro5's annotations around 
 #: (msgpack's encoder is quicker than a walk in Python for many small items: ~150 ns an
 #: item walked here) and those bytes are sent.
 SIZE_WALK_BUDGET = 256
-_MSGPACK_ID = Pyro5.serializers.MsgpackSerializer.serializer_id
 _encoded = threading.local()  # an answer encoded to be measured, for Pyro5 to send as is
 _hand_over_lock = threading.Lock()
 
@@ -327,15 +326,11 @@ class AgentServant:
         answer encoded here, and then those bytes are what Pyro5 sends (:func:`_hand_over`),
         so no answer is encoded twice."""
         limit = self._host.settings.max_message - ANSWER_RESERVE
-        ser = Pyro5.serializers.serializers_by_id.get(
-            getattr(Pyro5.api.current_context, "serializer_id", None) or _MSGPACK_ID)
-        if ser is None:
-            return  # not called through Pyro5
-        lo, exact = 0, False
-        if ser.serializer_id == _MSGPACK_ID:
-            lo, hi = size_bounds(result, limit)
-            if hi is not None and hi <= limit:
-                return
+        ser = Pyro5.serializers.serializers[config.SERIALIZER]  # the only one accepted (guard_wire)
+        exact = False
+        lo, hi = size_bounds(result, limit)
+        if hi is not None and hi <= limit:
+            return
         if lo <= limit:
             try:
                 encoded = ser.dumps(result)
@@ -923,11 +918,6 @@ class AgentHost:
         if state is None or domain is None:
             raise BadRequest(f"package of agent {name!r}: the state and the domain are needed")
         naming.check_name(source, "source host")
-        try:
-            msgpack.packb(state, use_bin_type=True)
-        except Exception as exc:  # noqa: BLE001 - it could never be checkpointed here
-            raise BadRequest(f"package of agent {name!r}: the state cannot be kept "
-                             f"({type(exc).__name__}: {exc})") from None
         cls = self._check_kind(kind)
         current = self.slots.get(name)
         if current is not None and current.status not in (MOVED, STOPPED):
