@@ -499,8 +499,6 @@ class ModelerAgent(Agent):
         ns = NameService(settings)
         try:
             up = {short(n) for n in ns.find(HOST_PREFIX)}
-        except Exception as exc:  # noqa: BLE001 - not as a communication error (see below)
-            raise MasaError(f"cannot list the running hosts: {type(exc).__name__}: {exc}") from None
         finally:
             ns.close()
         unknown = [h for h in dict.fromkeys(hosts) if h not in up]
@@ -524,17 +522,15 @@ class ModelerAgent(Agent):
                 spec: dict[str, Any] = {"follow": self.name if follow else None}
                 if self.state.get("network"):
                     spec["network"] = self.state["network"]
+                # (an AgentNotFound or a communication error from here reaches the caller
+                # as this op's failure, not as news about this modeler: host.PEER_ROUTING)
                 try:
                     admin.create(settings, host, "neural", name, spec)
                 except (BadRequest, AgentExists, KindNotAllowed, UnknownKind):
                     raise
-                except Exception as exc:  # noqa: BLE001 - see below
+                except Exception:
                     made.append((name, host))  # it may have started all the same (a timeout)
-                    # An error the caller's reference would take for its own (AgentNotFound,
-                    # a communication error: "the modeler is away, ask again") must not
-                    # cross the wire as such, or the whole pool_grow is sent again.
-                    raise MasaError(f"starting neural agent {name!r} on host {host!r} failed: "
-                                    f"{type(exc).__name__}: {exc}") from None
+                    raise
                 made.append((name, host))
         except Exception:
             for name, host in made:  # the state is rolled back: stop what it would forget
