@@ -40,23 +40,34 @@ def test_report_sees_a_busy_process_and_refreshes_cheaply(pair):
 
 
 def test_standing_request_pushes_only_matching_samples(pair):
-    pair.create("b1", "collector", "col-a", interval=0.25, per_process="none")
-    pair.create("b2", "recorder", "rec-a")
-    rec = pair.ref("rec-a")
-    rec.configure("subscribe_to", request="hot", source="col-a", objects=["*/cpu"],
-                  predicates=["b1/cpu >= 0.0", "b1/cpu <= 1e9"])
-    pair.wait(lambda: rec.query("subscriptions_status")["hot"]["seq"] >= 4, timeout=20)
-    got = series(rec.query("report"))
-    assert list(got) == ["b1/cpu"]
-    start = got["b1/cpu"].start[0]
-    ours = got["b1/cpu"]
-    theirs = series(pair.ref("col-a").query("report", objects=["b1/cpu"], since=start + 1e-6,
-                                             until=ours.end[-1]))["b1/cpu"]
-    np.testing.assert_array_equal(ours.end, theirs.end)  # exactly the collector's samples
-    np.testing.assert_array_equal(ours.value, theirs.value)
-    assert "hot" in pair.ref("col-a").query("status")["requests"]
-    assert rec.configure("unsubscribe", request="hot") is True
-    assert "hot" not in pair.ref("col-a").query("status")["requests"]
+    # a process busy 1 s, idle 1 s: its idle samples read 0 and fail the predicate
+    child = subprocess.Popen([sys.executable, "-c", BUSY + "# masa-hot-marker"])
+    try:
+        pair.create("b1", "collector", "col-a", interval=0.25, match="masa-hot-marker", per_process="pid")
+        pair.create("b2", "recorder", "rec-a")
+        rec = pair.ref("rec-a")
+        rec.configure("subscribe_to", request="hot", source="col-a", objects=["*/proc/*"],
+                      predicates=["*/proc/* > 0.01", "*/proc/* <= 1e9"])
+        start = rec.query("subscriptions_status")["hot"]["until"]
+        # long enough for two busy and two idle phases to have passed the source
+        pair.wait(lambda: rec.query("subscriptions_status")["hot"]["until"] >= start + 4.5, timeout=30)
+        got = series(rec.query("report"))
+        (obj,) = got
+        assert obj.startswith("b1/proc/") and obj.endswith(f"/{child.pid}")
+        ours = got[obj]
+        theirs = series(pair.ref("col-a").query("report", objects=[obj], since=ours.start[0] + 1e-6,
+                                                 until=ours.end[-1]))[obj]
+        hot = theirs.value > 0.01
+        assert hot.sum() >= 2 and (~hot).sum() >= 2  # the collector holds both kinds
+        # exactly the collector's samples that match, none of the others
+        np.testing.assert_array_equal(ours.end, theirs.end[hot])
+        np.testing.assert_array_equal(ours.value, theirs.value[hot])
+        assert "hot" in pair.ref("col-a").query("status")["requests"]
+        assert rec.configure("unsubscribe", request="hot") is True
+        assert "hot" not in pair.ref("col-a").query("status")["requests"]
+    finally:
+        child.kill()
+        child.wait(10)
 
 
 def test_bad_requests_are_refused_clearly(pair):

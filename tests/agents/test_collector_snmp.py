@@ -6,6 +6,7 @@ import pytest
 
 from masa.activity import Series
 from tests.probes.snmp_agents import COMMUNITY
+from tests.probes.traffic import through_loopback
 
 pytestmark = pytest.mark.snmpd
 
@@ -24,11 +25,17 @@ def test_snmp_collector_streams_interface_traffic_to_a_recorder(pair, snmpd):
     deadline = time.time() + 30
     got = {}
     while time.time() < deadline:
+        through_loopback(20, 50_000)  # 1 MB through lo per round
         time.sleep(0.5)
         got = {w["object"]: Series.from_wire(w) for w in noc.query("report")["series"]}
-        if got and sum(len(s) for s in got.values()) >= 6:
+        lo = got.get("router1/if/lo/in")
+        if lo is not None and len(lo) >= 6 and (lo.value * (lo.end - lo.start)).sum() >= 1_000_000:
             break
     assert got and all(name.startswith("router1/if/") for name in got)
+    lo = got["router1/if/lo/in"]
+    assert len(lo) >= 6, lo
+    # the traffic sent meanwhile reached the recorder as a rate on lo
+    assert (lo.value * (lo.end - lo.start)).sum() >= 1_000_000, lo.value
     for s in got.values():
         assert s.unit == "B/s" and (s.value >= 0).all()
         assert (s.end > s.start).all()

@@ -2,6 +2,8 @@
 moves.  Collectors sample real /proc on hosts of domain B; everything above is checked
 against the collectors' own data, sample by sample."""
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -209,19 +211,58 @@ def test_placement_policy_moves_the_mediator_next_to_its_source_and_stays(chain)
     assert status["host"] == "b2" and status["moves"] == 1
 
 
+#: busy 1.5 s, idle 3 s: its idle samples read 0, and so does at least one whole second of
+#: each idle phase (the samples at its edges, 0.3 s at most, leave 2.4 s untouched)
+BUSY_IDLE = "import time\nwhile True:\n    t = time.time()\n    while time.time() - t < 1.5: pass\n    time.sleep(3.0)\n"
+
+
 def test_predicates_pushed_down_when_values_pass_unchanged_and_checked_on_the_way_up(chain):
     c = chain
-    c.create("m1", "mediator", "plain", sources=["col1"])
-    c.create("m1", "mediator", "resampling", sources=["col1"], steps=[{"step": "resample", "period": 1.0}])
-    wanted = ["b1/cpu >= 0.02", "b1/cpu < 1.5"]
-    for source in ("plain", "resampling"):
-        c.create("m2", "recorder", f"picky-{source}")
-        c.ref(f"picky-{source}").configure("subscribe_to", request="r", source=source, objects=["b1/cpu"],
-                                           predicates=wanted)
-    below = {name: c.ref(name).query("status")["below"] for name in ("plain", "resampling")}
-    assert [b["predicates"] for b in below["plain"].values()] == [wanted]  # the collector filters
-    assert [b["predicates"] for b in below["resampling"].values()] == [[]]  # values change: all sent
-    c.wait(lambda: taken(c, "picky-plain", "r") >= 4 and taken(c, "picky-resampling", "r") >= 2, timeout=20)
-    for source in ("plain", "resampling"):
-        got = recorded(c, f"picky-{source}", "b1/cpu")
-        assert np.all((got.value >= 0.02) & (got.value < 1.5))  # checked in full on the way up
+    child = subprocess.Popen([sys.executable, "-c", BUSY_IDLE + "# masa-picky-marker"])
+    try:
+        c.create("b1", "collector", "col-picky", interval=0.3, match="masa-picky-marker", per_process="pid")
+        obj = c.wait(lambda: next((e["object"] for e in c.ref("col-picky").query("catalog")
+                                   if e["object"].endswith(f"/{child.pid}")), None), timeout=20)
+        c.create("m1", "mediator", "plain", sources=["col-picky"])
+        c.create("m1", "mediator", "resampling", sources=["col-picky"],
+                 steps=[{"step": "resample", "period": 1.0}])
+        wanted = [f"{obj} >= 0.02", f"{obj} < 1.5"]
+        for source in ("plain", "resampling"):
+            c.create("m2", "recorder", f"picky-{source}")
+            c.ref(f"picky-{source}").configure("subscribe_to", request="r", source=source, objects=[obj],
+                                               predicates=wanted)
+        below = {name: c.ref(name).query("status")["below"] for name in ("plain", "resampling")}
+        assert [b["predicates"] for b in below["plain"].values()] == [wanted]  # the collector filters
+        assert [b["predicates"] for b in below["resampling"].values()] == [[]]  # values change: all sent
+        start = max(c.ref(f"picky-{s}").query("subscriptions_status")["r"]["until"] for s in ("plain", "resampling"))
+        c.wait(lambda: min(c.ref(f"picky-{s}").query("subscriptions_status")["r"]["until"]
+                           for s in ("plain", "resampling")) > start + 9.0, timeout=40)
+
+        def passes(values):
+            return (values >= 0.02) & (values < 1.5)
+
+        # unchanged values: exactly the collector's samples that hold, none of the others
+        got = recorded(c, "picky-plain", obj)
+        raw = series(c.ref("col-picky").query("report", objects=[obj], since=got.start[0],
+                                              until=got.end[-1]))[obj]
+        keep = passes(raw.value)
+        assert keep.sum() >= 4 and (~keep).sum() >= 4, raw.value  # busy and idle samples both
+        np.testing.assert_array_equal(got.end, raw.end[keep])
+        np.testing.assert_array_equal(got.value, raw.value[keep])
+        # resampled values: checked in full on the way up, the idle seconds left out
+        got = recorded(c, "picky-resampling", obj)
+        assert len(got) >= 2 and np.all(passes(got.value))
+        raw = series(c.ref("col-picky").query("report", objects=[obj], since=got.start[0] - 5))[obj]
+        n = int(round((got.end[-1] - got.start[0]) / 1.0))
+        rate, covered = raw.resample(got.start[0], 1.0, n)
+        whole = covered >= 0.5
+        bins = np.full(n, np.nan)
+        bins[whole] = rate[whole] / covered[whole]
+        k = np.round(got.start - got.start[0]).astype(int)
+        np.testing.assert_allclose(got.value, bins[k], rtol=1e-9)  # each a resampled second
+        assert np.any(whole & ~passes(np.nan_to_num(bins, nan=-1.0)))  # a second that did not hold...
+        left_out = sorted(set(np.flatnonzero(whole & passes(np.nan_to_num(bins, nan=-1.0)))) - set(k))
+        assert not left_out, f"seconds that hold but were not delivered: {left_out}"  # ...was the one left out
+    finally:
+        child.kill()
+        child.wait(10)

@@ -35,6 +35,7 @@ def test_infer_then_evaluate_round_trip(recording, tmp_path):
     model = json.loads(out.read_text())
     assert model["directed"] is True
     assert {n["id"] for n in model["nodes"]} >= {"svc0", "bg0"}
+    assert model["edges"], "no dependency found at all"
     for e in model["edges"]:
         assert 0.0 <= e["confidence"] <= 1.0 and 0.5 <= e["direction_confidence"] <= 1.0
         assert e["evidence"]
@@ -42,6 +43,14 @@ def test_infer_then_evaluate_round_trip(recording, tmp_path):
     assert r.exit_code == 0, r.output
     scores = json.loads(r.output)
     assert set(scores) >= {"precision", "recall", "f1", "skeleton_f1", "shd"}
+    # the scores are those of the edges written, against the truth file (read back, not recomputed)
+    edges = {(e["source"], e["target"]) for e in model["edges"]}
+    truth = {tuple(e) for e in json.loads((recording / "truth.json").read_text())["edges"]}
+    assert scores["predicted_edges"] == len(edges) and scores["true_edges"] == len(truth)
+    assert scores["precision"] == pytest.approx(len(edges & truth) / len(edges))
+    assert scores["recall"] == pytest.approx(len(edges & truth) / len(truth))
+    undirected = {frozenset(e) for e in edges}
+    assert scores["skeleton_recall"] == pytest.approx(len({frozenset(e) for e in truth} & undirected) / len(truth))
 
 
 def test_connections_make_the_model_exact_and_say_so(recording, tmp_path):

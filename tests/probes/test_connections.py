@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 import probes
+from probes import connections
 from probes.connections import ConnectionProbe, read_connections
 
 SERVER = r"""
@@ -70,16 +71,31 @@ def test_connections_attributed_to_processes(pair):
     assert mine == ref
 
 
-def test_probe_reuses_its_inode_cache_and_forgets_closed(pair):
+def test_probe_reuses_its_inode_cache_and_forgets_closed(pair, monkeypatch):
     spid, cpid, host, port, cport = pair
+    scanned: list[set[int]] = []  # the inodes each fd scan was asked to find
+    real_owners = connections.socket_owners
+
+    def spying_owners(proc, wanted=None):
+        scanned.append(set(wanted or ()))
+        return real_owners(proc, wanted)
+
+    monkeypatch.setattr(connections, "socket_owners", spying_owners)
     probe = ConnectionProbe()
     first = probe.sample()
-    assert any(c.pid == cpid for c in first)
-    assert probe.sample()  # second sample: served from the cache, same answer
+    (mine,) = [c for c in first if c.pid == cpid and c.remote == (host, port)]
+    assert mine.inode in scanned[0]  # the first sample had to look its owner up
+    scans = len(scanned)
+    second = probe.sample()
+    # second sample: the client's socket is attributed from the cache, not by a new scan
+    assert [c.pid for c in second if c.inode == mine.inode] == [cpid]
+    assert not any(mine.inode in wanted for wanted in scanned[scans:])
+    assert probe._owner[mine.inode][0] == cpid
     os.kill(cpid, 9)
     psutil.Process(cpid).wait(5) if psutil.pid_exists(cpid) else None
     later = probe.sample()
     assert not any(c.pid == cpid for c in later)
+    assert mine.inode not in probe._owner  # the closed socket is forgotten
 
 
 def test_without_root_others_sockets_are_reported_unattributed(pair, request):

@@ -178,6 +178,13 @@ def test_fake_proc_reused_pid_and_vanished(tmp_path):
     write([(10, "a b) c", 10_000, 1)], 0)
     out = probe.sample()
     assert not [s for s in out if "/proc/" in s.object], out
+    # and the synthetic /proc is really read: the new process, now with a baseline, is
+    # metered from it on (100 ticks more: one CPU second over the interval)
+    time.sleep(0.05)
+    write([(10, "a b) c", 10_100, 1)], 0)
+    (again,) = [s for s in probe.sample() if "/proc/" in s.object]
+    assert again.object.endswith("/10")
+    assert again.value * (again.end - again.start) == pytest.approx(100 / procread.CLK_TCK, rel=0.05)
 
 
 def test_parse_rules_and_errors():
@@ -199,7 +206,11 @@ def test_rules_group_by_user_and_name(spawn):
     child.wait_event()
     out = {s.object: s.value for s in probe.sample()}
     assert out["h/app/mine"] > 0
-    assert "h/app/other" in out  # first match wins: the child is in "mine" only
+    assert "h/app/other" in out
+    # first match wins: the child (also the user's) is metered in "mine" only, and this
+    # process (the user's, not marked) in "other"
+    assert probe.label(procread.read_stat(child.pid))[0] == "mine"
+    assert probe.label(procread.read_stat(os.getpid()))[0] == "other"
 
 
 def test_interface_bytes_and_host_cpu(spawn):
