@@ -62,6 +62,7 @@ from Pyro5.callcontext import current_context
 
 from masa import config
 from masa.errors import AuthenticationError
+from masa.sockets import deadline_in_kernel
 
 log = logging.getLogger("masa.security")
 
@@ -242,7 +243,7 @@ class AuthDaemonMixin:
             return False
         if msgtype != Pyro5.protocol.MSG_CONNECTOK:
             return False
-        sock.settimeout(idle)
+        deadline_in_kernel(sock, idle)
         return True
 
 
@@ -281,6 +282,7 @@ class Proxy(Pyro5.client.Proxy):
         ):
             self._pyroRelease()
             raise AuthenticationError("server failed to prove the shared secret")
+        deadline_in_kernel(self._pyroConnection.sock, self._pyroTimeout)
 
     # Every path that may open a connection reports a refused handshake as such.
     def _pyroInvoke(self, *args, **kwargs):  # noqa: N802
