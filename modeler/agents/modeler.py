@@ -370,7 +370,10 @@ class ModelerAgent(Agent):
         t_decided = time.perf_counter()
 
         info = {
-            "job": number, "objects": len(series), "pairs_scored": int(len(job.pairs)),
+            # objects: whose activity was modeled here; nodes and edges: of the whole model,
+            # sub-models' included
+            "job": number, "objects": len(series), "nodes": g.number_of_nodes(), "edges": g.number_of_edges(),
+            "pairs_scored": int(len(job.pairs)),
             "candidate_pairs": int(job.n_candidates), "pool": report.as_dict(),
             "submodels": {n: h["version"] for n, (_, h) in subs.items()},
             "submodels_missing": missing, "submodels_unavailable": unavailable,

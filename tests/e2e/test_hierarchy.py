@@ -65,4 +65,7 @@ def test_enterprise_modeler_reuses_sub_models(tmp_path):
         cross = [(x, y) for x, y, d in whole.edges(data=True) if "submodel" not in d]
         assert all("B/cpu" in (x, y) for x, y in cross)  # the only edges it computed itself
         assert "B/cpu" in whole and whole.number_of_nodes() == len(a) + len(b) + 1
+        # the header counts the objects modeled here apart from the whole model's nodes
+        assert head["info"]["objects"] == n_a + 1
+        assert (head["info"]["nodes"], head["info"]["edges"]) == (whole.number_of_nodes(), whole.number_of_edges())
         print("inter-domain edges:", cross, "truth:", [e for e in sc.truth if e[0][0] != e[1][0]])
