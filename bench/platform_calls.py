@@ -231,7 +231,8 @@ def main() -> None:
     finally:
         bare_proc.kill()
     if not args.no_write:
-        update_section("Platform", _markdown(rows, runs, calls, moves, window, args.quick))
+        update_section("Platform", _markdown(rows, runs, calls, moves, window, args.quick),
+                       notes=Path(__file__).with_name("platform_notes.md"))
 
 
 def _markdown(rows, runs, calls, moves, window, quick) -> str:
@@ -260,22 +261,7 @@ def _markdown(rows, runs, calls, moves, window, quick) -> str:
     lines += [f"| cost per extra hop | {per_hop:.0f} µs |", "",
               f"| migration ({moves} moves between two hosts) | median | p99 |", "|---|---|---|"]
     lines += [f"| state {label} | {m:.1f} ms | {p:.1f} ms |" for label, (m, p) in rows["migration"].items()]
-    lines += ["", PLACEMENT_NOTE]
     return "\n".join(lines)
-
-
-PLACEMENT_NOTE = """\
-**Why the single call is measured pinned.** On this 2-vCPU VM a loopback round trip costs
-about 40 µs when client and server thread share a CPU and about 75 µs when the wake-up
-crosses CPUs, and the scheduler's choice sticks to a server's worker threads for a whole
-run.  Unpinned, the same software therefore measures anywhere from 0.8× to 3.4×: in
-side-by-side A/B runs (`bare` vs `bare` with a server socket timeout, nothing else
-different) one run gave 1.49× and the next 0.80×; full runs of this benchmark gave 1.31×,
-1.46×, 1.98×, 2.15×, 2.67× and 3.40× unpinned.  With the placement fixed, the ratio
-stayed within 1.13–1.26× (two CPUs) and 1.29–1.43× (one CPU) over five runs, and the CPU each side spends per call, which
-no placement changes, is the plainest measure of what masa adds: the host's gate,
-dispatch, argument check and statistics, and the client's by-name reference, about 6 µs
-and 2 µs."""
 
 
 if __name__ == "__main__":
