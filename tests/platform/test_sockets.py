@@ -59,6 +59,7 @@ def test_a_silent_peer_gives_a_timeout_not_an_endless_retry(pair):
     with pytest.raises(Pyro5.errors.TimeoutError):
         Pyro5.socketutil.receive_data(client, 10)
     # and data that does come is read whole, on the blocking path
+    client.settimeout(10.0)
     threading.Timer(0.05, lambda: server.sendall(b"0123456789")).start()
     assert Pyro5.socketutil.receive_data(client, 10) == b"0123456789"
 
@@ -87,21 +88,19 @@ def test_tls_sockets_keep_pythons_deadline(pair):
 
 
 def test_a_hosts_idle_timeout_still_frees_an_authenticated_connection(tmp_path):
-    with Cluster(tmp_path, {"h1": {}}, idle_timeout=1.5) as c:
+    with Cluster(tmp_path, {"h1": {}}, idle_timeout=3.0) as c:
         uri = c.host("h1", "info")["address"]
         with Proxy(uri, c.settings.secret, timeout=10) as p:
             assert p.ping()
             sock = p._pyroConnection.sock
             assert type(sock) is KernelDeadlineSocket  # the client's deadline is the kernel's too
             connection = p._pyroConnection
-            for _ in range(6):  # a connection in use outlives the idle timeout
+            for _ in range(10):  # a connection in use outlives the idle timeout
                 time.sleep(0.5)
                 assert p.ping()
             assert p._pyroConnection is connection
-            # silent for longer than the idle timeout: the host hangs up (EOF here, well
-            # before the client's own 10 s deadline)
-            started = time.monotonic()
+            # silent for longer than the idle timeout: the host hangs up (EOF here; had it
+            # not, the client's own 10 s deadline would raise a timeout instead)
             assert sock.recv(1) == b""
-            assert time.monotonic() - started < 9
             with pytest.raises(Pyro5.errors.ConnectionClosedError):
                 p.ping()  # MAX_RETRIES=0: Pyro5 does not reconnect by itself
