@@ -20,6 +20,8 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+from collections.abc import Callable
+from typing import Any
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval on Linux: seconds, microseconds (longs)
 
@@ -27,12 +29,20 @@ _TIMEVAL = struct.Struct("@ll")  # struct timeval on Linux: seconds, microsecond
 def _timeval(seconds: float | None) -> bytes:
     if seconds is None or seconds <= 0:
         return _TIMEVAL.pack(0, 0)  # no deadline
-    whole = int(seconds)
-    return _TIMEVAL.pack(whole, max(1 if whole == 0 else 0, int(round((seconds - whole) * 1e6))))
+    micros = max(1, round(seconds * 1e6))  # never rounded down to 0, which means "none"
+    return _TIMEVAL.pack(*divmod(micros, 1_000_000))
 
 
-def _expired(exc: BlockingIOError) -> TimeoutError:
-    return TimeoutError(f"timed out ({exc.strerror or 'EAGAIN'})")
+def _expiry_as_timeout(io: Callable) -> Callable:
+    """Wrap a socket's I/O method: the kernel's EAGAIN on a blocking socket is its deadline."""
+
+    def wrapped(self: socket.socket, *args: Any) -> Any:
+        try:
+            return io(self, *args)
+        except BlockingIOError as exc:
+            raise TimeoutError(f"timed out ({exc.strerror or 'EAGAIN'})") from None
+
+    return wrapped
 
 
 class KernelDeadlineSocket(socket.socket):
@@ -46,29 +56,10 @@ class KernelDeadlineSocket(socket.socket):
         self.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, option)
         self.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, option)
 
-    def recv(self, *args):
-        try:
-            return super().recv(*args)
-        except BlockingIOError as exc:
-            raise _expired(exc) from None
-
-    def recv_into(self, *args):
-        try:
-            return super().recv_into(*args)
-        except BlockingIOError as exc:
-            raise _expired(exc) from None
-
-    def send(self, *args):
-        try:
-            return super().send(*args)
-        except BlockingIOError as exc:
-            raise _expired(exc) from None
-
-    def sendall(self, *args):
-        try:
-            return super().sendall(*args)
-        except BlockingIOError as exc:
-            raise _expired(exc) from None
+    recv = _expiry_as_timeout(socket.socket.recv)
+    recv_into = _expiry_as_timeout(socket.socket.recv_into)
+    send = _expiry_as_timeout(socket.socket.send)
+    sendall = _expiry_as_timeout(socket.socket.sendall)
 
 
 def deadline_in_kernel(sock: socket.socket, seconds: float | None) -> bool:

@@ -46,6 +46,8 @@ def test_the_deadline_moves_into_the_kernel_and_python_no_longer_polls(pair):
     assert client.gettimeout() is None and _kernel_deadline(client) == pytest.approx(0.25, abs=0.01)
     client.settimeout(1e-7)  # rounds up to the kernel's smallest deadline, never to "none"
     assert _kernel_deadline(client) > 0
+    client.settimeout(0.9999996)  # microseconds that round up to a whole second
+    assert _kernel_deadline(client) == pytest.approx(1.0, abs=0.01)
     client.settimeout(None)
     assert _kernel_deadline(client) == 0.0
 
