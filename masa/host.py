@@ -75,6 +75,7 @@ DRAIN_TIMEOUT = 5.0  # longest wait for calls in flight before a move gives up
 PREPARED_TTL = 30.0  # a received agent never committed is dropped (or kept, see _expire)
 TOMBSTONE_TTL = 120.0  # how long a moved agent's old address still redirects callers
 PING_TIMEOUT = 2.0  # a host registered under our name that answers within this is running
+STOP_REPLACED_WAIT = 2.0  # how long a watchdog restart waits for the stuck instance to let go
 #: Errors a caller's AgentRef takes as news about the agent it called (look it up again,
 #: call again, follow it).  Raised by a handler they are about a peer *it* called, so they
 #: reach the caller as the handler's failure: otherwise the caller would run the handler
@@ -796,17 +797,33 @@ class AgentHost:
             slot.agent.on_resume()
 
     def restart(self, slot: Slot) -> None:
-        """Replace a stuck agent by a fresh instance built from its last checkpoint."""
+        """Replace a stuck agent by a fresh instance built from its last checkpoint.
+
+        The stuck instance is stopped too (``on_stop``, on the executor: it may block on
+        what it is stuck on), so that what it holds (a modeler's page port, a store) is
+        let go for the fresh one; it is given :data:`STOP_REPLACED_WAIT` s first."""
         old = slot.agent
         self.scheduler.drop(old)
         fresh = type(old)(old.name, old.domain, slot.checkpoint)
         fresh.host = self.context
         with slot.cond:
             slot.agent = fresh
+        stopping = self.executor.submit(self._stop_replaced, old)
+        try:
+            stopping.result(timeout=STOP_REPLACED_WAIT)
+        except TimeoutError:
+            log.warning("agent %s: the replaced instance is still stopping", old.name)
         fresh.on_start()
         fresh.arm_delegated()
         slot.stats["restarts"] += 1
         log.warning("agent %s restarted from its last checkpoint", old.name)
+
+    @staticmethod
+    def _stop_replaced(old: Agent) -> None:
+        try:
+            old.on_stop()
+        except Exception:  # noqa: BLE001 - a stuck instance failing to stop changes nothing
+            log.warning("agent %s: stopping the replaced instance failed", old.name, exc_info=True)
 
     # -- migration: source side ------------------------------------------------------------
 

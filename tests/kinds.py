@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 from masa.agent import Agent, configure, query
 
 
 class FlakyAgent(Agent):
-    """A periodic task that raises, and a handler that can hang."""
+    """A periodic task that raises, and a handler that can hang.  With the setting
+    ``hold_port`` it listens on that loopback port while it runs, as a modeler's page does."""
 
     def on_start(self) -> None:
         self.state.setdefault("ticks", 0)
@@ -14,6 +17,21 @@ class FlakyAgent(Agent):
         self.state.setdefault("starts", 0)
         self.state["starts"] += 1
         self.every(0.1, self._tick)
+        self._held, self._holding = None, None
+        port = self.settings.get("hold_port")
+        if port:
+            try:
+                self._held, self._holding = socket.create_server(("127.0.0.1", int(port))), "listening"
+            except OSError as exc:
+                self._holding = f"could not listen: {exc}"
+
+    def on_stop(self) -> None:
+        if self._held is not None:
+            self._held.close()
+
+    @query
+    def holding(self) -> str | None:
+        return self._holding
 
     def _tick(self) -> None:
         with self.lock:

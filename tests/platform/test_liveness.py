@@ -73,6 +73,20 @@ def test_failing_task_is_logged_and_stuck_handler_restarts_agent_from_last_state
         cluster.wait(lambda: {a["name"]: a for a in cluster.host("h1", "agents")}["flaky1"]["restarts"] == 2)
 
 
+def test_a_watchdog_restart_stops_the_stuck_instance_so_the_fresh_one_gets_its_port(tmp_path):
+    """What a stuck instance holds (here a listening port, as a modeler's page) is let go
+    for the instance that replaces it: the host stops the stuck one (``on_stop``)."""
+    port = free_port()
+    with Cluster(tmp_path, {"h1": {}}, call_timeout=2.0) as cluster:
+        cluster.create("h1", "flaky", "holder", hold_port=port)
+        holder = cluster.ref("holder", timeout=10.0)
+        assert holder.query("holding") == "listening"
+        with pytest.raises(QueryTimeout):
+            holder.query("hang", seconds=30, timeout=1.0)  # stuck past the 2 s floor: restarted
+        cluster.wait(lambda: holder.query("get")["starts"] == 2, timeout=20)
+        assert holder.query("holding") == "listening"  # not "could not listen: address in use"
+
+
 def test_a_caller_with_a_short_timeout_cannot_restart_a_slow_handlers_agent(cluster):
     """The caller's timeout ends the caller's wait; the watchdog's deadline is the host's
     (at least its call timeout, 10 s here), so a handler merely slower than an impatient
