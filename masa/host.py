@@ -808,7 +808,12 @@ class AgentHost:
         fresh.host = self.context
         with slot.cond:
             slot.agent = fresh
-        stopping = self.executor.submit(self._stop_replaced, old)
+
+        def stop_replaced() -> None:
+            with _quietly():
+                old.on_stop()
+
+        stopping = self.executor.submit(stop_replaced)
         try:
             stopping.result(timeout=STOP_REPLACED_WAIT)
         except TimeoutError:
@@ -817,13 +822,6 @@ class AgentHost:
         fresh.arm_delegated()
         slot.stats["restarts"] += 1
         log.warning("agent %s restarted from its last checkpoint", old.name)
-
-    @staticmethod
-    def _stop_replaced(old: Agent) -> None:
-        try:
-            old.on_stop()
-        except Exception:  # noqa: BLE001 - a stuck instance failing to stop changes nothing
-            log.warning("agent %s: stopping the replaced instance failed", old.name, exc_info=True)
 
     # -- migration: source side ------------------------------------------------------------
 

@@ -25,16 +25,15 @@ class LocalCluster:
 
     def __init__(self, home: Path, hosts: dict[str, dict] | None = None, heartbeat: float = 0.5,
                  tls_dir: Path | None = None, store: str | None = None, secret: str | None = None,
-                 call_timeout: float = 10.0, idle_timeout: float | None = None) -> None:
+                 call_timeout: float = 10.0, idle_timeout: float = Settings.idle_timeout) -> None:
         hosts = hosts if hosts is not None else {"h1": {}, "h2": {}, "h3": {}}
         specs = {name: HostSpec(name, spec.get("domain", "A"), list(spec.get("allow", [])))
                  for name, spec in hosts.items()}
         self.topology = Topology(specs, {}, store=store)
         self.settings = replace(
             Settings(home=Path(home), secret=(secret or secrets.token_hex(16)).encode()),
-            ns_port=free_port(), heartbeat=heartbeat, tls_dir=tls_dir, call_timeout=call_timeout)
-        if idle_timeout is not None:
-            self.settings = replace(self.settings, idle_timeout=idle_timeout)
+            ns_port=free_port(), heartbeat=heartbeat, tls_dir=tls_dir, call_timeout=call_timeout,
+            idle_timeout=idle_timeout)
         self.sup = Supervisor(self.topology, self.settings, log_dir=Path(home) / "logs")
 
     def __enter__(self) -> LocalCluster:

@@ -282,6 +282,7 @@ class Proxy(Pyro5.client.Proxy):
         ):
             self._pyroRelease()
             raise AuthenticationError("server failed to prove the shared secret")
+        # Pyro5's one hook after a connect: the caller's budget is the kernel's from here on
         deadline_in_kernel(self._pyroConnection.sock, self._pyroTimeout)
 
     # Every path that may open a connection reports a refused handshake as such.

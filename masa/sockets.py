@@ -19,7 +19,6 @@ reports the kernel's ``EAGAIN`` as a want-read, which is not a timeout).
 from __future__ import annotations
 
 import socket
-import ssl
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -68,7 +67,7 @@ def deadline_in_kernel(sock: socket.socket, seconds: float | None) -> bool:
     """Give a connected socket the deadline ``seconds`` (None: none), kept by the kernel
     where it can be; the socket's later ``settimeout`` calls then go there too.  Returns
     whether the kernel keeps it (False for TLS and other socket kinds: Python does)."""
-    if isinstance(sock, ssl.SSLSocket) or type(sock) not in (socket.socket, KernelDeadlineSocket):
+    if type(sock) not in (socket.socket, KernelDeadlineSocket):  # an ssl.SSLSocket among them
         sock.settimeout(seconds)
         return False
     sock.__class__ = KernelDeadlineSocket
