@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from masa.errors import BadRequest
+from masa.errors import BadRequest, brief
+from masa.naming import check_name
 
 if TYPE_CHECKING:
     from masa.config import Settings
@@ -129,9 +130,8 @@ class Agent:
         return self.state["settings"]
 
     def every(self, seconds: float, fn: Callable[[], Any], name: str | None = None) -> None:
-        """Run ``fn`` periodically while the agent runs; exceptions are logged, not fatal."""
-        if seconds <= 0:
-            raise ValueError("period must be positive")
+        """Run ``fn`` periodically while the agent runs; exceptions are logged, not fatal.
+        The host refuses a period that is not a positive number and keeps at least its tick."""
         self.host.schedule(self, name or fn.__name__, seconds, fn)
 
     def ref(self, name: str) -> AgentRef:
@@ -158,9 +158,26 @@ class Agent:
         place, and only where the values differ, so helpers holding parts of the state
         (standing requests, subscriptions) keep working on the live dicts.  A change that
         another thread made to the same values meanwhile is undone with it, as by a restart
-        from a checkpoint taken just before the operation."""
+        from a checkpoint taken just before the operation.
+
+        What the operation had already put into effect follows the state back: settings
+        that differ are handed to ``on_reconfigure`` again (a meter's interval, a page's
+        port) and delegated tasks are re-armed as they were, so the agent does not go on
+        doing what its restored state says it does not."""
         with self.lock:
+            live, old = self.state.get("settings", {}), before.get("settings", {})
+            back = {k: v for k, v in old.items() if k in live and (live[k] != v or type(live[k]) is not type(v))}
+            rearm = self.state.get("delegated") != before.get("delegated")
             _restore(self.state, before)
+            back = copy.deepcopy(back)
+        if back:
+            try:
+                self.on_reconfigure(back)
+            except Exception:  # noqa: BLE001 - the old values were in force before
+                log.warning("agent %s: re-applying settings after a refused change failed",
+                            self.name, exc_info=True)
+        if rearm:
+            self.arm_delegated()
 
     # -- the built-in part of both interfaces -------------------------------------------
 
@@ -215,6 +232,12 @@ class Agent:
 
         Pushes are one-way, so a delegated task can feed an agent that queries back.  The
         task is part of the agent's state: it moves and restarts with the agent."""
+        for what, value in (("task", task), ("op", op), ("deliver", deliver)):
+            if not isinstance(value, str) or not 0 < len(value) <= 128:
+                raise BadRequest(f"delegate: {what} is a name of 1-128 characters, not {brief(value)}")
+        check_name(to, "delegate target agent")
+        if args is not None and (not isinstance(args, dict) or not all(isinstance(k, str) for k in args)):
+            raise BadRequest(f"delegate: args is a mapping of names to values, not {brief(args)}")
         if op not in self._ops[QUERY]:
             raise BadRequest(f"cannot delegate unknown query operation {op!r}")
         if not isinstance(every, (int, float)) or not 0.05 <= every <= 86400:

@@ -3,7 +3,8 @@
 One place decides how Pyro5 is configured (serializer, pools, limits, TLS) so that a
 host, the name server and a command-line client can never disagree about the wire.  It
 also narrows what this process accepts from the wire (:func:`guard_wire`): msgpack only,
-never compressed, checked on a message's header before its payload is read.
+never compressed, checked on a message's header before its payload is read, and calls that
+carry plain data only (no objects rebuilt from the wire, no msgpack extensions).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import msgpack
 import Pyro5
 import Pyro5.errors
 import Pyro5.protocol
 import Pyro5.serializers
 
-from masa.errors import MasaError
+from masa.errors import BadRequest, MasaError, brief
 
 #: msgpack carries bytes natively (activity arrays travel without base64) and is the
 #: fastest of Pyro5's pickle-free serializers.
@@ -219,3 +221,22 @@ def guard_wire() -> None:
 
     cls.__init__ = __init__
     cls._masa_guarded = True
+    ser = Pyro5.serializers.serializers[SERIALIZER]
+    ser.loadsCall = lambda data: msgpack.unpackb(
+        ser._convertToBytes(data), raw=False, object_hook=_plain_mapping, ext_hook=_no_extension)
+
+
+def _plain_mapping(obj: dict) -> dict:
+    """A call's arguments are plain data.  Pyro5's decoder would rebuild any mapping that
+    names one of its classes: a ``Proxy`` whose next copy (a host snapshots an agent's
+    state) connects wherever the caller chose, a ``Daemon``, an exception."""
+    if "__class__" in obj:
+        raise BadRequest(f"a call carries plain data only, not objects ({brief(obj['__class__'])})")
+    return obj
+
+
+def _no_extension(code: int, data: bytes) -> object:
+    """Pyro5's msgpack extensions (ints beyond 64 bits, complex, dates) decode to values
+    an agent's checkpoint cannot hold: refused at the door, not at the next checkpoint."""
+    raise BadRequest(f"a call carries plain data only (msgpack extension {code}: an integer beyond "
+                     "64 bits, a complex number or a date)")

@@ -74,6 +74,23 @@ class TopologyError(MasaError):
     """An invalid topology file."""
 
 
+#: longest error text that goes over the wire: an error that quotes its input (a number
+#: that does not parse, an unknown operation's name) must not outgrow a message, or Pyro5
+#: drops the connection and the caller, taking that for a dead host, calls again
+MAX_ERROR_TEXT = 2000
+
+
+def cut(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """``text``, or its start and how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def brief(value: object) -> str:
+    """A value in an error message: its type, and its text cut short."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
 WIRE_ERRORS = (
     MasaError, AgentNotFound, AgentExists, UnknownKind, KindNotAllowed, UnknownOperation,
     BadRequest, PayloadTooLarge, AgentMoved, Redirect, AgentNotHere, AgentSuspended, QueryTimeout,

@@ -44,6 +44,7 @@ from masa import config, kinds, naming
 from masa.agent import CONFIGURE, QUERY, Agent, HostContext
 from masa.config import Settings
 from masa.errors import (
+    MAX_ERROR_TEXT,
     AgentExists,
     AgentMoved,
     AgentNotFound,
@@ -57,6 +58,8 @@ from masa.errors import (
     QueryTimeout,
     UnknownKind,
     UnknownOperation,
+    brief,
+    cut,
 )
 from masa.naming import NameService
 from masa.ref import AgentRef
@@ -215,7 +218,7 @@ class _Shape:
         try:
             self.sig.bind(**kwargs)  # for its precise message
         except TypeError as exc:
-            raise BadRequest(f"{where}: {exc}") from None
+            raise BadRequest(cut(f"{where}: {exc}")) from None
         raise BadRequest(f"{where}: arguments do not match {self.sig}")
 
 
@@ -354,7 +357,10 @@ class AgentServant:
         while it runs, so a half-applied change never outlives the call, not even a crash
         of the host.  An answer too large to send counts as a failure of the operation."""
         with agent.lock:
-            before = agent.snapshot()
+            try:
+                before = agent.snapshot()
+            except Exception as exc:  # noqa: BLE001 - a state an earlier query op left unkeepable
+                raise _unkeepable(agent, op, exc) from None
             agent.configuring += 1
         ok = False
         try:
@@ -362,6 +368,7 @@ class AgentServant:
                 result = method(**kwargs)
                 if answer:
                     self._check_answer(agent, op, result)
+                _check_keepable(agent, op)
             except Exception as exc:
                 agent.rollback(before)
                 raise self._failed(slot, agent, CONFIGURE, op, exc) from None
@@ -389,9 +396,11 @@ class AgentServant:
     def _failed(slot: Slot, agent: Agent, interface: str, op: str, exc: Exception) -> MasaError:
         slot.stats["errors"] += 1
         if isinstance(exc, MasaError) and not isinstance(exc, PEER_ROUTING):
+            if len(exc.args) == 1 and isinstance(exc.args[0], str) and len(exc.args[0]) > MAX_ERROR_TEXT:
+                exc.args = (cut(exc.args[0]),)
             return exc
         log.warning("agent %s: %s %s failed", agent.name, interface, op, exc_info=exc)
-        return MasaError(f"{agent.name}.{op} failed: {type(exc).__name__}: {exc}")
+        return MasaError(cut(f"{agent.name}.{op} failed: {type(exc).__name__}: {exc}"))
 
     @Pyro5.api.oneway
     def push(self, op: str, kwargs: dict) -> None:
@@ -404,7 +413,7 @@ class AgentServant:
         attr = type(agent).operations(interface).get(op)
         if attr is None:
             raise UnknownOperation(
-                f"agent {agent.name!r} ({agent.kind}) has no {interface} operation {op!r}; "
+                f"agent {agent.name!r} ({agent.kind}) has no {interface} operation {cut(repr(op), 80)}; "
                 f"it offers: {', '.join(sorted(type(agent).operations(interface)))}")
         method = getattr(agent, attr)
         key = (type(agent), attr)
@@ -470,6 +479,11 @@ class Scheduler:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"tasks-{host.name}")
 
     def add(self, agent: Agent, name: str, seconds: float, fn: Callable) -> None:
+        """A period shorter than the host's tick could not be kept anyway; one that is
+        not a finite number would stop the scheduler for every agent of the host."""
+        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+            raise BadRequest(f"agent {agent.name}: task {name} needs a period in seconds, not {brief(seconds)}")
+        seconds = max(float(seconds), self._host.settings.tick)
         with self._lock:
             self._tasks[(id(agent), name)] = [time.monotonic() + seconds, seconds, fn, agent, False]
 
@@ -601,6 +615,8 @@ class AgentHost:
         self._store: Store | None = None
         self._save_lock = threading.Lock()
         self._claimed = False
+        self._failing: dict[str, str] = {}  # housekeeping step -> why it last failed
+        self._unreadable: list[str] = []  # checkpoints kept as they are: restore could not read them
         psutil.cpu_percent(None)  # prime the non-blocking CPU measurement
         self._started = psutil.Process().create_time()
 
@@ -663,7 +679,7 @@ class AgentHost:
 
     def _check_kind(self, kind: str) -> type[Agent]:
         if not isinstance(kind, str) or not kind:
-            raise BadRequest(f"an agent kind is a non-empty string, not {_brief(kind)}")
+            raise BadRequest(f"an agent kind is a non-empty string, not {brief(kind)}")
         cls = kinds.load(kind)  # raises UnknownKind
         if kind not in self.allow:
             raise KindNotAllowed(f"host {self.name!r} does not accept agents of kind {kind!r} "
@@ -729,7 +745,7 @@ class AgentHost:
         _check_agent(kind, name, domain, state)
         if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
             raise BadRequest(f"settings of agent {name!r} must be a mapping of names to values, "
-                             f"not {_brief(settings)}")
+                             f"not {brief(settings)}")
         cls = self._check_kind(kind)
         if self._name_taken(name):
             raise AgentExists(f"an agent named {name!r} is already running")
@@ -922,7 +938,7 @@ class AgentHost:
         built, served with its gate closed until the source's ``commit``."""
         if not isinstance(package, dict):
             raise BadRequest(f"an agent package is a mapping with kind, name, domain, state and "
-                             f"source, not {_brief(package)}")
+                             f"source, not {brief(package)}")
         missing = {"kind", "name", "domain", "state", "source"} - package.keys()
         if missing:
             raise BadRequest(f"an agent package has kind, name, domain, state and source; "
@@ -950,7 +966,7 @@ class AgentHost:
     def commit(self, name: str, source: str) -> None:
         naming.check_name(name, "agent")
         if not isinstance(source, str):
-            raise BadRequest(f"commit of {name!r}: the source is a host name, not {_brief(source)}")
+            raise BadRequest(f"commit of {name!r}: the source is a host name, not {brief(source)}")
         slot = self.slots.get(name)
         if slot is None or slot.status != PREPARED:
             raise AgentNotHere(f"no agent {name!r} waiting for commit on {self.name!r}")
@@ -1034,7 +1050,7 @@ class AgentHost:
         """Save the checkpoints of all running and suspended agents.  One that cannot be
         saved (its state cannot be encoded, a field of the wrong type) is logged and keeps
         its last saved checkpoint; it never stops the others from being saved."""
-        entries, keep = [], []
+        entries, keep = [], [n for n in self._unreadable if n not in self.slots]
         for s in list(self.slots.values()):
             if s.status not in (RUNNING, SUSPENDED):
                 continue
@@ -1042,7 +1058,7 @@ class AgentHost:
             try:
                 for field, value in (("kind", agent.kind), ("name", s.name), ("domain", agent.domain)):
                     if not isinstance(value, str):
-                        raise TypeError(f"its {field} is {_brief(value)}, not a string")
+                        raise TypeError(f"its {field} is {brief(value)}, not a string")
                 entries.append({"kind": agent.kind, "name": s.name, "domain": agent.domain,
                                 "state": msgpack.packb(s.checkpoint, use_bin_type=True),
                                 "suspended": s.status == SUSPENDED})
@@ -1069,13 +1085,20 @@ class AgentHost:
         elsewhere (moved away while this host was down)."""
         try:
             entries = self.store.load_checkpoints()
-            for e in entries:
-                e["state"] = msgpack.unpackb(e["state"], raw=False)
         except Exception:
             log.exception("unreadable checkpoints in %s; starting empty", self.state_dir)
             return []
+        readable = []
+        for e in entries:  # all read before any is restored: restoring one saves the set
+            try:
+                e["state"] = msgpack.unpackb(e["state"], raw=False)
+                readable.append(e)
+            except Exception as exc:  # noqa: BLE001 - one bad row costs that agent, not the others
+                log.error("checkpoint of agent %r in %s unreadable, kept as it is: %s: %s",
+                          e["name"], self.state_dir, type(exc).__name__, cut(str(exc)))
+                self._unreadable.append(e["name"])
         restored = []
-        for e in entries:
+        for e in readable:
             try:
                 self.create(e["kind"], e["name"], {}, e.get("domain", ""), state=e["state"])
                 if e.get("suspended"):
@@ -1125,24 +1148,47 @@ class AgentHost:
         next_save = time.monotonic() + 5.0
         while not self._stop.is_set():
             now = time.monotonic()
-            self.scheduler.tick()
-            self._watchdog(now)
-            self._expire(now)
+            self._keep("scheduler", self.scheduler.tick)
+            self._keep("watchdog", self._watchdog, now)
+            self._keep("expiry", self._expire, now)
             if now >= next_heartbeat:
                 next_heartbeat = now + self.settings.heartbeat
                 registry = self._beat(registry)
             if now >= next_save:
                 next_save = now + 5.0
-                for slot in list(self.slots.values()):
-                    agent = slot.agent
-                    with agent.lock:
-                        if slot.status == RUNNING and not agent.configuring:
-                            slot.checkpoint = agent.snapshot()
-                with _quietly():
-                    self.save_checkpoints()
+                self._keep("checkpoints", self._checkpoint_all)
             self._stop.wait(self.settings.tick)
         if registry is not None:
             registry._pyroRelease()
+
+    def _keep(self, step: str, fn: Callable, *args: Any) -> None:
+        """One step of the housekeeping loop.  A step that fails is logged (once until it
+        succeeds again) and the loop goes on: this one thread carries every agent's
+        periodic tasks, the watchdog, checkpoints and heartbeats, and a host that kept
+        answering calls without them would look healthy while its agents stop."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001
+            why = f"{type(exc).__name__}: {exc}"
+            if self._failing.get(step) != why:
+                log.error("host %s: housekeeping step %s failed (goes on): %s", self.name, step, why,
+                          exc_info=exc)
+            self._failing[step] = why
+        else:
+            self._failing.pop(step, None)
+
+    def _checkpoint_all(self) -> None:
+        for slot in list(self.slots.values()):
+            agent = slot.agent
+            with agent.lock:
+                if slot.status != RUNNING or agent.configuring:
+                    continue
+                try:
+                    slot.checkpoint = agent.snapshot()
+                except Exception as exc:  # noqa: BLE001 - e.g. a value nested too deep to copy
+                    log.error("checkpoint of agent %r on host %s not taken (its last one stays): %s: %s",
+                              slot.name, self.name, type(exc).__name__, cut(str(exc)))
+        self.save_checkpoints()
 
     def _beat(self, registry: Proxy | None) -> Proxy | None:
         try:
@@ -1155,8 +1201,9 @@ class AgentHost:
                                           self.control_uri, self.resources(), agents)
             if rejoined:
                 self.register_all()  # the broker may have lost our names (it restarted)
-        except (Pyro5.errors.CommunicationError, MasaError) as exc:
-            log.debug("heartbeat failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a refused beat (a name the node list cannot hold) too
+            level = logging.DEBUG if isinstance(exc, (Pyro5.errors.CommunicationError, MasaError)) else logging.WARNING
+            log.log(level, "heartbeat of host %s failed: %s: %s", self.name, type(exc).__name__, cut(str(exc)))
             if registry is not None:
                 registry._pyroRelease()
             return None
@@ -1200,10 +1247,20 @@ class AgentHost:
             self.daemon.transportServer.wakeup()
 
 
-def _brief(value: Any) -> str:
-    """A value in an error message: its type, and its text cut short."""
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+def _check_keepable(agent: Agent, op: str) -> None:
+    """A configure operation is kept only if the state it leaves can be checkpointed as
+    every checkpoint is (a copy, encoded with msgpack): one that cannot would keep the
+    agent at its last checkpoint from now on, and every later change would be lost on the
+    next restart while each call reported success."""
+    try:
+        msgpack.packb(agent.snapshot(), use_bin_type=True)
+    except Exception as exc:  # noqa: BLE001 - too deep to copy, a value msgpack cannot encode
+        raise _unkeepable(agent, op, exc) from None
+
+
+def _unkeepable(agent: Agent, op: str, exc: Exception) -> BadRequest:
+    return BadRequest(f"{agent.name}.{op} refused: the agent's state could not be checkpointed "
+                      f"({type(exc).__name__}: {cut(str(exc), 200)})")
 
 
 def _check_agent(kind: Any, name: Any, domain: Any, state: Any) -> None:
@@ -1213,17 +1270,17 @@ def _check_agent(kind: Any, name: Any, domain: Any, state: Any) -> None:
     would break every later checkpoint of the host)."""
     naming.check_name(name, "agent")
     if not isinstance(kind, str) or not kind:
-        raise BadRequest(f"agent {name!r}: the kind is a non-empty string, not {_brief(kind)}")
+        raise BadRequest(f"agent {name!r}: the kind is a non-empty string, not {brief(kind)}")
     if domain is not None and not isinstance(domain, str):
-        raise BadRequest(f"agent {name!r}: the domain is a string, not {_brief(domain)}")
+        raise BadRequest(f"agent {name!r}: the domain is a string, not {brief(domain)}")
     if state is None:
         return
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise BadRequest(f"agent {name!r}: the state is a mapping of names to values, not {_brief(state)}")
+        raise BadRequest(f"agent {name!r}: the state is a mapping of names to values, not {brief(state)}")
     settings = state.get("settings", {})
     if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
         raise BadRequest(f"agent {name!r}: state['settings'] is a mapping of names to values, "
-                         f"not {_brief(settings)}")
+                         f"not {brief(settings)}")
 
 
 def _answers_as(uri: str, name: str, secret: bytes) -> bool:

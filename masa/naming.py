@@ -31,10 +31,21 @@ def agent_name(name: str) -> str:
     return name if name.startswith(AGENT_PREFIX) else AGENT_PREFIX + name
 
 
+#: longest host or agent name: the node list keeps ``masa.agent.<name>`` in 255 characters
+MAX_NAME = 128
+#: no host or agent may be called ``masa.*``: ``masa.agent.X`` is agent X's own object id
+RESERVED_PREFIX = "masa."
+
+
 def check_name(name: object, what: str) -> None:
-    """Host and agent names become parts of Pyro5 URIs and of log lines: no separators."""
-    if not isinstance(name, str) or not name or any(c in name for c in " \t/\\:@"):
-        raise BadRequest(f"invalid {what} name {name!r}: no spaces or any of / \\ : @")
+    """Host and agent names become Pyro5 object ids, URIs, broker names and log lines: no
+    separators, no white space or control characters (a URI ends at white space), none
+    that would be taken for another object's id, and short enough for the node list."""
+    if (not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or name.startswith(RESERVED_PREFIX)
+            or not name.isprintable() or any(c.isspace() or c in "/\\:@" for c in name)):
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:60]) + "..."
+        raise BadRequest(f"invalid {what} name {shown}: 1-{MAX_NAME} printable characters without "
+                         f"spaces or any of / \\ : @, not starting with {RESERVED_PREFIX!r}")
 
 
 def describe(name: str) -> str:

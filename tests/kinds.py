@@ -8,15 +8,15 @@ from masa.agent import Agent, configure, query
 
 
 class FlakyAgent(Agent):
-    """A periodic task that raises, and a handler that can hang.  With the setting
-    ``hold_port`` it listens on that loopback port while it runs, as a modeler's page does."""
+    """A periodic task that raises (every ``tick_every`` s), and a handler that can hang.
+    With the setting ``hold_port`` it listens on that loopback port while it runs, as a modeler's page does."""
 
     def on_start(self) -> None:
         self.state.setdefault("ticks", 0)
         self.state.setdefault("value", 0)
         self.state.setdefault("starts", 0)
         self.state["starts"] += 1
-        self.every(0.1, self._tick)
+        self.every(self.settings.get("tick_every", 0.1), self._tick)
         self._held, self._holding = None, None
         port = self.settings.get("hold_port")
         if port:
@@ -24,6 +24,10 @@ class FlakyAgent(Agent):
                 self._held, self._holding = socket.create_server(("127.0.0.1", int(port))), "listening"
             except OSError as exc:
                 self._holding = f"could not listen: {exc}"
+
+    def on_reconfigure(self, changed: dict) -> None:
+        if "tick_every" in changed:
+            self.every(changed["tick_every"], self._tick)
 
     def on_stop(self) -> None:
         if self._held is not None:

@@ -118,4 +118,5 @@ def test_a_host_name_that_cannot_be_part_of_an_address_is_refused_by_name(tmp_pa
     env = {**os.environ, "MASA_HOME": str(tmp_path), "MASA_SECRET": "cli-test-secret"}
     out = masa("host", "bad name/x", env=env)
     assert out.returncode == 1
-    assert out.stderr.strip() == "masa: error: invalid host name 'bad name/x': no spaces or any of / \\ : @"
+    assert out.stderr.strip() == ("masa: error: invalid host name 'bad name/x': 1-128 printable characters "
+                                  "without spaces or any of / \\ : @, not starting with 'masa.'")

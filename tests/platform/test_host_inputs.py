@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import msgpack
 import Pyro5.serializers
@@ -19,12 +20,13 @@ from masa.errors import (
     MasaError,
     PayloadTooLarge,
     QueryTimeout,
+    UnknownOperation,
 )
 from masa.host import _hand_over, size_bounds
 from masa.naming import NameService
 from masa.security import Proxy
 from masa.store import Store
-from tests.cluster import Cluster
+from tests.cluster import Cluster, wait
 
 MiB = 1 << 20
 
@@ -188,25 +190,44 @@ def test_create_refuses_malformed_input_with_bad_request(cluster, what, args, me
         cluster.host("h2", "create", *args)
 
 
-def test_an_unsaveable_agent_state_does_not_stop_the_other_checkpoints(tmp_path):
-    """One agent whose state cannot be encoded (here: a complex number it was given)
-    keeps its last saved checkpoint; the others are still saved, so after a kill -9 they
-    come back as they were."""
-    with Cluster(tmp_path, {"h1": {}}) as c:
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_an_unsaveable_agent_state_does_not_stop_the_other_checkpoints_nor_the_host(tmp_path):
+    """One agent whose state cannot be copied any more (a query op kept a value nested 600
+    deep: msgpack passes it, a deep copy does not) keeps its last saved checkpoint, and its
+    configure ops are refused saying so rather than answered and then lost.  The host's
+    housekeeping goes on for the others: their checkpoints, their delegated tasks, the
+    heartbeats that keep the host up in the node list."""
+    with Cluster(tmp_path, {"h1": {}}, heartbeat=0.3) as c:
         c.create("h1", "echo", "keeper")
         c.create("h1", "echo", "poisoned")
         keeper, poisoned = c.ref("keeper"), c.ref("poisoned")
         poisoned.query("echo")
         poisoned.configure("load_state", size=3)  # checkpointed: answered=1
-        poisoned.query("inbox", task="t", source="me", result=1 + 2j)
-        # its next checkpoint cannot be encoded; the change itself is made
-        assert poisoned.configure("load_state", size=4) == 4
-        for _ in range(3):
-            keeper.query("echo")
-        assert keeper.configure("load_state", size=7) == 7  # a checkpoint: answered=3
+        poisoned.query("inbox", task="t", source="me", result=_nested(600))
+        with pytest.raises(BadRequest, match="could not be checkpointed"):
+            poisoned.configure("load_state", size=4)
+        keeper.configure("delegate", task="tick", op="echo", every=0.2, to="keeper", deliver="inbox")
+        time.sleep(6)  # past the host's 5 s checkpoint round, which meets the poisoned state
+        assert c.host("h1", "info")["name"] == "h1"
+        counts = [keeper.query("received")["keeper/tick"]["count"]]
+        time.sleep(1.0)
+        counts.append(keeper.query("received")["keeper/tick"]["count"])
+        assert counts[1] > counts[0]  # its delegated task still runs
+        nodes = c.nodes()
+        assert nodes["masa.host.h1"]["status"] == nodes["masa.agent.keeper"]["status"] == "up"
+        keeper.configure("undelegate", task="tick")
+        time.sleep(0.3)  # a tick that had started runs out
+        n = keeper.query("echo")["n"]
+        assert keeper.configure("load_state", size=7) == 7  # a checkpoint
         c.kill("h1")
         c.restart("h1")
-        assert keeper.query("echo")["n"] == 4
+        assert keeper.query("echo")["n"] == n + 1
         assert poisoned.query("echo")["n"] == 2  # from its last checkpoint that could be saved
         assert poisoned.query("received") == {}
 
@@ -307,3 +328,123 @@ def test_a_name_registered_without_metadata_does_not_break_listing_agents(cluste
     finally:
         ns.remove(naming.agent_name("bare"))
         ns.close()
+
+
+# -- D: calls that used to break a host while answering "ok" ------------------------------------
+
+@pytest.mark.parametrize("name", ["masa.agent.victim", "masa.host.h1", "x\ny", "x\u00a0y", "x\x00y", "n" * 129])
+def test_names_that_would_pass_for_another_object_or_break_an_address_are_refused(cluster, name):
+    """``masa.agent.victim`` is agent victim's own object id: created on victim's host it
+    used to replace victim's servant, so every caller of victim reached the newcomer."""
+    cluster.create("h1", "echo", "victim")
+    cluster.ref("victim").query("echo")
+    with pytest.raises(BadRequest, match="invalid agent name"):
+        cluster.host("h1", "create", "echo", name, {})
+    assert cluster.ref("victim").query("echo") == {"agent": "victim", "host": "h1", "n": 2, "payload": None}
+    cluster.host("h1", "terminate", "victim")
+
+
+@pytest.mark.parametrize(("what", "value"), [
+    ("a Pyro5 proxy", {"__class__": "Pyro5.client.Proxy", "state": ["PYRO:x@127.0.0.1:9", [], [], [], {}, "msgpack"]}),
+    ("a Pyro5 daemon", {"__class__": "Pyro5.server.Daemon", "state": {}}),
+    ("an exception", {"__class__": "builtins.ValueError", "__exception__": True, "args": ["x"], "attributes": {}}),
+    ("an integer beyond 64 bits", 2**70),
+    ("a complex number", 1 + 2j),
+])
+def test_a_call_carries_plain_data_only(cluster, what, value):
+    """Pyro5's decoder rebuilds objects it knows from mappings that name them: a proxy put
+    into an agent's state connected, at the next snapshot, wherever its sender chose."""
+    cluster.create("h1", "echo", "plain")
+    ref = cluster.ref("plain")
+    with pytest.raises(BadRequest, match="plain data only"):
+        ref.configure("reconfigure", peer={"nested": [value]})
+    with pytest.raises(BadRequest, match="plain data only"):
+        ref.query("inbox", task="t", source="me", result=value)
+    assert ref.query("received") == {}
+    assert ref.query("describe")["settings"] == {}
+    assert ref.query("echo", payload={"fine": [1, 2.5, "x", b"y", None]})["payload"] == {"fine": [1, 2.5, "x", b"y", None]}
+    cluster.host("h1", "terminate", "plain")
+
+
+def test_an_error_that_quotes_a_huge_argument_is_cut_and_the_handler_runs_once(cluster):
+    """An error bigger than a message used to be dropped by Pyro5 with the connection;
+    the caller took that for a dead host and called again until its deadline."""
+    cluster.create("h1", "echo", "quoter")
+    before = _agent(cluster, "h1", "quoter")
+    big = "9" * 300_000 + "x"
+    with pytest.raises(MasaError, match="ValueError") as err:
+        cluster.ref("quoter", timeout=20).query("sleep", seconds=big)
+    assert len(str(err.value)) < 2200 and "more characters" in str(err.value)
+    with pytest.raises(UnknownOperation) as err:
+        cluster.ref("quoter", timeout=20).query("o" * 300_000)
+    assert len(str(err.value)) < 2200
+    after = _agent(cluster, "h1", "quoter")
+    assert after["errors"] == before["errors"] + 1  # the handler ran once; the unknown op never
+    cluster.host("h1", "terminate", "quoter")
+
+
+@pytest.mark.parametrize("task", [7, 1.5, None, True, ""])
+def test_delegate_takes_a_task_name_only(cluster, task):
+    """A task of another type became a map key no checkpoint could be read back with: the
+    next restart of the host restored none of its agents."""
+    cluster.create("h1", "echo", "deleg")
+    with pytest.raises(BadRequest, match="task is a name"):
+        cluster.ref("deleg").configure("delegate", task=task, op="echo", every=60, to="deleg", deliver="inbox")
+    assert cluster.ref("deleg").query("delegated") == {}
+    cluster.host("h1", "terminate", "deleg")
+
+
+def test_one_unreadable_checkpoint_costs_that_agent_only_and_is_kept(tmp_path):
+    with Cluster(tmp_path, {"h1": {}}) as c:
+        for name in ("keep1", "keep2", "victim"):
+            c.create("h1", "echo", name)
+            c.ref(name).query("echo")
+            c.ref(name).configure("load_state", size=1)  # a checkpoint: answered=1
+        c.kill("h1")
+        store = Store(f"sqlite:///{tmp_path / 'hosts' / 'h1' / 'host.db'}")
+        rows = store.load_checkpoints()
+        for row in rows:  # what an older masa let in: a map key that is no string
+            if row["name"] == "victim":
+                row["state"] = msgpack.packb({"settings": {}, "delegated": {7: {}}})
+        assert store.save_checkpoints(rows, time.time()) == {}
+        store.close()
+        c.restart("h1")
+        assert c.ref("keep1").query("echo")["n"] == 2  # waits for the host to be back
+        assert sorted(a["name"] for a in c.host("h1", "agents")) == ["keep1", "keep2"]
+        c.ref("keep2").configure("load_state", size=1)  # a save of the host's checkpoints
+        store = Store(f"sqlite:///{tmp_path / 'hosts' / 'h1' / 'host.db'}")
+        assert "victim" in {r["name"] for r in store.load_checkpoints()}  # kept for its owner to look at
+        store.close()
+
+
+def test_a_refused_change_takes_back_what_it_had_put_into_effect(tmp_path):
+    """A configure whose answer is too large is rolled back; the agent's periodic task,
+    re-armed by the change with a period of an hour, follows the settings back to 0.1 s."""
+    with Cluster(tmp_path, {"h1": {}}) as c:
+        c.create("h1", "flaky", "ticker", tick_every=0.1)
+        ref = c.ref("ticker", timeout=60)
+        ref.configure("reconfigure", pad_a="p" * (6 * MiB))
+        ref.configure("reconfigure", pad_b="p" * (6 * MiB))
+        with pytest.raises(PayloadTooLarge):  # its answer, all settings, is 18 MiB
+            ref.configure("reconfigure", tick_every=3600, pad_c="p" * (6 * MiB))
+        settings = ref.query("describe")["settings"]
+        assert settings["tick_every"] == 0.1 and "pad_c" not in settings
+        first = ref.query("get")["ticks"]
+        assert wait(lambda: ref.query("get")["ticks"] >= first + 5, timeout=10)
+
+
+def test_a_period_that_is_no_positive_number_is_refused_and_a_tiny_one_kept_at_the_tick(tmp_path):
+    """A period of 1e-310 s made the next beat infinite, and the exception ended the thread
+    that runs every agent's tasks, the watchdog, checkpoints and heartbeats of the host."""
+    with Cluster(tmp_path, {"h1": {}}, heartbeat=0.3) as c:
+        c.create("h1", "flaky", "tiny", tick_every=1e-310)
+        ref = c.ref("tiny")
+        time.sleep(1.0)
+        ticks = ref.query("get")["ticks"]
+        assert 5 <= ticks <= 1.2 / 0.05  # every tick of the host's scheduler at most
+        with pytest.raises(MasaError, match="period"):
+            ref.configure("reconfigure", tick_every=float("nan"))
+        assert ref.query("describe")["settings"]["tick_every"] == 1e-310
+        time.sleep(1.0)
+        assert c.nodes()["masa.host.h1"]["status"] == "up"
+        assert ref.query("get")["ticks"] > ticks
