@@ -43,6 +43,7 @@ def infer(activity: str, out: str, fmt: str | None, connections: str | None,
     writable(out)
     try:
         series = read_csv(activity)
+        export.check_writable(series, export.format_for(out, fmt))
         conn = evidence.read_connections(connections, series) if connections else None
         model = DependencyModeler.load(model_path or None, step=step)
         for line in input_notes(series, conn, connections):
@@ -68,16 +69,38 @@ def input_notes(series: dict, conn: dict | None, path: str | None) -> list[str]:
         notes.append(f"{plural(len(negative), 'object')} with negative activity ({', '.join(negative[:3])}"
                      f"{', ...' if len(negative) > 3 else ''}): activity is a rate, and the volume "
                      "cues of the direction assume it is never below 0")
+    groups = recorded_together(series)
+    if len(groups) > 1:
+        apart = sorted(name for group in groups[1:] for name in group)
+        notes.append(f"{plural(len(apart), 'object')} ({', '.join(apart[:3])}{', ...' if len(apart) > 3 else ''}) "
+                     f"share no recorded time with {', '.join(groups[0][:3])}{', ...' if len(groups[0]) > 3 else ''}: "
+                     "their pairs rest on gap fill and cannot be judged (a clock or time zone off?)")
     if conn is not None:
         unknown = sorted({name for pair in conn for name in pair} - set(series))
-        usable = [pair for pair in conn if set(pair) <= set(series)]
+        known = [count for pair, count in conn.items() if set(pair) <= set(series)]
         if unknown:
             notes.append(f"{path} names {plural(len(unknown), 'object')} the activity does not hold "
                          f"({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''}): ignored")
-        if not usable:
-            notes.append(f"{path} joins no two objects of the activity: every pair counts as watched "
+        if not any(count > 0 for count in known):  # a count of 0 is a connection never seen
+            what = "has only counts of 0 between" if known else "joins no two"
+            notes.append(f"{path} {what} objects of the activity: every pair counts as watched "
                          "and not connected, which weighs against every dependency")
     return notes
+
+
+def recorded_together(series: dict) -> list[list[str]]:
+    """Objects in groups whose recorded spans overlap, the largest group first: a pair
+    across two groups was never observed at once (one host's clock an hour off), and its
+    "no dependency" is no evidence, so it must be said rather than read as one."""
+    spans = sorted((s.start[0], s.end[-1], name) for name, s in series.items() if len(s))
+    groups: list[list[str]] = []
+    reach = -float("inf")
+    for start, end, name in spans:
+        if start >= reach:
+            groups.append([])
+        groups[-1].append(name)
+        reach = max(reach, end)
+    return sorted((sorted(g) for g in groups), key=len, reverse=True)
 
 
 def plural(n: int, word: str) -> str:
@@ -107,13 +130,15 @@ def evaluate(model: str, truth: str, as_json: bool) -> None:
     try:
         g = export.read_model(model)
         edges = read_truth(truth)
-        bad = [e for e in edges if not (isinstance(e, list) and len(e) == 2)]
+        # names as `masa train` takes them (check_truth): null or 3 is no object name
+        bad = [e for e in edges if not (isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e))]
         if bad:
-            raise ValueError(f"{truth}: every edge must be [caller, callee], got {bad[0]!r}")
+            raise ValueError(f"{truth}: every edge must be [caller, callee], two object names, got {bad[0]!r}")
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    truth_edges = [tuple(map(str, e)) for e in edges]
-    missing = sorted({n for e in truth_edges for n in e} - set(g.nodes))
+    truth_edges = [tuple(e) for e in edges]
+    # the scores compare ids as strings (a model's id 1 is the truth's "1"), so does the note
+    missing = sorted({n for e in truth_edges for n in e} - {str(v) for v in g})
     if missing:
         click.echo(f"note: the model has no object {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} "
                    f"({plural(len(missing), 'object')} of the truth): are they named alike?", err=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from masa.activity import ActivityError, utf8_errors
+from probes.samples import safe_name
 
 #: How much more likely an observed connection is under a dependency than without one.
 #: A process holding a connection to another's listening socket is all but proof that it
@@ -85,7 +86,8 @@ def _from_socket_log(path: Path, header: list[str], reader, objects: list[str]) 
         if not row or all(not c.strip() for c in row):
             continue
         try:
-            pid, name, direction = (row[col[c]].strip() for c in ("pid", "name", "direction"))
+            pid, direction = (row[col[c]].strip() for c in ("pid", "direction"))
+            name = row[col["name"]]  # as written: the object name is made from it unstripped
             local, remote = _split_endpoint(row[col["local"]]), _split_endpoint(row[col["remote"]])
         except (IndexError, ValueError):
             raise ActivityError(f"{path}:{lineno}: not a row of the socket log "
@@ -119,8 +121,12 @@ def _split_endpoint(text: str) -> tuple[str, int] | None:
 
 
 def _object_of(proc: tuple[str, str], objects: list[str]) -> str | None:
-    """The activity object a process was metered as: per process, else per name."""
-    name, pid = proc
+    """The activity object a process was metered as: per process, else per name.
+
+    The socket log keeps the raw process name (``my srv``), the probe names the object
+    with :func:`probes.samples.safe_name` (``my_srv``): matched on the latter, or a name
+    with a space, comma or ``/`` would lose its connections."""
+    name, pid = safe_name(proc[0]), proc[1]
     for suffix in (f"/proc/{name}/{pid}", f"/proc/{name}"):
         found = [o for o in objects if o.endswith(suffix)]
         if len(found) == 1:

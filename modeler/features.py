@@ -530,11 +530,21 @@ def _node_stats(prep: Prepared) -> tuple[np.ndarray, ...]:
     return mean, duty, skew, burst_share
 
 
+#: Elements of one (pairs x bins) gather of per-pair series (32 MB of float64): a batch
+#: holds a few such gathers at once (the LiNGAM terms, the relevant correlation), so the
+#: pairs of a batch are as many as keep them within this, and memory does not grow with
+#: pairs x bins (60 objects at 20,000 bins took 2.3 GB in one batch).
+SERIES_ELEMENTS = 1 << 22
+
+
 def pair_features(prep: Prepared, pairs: np.ndarray, batch: int = 4096) -> np.ndarray:
     """Feature matrix, one row per ordered pair (i, j), columns as :data:`FEATURE_NAMES`.
 
-    Pairs go through in batches: the per-pair series gathers cost ``batch x bins``."""
+    Pairs go through in batches of at most ``batch``, fewer on long grids: the per-pair
+    series gathers cost ``batch x bins`` (:data:`SERIES_ELEMENTS`).  Every feature of a
+    pair is computed from that pair's rows alone, so the batching does not change a bit."""
     pairs = np.asarray(pairs, dtype=np.intp).reshape(-1, 2)
+    batch = max(1, min(batch, SERIES_ELEMENTS // prep.level.shape[1]))
     if len(pairs) > batch:
         return np.concatenate([_pair_features(prep, pairs[s : s + batch])
                                for s in range(0, len(pairs), batch)])

@@ -23,7 +23,9 @@ MIN_COVERED = 0.5
 #: A grid more than this many times longer than the best-sampled object's recorded time is
 #: a stray timestamp or a unit slip (ms read as s), not data: refused before allocating it.
 MAX_SPAN_PER_RECORDED = 100.0
-#: Objects x bins of one grid (8 bytes each, several working copies): beyond, refuse.
+#: Objects x bins of one grid: beyond, refuse.  Memory is linear in them (the per-pair
+#: work is batched to a fixed budget, features.SERIES_ELEMENTS): the model's working
+#: copies took about 65 bytes per cell (5 x 2e6 and 60 x 1e5), so about 7 GB at the limit.
 MAX_CELLS = 100_000_000
 #: Beyond this magnitude squares overflow float64 in the statistics; no activity unit needs it.
 MAX_VALUE = 1e100

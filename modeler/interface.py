@@ -145,7 +145,10 @@ def render(g: nx.DiGraph, fmt: str) -> str:
         return json.dumps(whole(g), indent=1) + "\n"
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / f"model.{fmt}"
-        export.write(g, target, fmt)
+        try:
+            export.write(g, target, fmt)
+        except ValueError as exc:  # a name the format cannot hold
+            raise BadRequest(str(exc)) from None
         return target.read_text()
 
 

@@ -451,8 +451,8 @@ def scenario(seconds: float | None, short: bool, out: Path, netns: bool) -> None
     mediated and modeled by agents on this machine; the model is compared with the truth."""
     if seconds is None:
         seconds = 20.0 if short else 150.0
-    if seconds < 5:
-        raise click.BadParameter("at least 5 s of activity are needed", param_hint="--seconds")
+    if not 5 <= seconds < float("inf"):  # nan compares false both ways
+        raise click.BadParameter("at least 5 s of activity are needed, and a finite time", param_hint="--seconds")
     try:
         run(seconds, 0.5, out, netns=netns)
     except KeyboardInterrupt:

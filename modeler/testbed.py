@@ -26,6 +26,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -215,6 +216,19 @@ SERVICE_KEYS = ("work_ms", "calls")
 CLIENT_KEYS = ("to", "rate", "on_s", "off_s", "burst")
 
 
+#: A service runs as process ``tb-NAME``, cut by the kernel to 15 *bytes*: ASCII letters,
+#: digits and ``_``, at most 12 (a longer or non-ASCII name would be recorded cut short,
+#: under another name than the truth's).  ``bg<digits>`` is refused: background job k runs
+#: as ``tb-bgk``, and the probe meters by name, so the two would be summed into one object.
+SERVICE_NAME = re.compile(rf"(?!bg[0-9]+$)[A-Za-z0-9_]{{1,{15 - len(PREFIX)}}}")
+#: Upper bounds that no testbed on one machine needs: each background job is a process
+#: burning CPU, and a client's requests/s (rate x burst when ON, times --load up to 10) are
+#: served by real threads; a typo of 100000 would fork or flood the machine instead.
+MAX_BACKGROUND = 64
+MAX_RATE = 1000
+MAX_BURST = 50
+
+
 def _unknown_keys(where: str, given: dict, allowed: tuple[str, ...]) -> None:
     extra = sorted(set(given) - set(allowed))
     if extra:
@@ -250,8 +264,9 @@ def validate(topo: dict) -> None:
         raise TopologyError("a topology needs a non-empty 'services' object")
     _unknown_keys("topology", topo, TOPOLOGY_KEYS)
     for name, svc in services.items():
-        if not name or len(PREFIX + name) > 15 or not name.replace("_", "").isalnum():
-            raise TopologyError(f"service name {name!r}: letters, digits, _ and at most {15 - len(PREFIX)} chars")
+        if not SERVICE_NAME.fullmatch(name):
+            raise TopologyError(f"service name {name!r}: ASCII letters, digits, _ and at most "
+                                f"{15 - len(PREFIX)} chars, not bg<digits> (the background jobs' names)")
         if not isinstance(svc, dict):
             raise TopologyError(f"service {name!r}: an object such as {{\"work_ms\": 4, \"calls\": {{...}}}}")
         _unknown_keys(f"service {name!r}", svc, SERVICE_KEYS)
@@ -276,17 +291,22 @@ def validate(topo: dict) -> None:
     if not isinstance(clients, list):
         raise TopologyError("'clients' is a list of {\"to\": SERVICE, \"rate\": REQUESTS_PER_S, ...}")
     for c in clients:
-        if not isinstance(c, dict) or c.get("to") not in services:
-            raise TopologyError(f"client targets unknown service {c.get('to') if isinstance(c, dict) else c!r}")
-        _unknown_keys(f"client of {c['to']}", c, CLIENT_KEYS)
-        if not _number(c.get("rate")) or c["rate"] <= 0:
-            raise TopologyError(f"client of {c['to']}: 'rate' must be a positive number of requests/s")
+        if not isinstance(c, dict):
+            raise TopologyError(f"a client is an object such as {{\"to\": SERVICE, \"rate\": 5}}, not {c!r}")
+        to = c.get("to")
+        if not isinstance(to, str) or to not in services:  # a list is no name (nor hashable)
+            raise TopologyError(f"client targets unknown service {to!r}: 'to' is one service name")
+        _unknown_keys(f"client of {to}", c, CLIENT_KEYS)
+        if not _number(c.get("rate")) or not 0 < c["rate"] <= MAX_RATE:
+            raise TopologyError(f"client of {to}: 'rate' must be a positive number of requests/s, at most {MAX_RATE}")
         for key in ("on_s", "off_s", "burst"):
             if key in c and not (_number(c[key]) and c[key] > 0):
-                raise TopologyError(f"client of {c['to']}: {key!r} must be a positive number")
+                raise TopologyError(f"client of {to}: {key!r} must be a positive number")
+        if c.get("burst", 0) > MAX_BURST:
+            raise TopologyError(f"client of {to}: 'burst' is at most {MAX_BURST}, not {c['burst']!r}")
     bg = topo.get("background", 0)
-    if not _number(bg) or bg < 0 or bg != int(bg):
-        raise TopologyError(f"'background' is a number of jobs (0 or more), not {bg!r}")
+    if not _number(bg) or not 0 <= bg <= MAX_BACKGROUND or bg != int(bg):
+        raise TopologyError(f"'background' is a number of jobs in [0, {MAX_BACKGROUND}], not {bg!r}")
     if "load" in topo:
         rate_scale(topo["load"])
 

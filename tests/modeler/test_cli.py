@@ -82,6 +82,34 @@ def test_other_formats_are_readable_by_networkx(recording, tmp_path, fmt):
     assert 0 < float(g.graph["threshold"]) < 1 and int(g.graph["bins"]) > 0 and g.graph["network"]
 
 
+def test_dot_escapes_a_backslash_in_a_name(tmp_path):
+    """A name ending in a backslash ("web\\", a Windows path) must not escape its
+    closing quote and leave the rest of the file inside one string."""
+    import networkx as nx
+    import pydot
+
+    from modeler import export
+
+    g = nx.DiGraph()
+    g.add_edge("web\\", 'a"b\\', confidence=0.9)
+    export.write(g, tmp_path / "m.dot")
+    (dot,) = pydot.graph_from_dot_file(str(tmp_path / "m.dot"))
+    assert [(e.get_source(), e.get_destination()) for e in dot.get_edges()] == [('"web\\\\"', '"a\\"b\\\\"')]
+
+
+def test_graphml_refuses_a_control_character_before_the_work(recording, tmp_path):
+    """XML 1.0 cannot hold U+0001 at all (not even as &#1;): refused, naming the object,
+    before the model is built, instead of a file no reader parses."""
+    from masa.activity import read_csv
+
+    series = read_csv(recording / "activity.csv")
+    series["web\x01"] = Series("web\x01", "", series["svc0"].start, series["svc0"].end, series.pop("svc0").value)
+    write_csv(tmp_path / "ctl.csv", series.values())
+    r = invoke("infer", tmp_path / "ctl.csv", "--out", tmp_path / "m.graphml")
+    assert r.exit_code != 0 and "'web\\x01' holds the character U+0001, which GraphML" in r.output
+    assert not (tmp_path / "m.graphml").exists()
+
+
 BAD = {
     "missing_columns": ("when,who,value\n1,a,1\n", "header must contain"),
     "non_numeric": ("time,object,value\n1,a,1\n2,a,lots\n", "value is not a number"),
@@ -111,6 +139,32 @@ def test_evaluate_explains_bad_model_and_truth(recording, tmp_path):
     (tmp_path / "truth.json").write_text(json.dumps({"edges": [["a"]]}))
     r = invoke("evaluate", tmp_path / "model.json", tmp_path / "truth.json")
     assert r.exit_code != 0 and "[caller, callee]" in r.output
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "2"])
+def test_scenario_refuses_a_collection_time_that_is_no_length(seconds, monkeypatch):
+    from modeler import scenario
+
+    monkeypatch.setattr(scenario, "run", lambda *a, **k: pytest.fail("the scenario started"))
+    r = invoke("scenario", "--seconds", seconds)
+    assert r.exit_code == 2 and "at least 5 s of activity are needed, and a finite time" in r.output
+
+
+def test_evaluate_names_objects_as_its_scores_do_and_refuses_what_is_no_name(tmp_path):
+    """Ids compare as strings in the scores, so in the note too (no "missing 1, 2" before
+    an F1 of 1); null or a number is no object name, and a node needs an id."""
+    model, truth = tmp_path / "m.json", tmp_path / "t.json"
+    model.write_text(json.dumps({"nodes": [{"id": 1}, {"id": 2}], "edges": [{"source": 1, "target": 2}]}))
+    truth.write_text(json.dumps({"edges": [["1", "2"]]}))
+    r = invoke("evaluate", model, truth, "--json")
+    assert r.exit_code == 0 and "note" not in r.stderr and json.loads(r.stdout)["f1"] == 1.0
+    truth.write_text(json.dumps({"edges": [[None, "2"]]}))
+    r = invoke("evaluate", model, truth)
+    assert r.exit_code != 0 and "t.json: every edge must be [caller, callee], two object names, got [None, '2']" in r.output
+    for nodes in ("ab", [1, 2], [{"id": "a"}, {"name": "b"}]):
+        model.write_text(json.dumps({"nodes": nodes, "edges": []}))
+        r = invoke("evaluate", model, truth)
+        assert r.exit_code != 0 and "m.json: 'nodes' must be a list of objects with an \"id\", got" in r.output
 
 
 def test_interval_layout_gives_the_same_model(recording, tmp_path):
@@ -255,6 +309,23 @@ def test_infer_says_what_in_its_input_will_mislead_it(recording, tmp_path):
     write_csv(tmp_path / "neg.csv", series.values())
     r = invoke("infer", tmp_path / "neg.csv", "--out", tmp_path / "m.json")
     assert r.exit_code == 0 and "1 object with negative activity (svc0)" in r.stderr
+
+
+def test_infer_notes_connections_never_seen_and_objects_never_recorded_together(recording):
+    """Counts of 0 weigh against every pair as much as no pair at all; objects recorded
+    at other times than the rest (a clock an hour off) give pairs that cannot be judged."""
+    from masa.activity import read_csv
+    from modeler.cli import input_notes
+
+    series = read_csv(recording / "activity.csv")
+    assert input_notes(series, {("svc0", "svc1"): 3.0}, "c.csv") == []
+    (note,) = input_notes(series, {("svc0", "svc1"): 0.0}, "c.csv")
+    assert note.startswith("c.csv has only counts of 0 between objects of the activity: every pair counts as watched")
+    for name in ("svc1", "bg0"):
+        s = series[name]
+        series[name] = Series(name, "", s.start + 3600, s.end + 3600, s.value)
+    (note,) = input_notes(series, None, None)
+    assert note.startswith("2 objects (bg0, svc1) share no recorded time with bg1, svc0, svc2, ...: their pairs")
 
 
 def test_a_finer_grid_than_the_samples_adds_no_evidence(recording, tmp_path):

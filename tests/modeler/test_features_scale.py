@@ -140,3 +140,23 @@ def test_shrinkage_equals_sklearn(n, t):
     want = ledoit_wolf_shrinkage(x.T, assume_centered=True)
     assert 0.0 < want < 1.0
     assert _lw_shrinkage(x, gram) == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_pair_batches_stay_within_the_series_budget_and_change_no_bit(monkeypatch):
+    """Per-pair series gathers (pairs x bins) are bounded by batching the pairs, so 60
+    objects at many bins need no gigabytes; the features are those of one big batch."""
+    from modeler.grid import align
+    from modeler.simulator import random_topology, simulate
+
+    rng = np.random.default_rng(3)
+    sc = simulate(random_topology(rng, 6, "chain"), seconds=600, step=1.0, rng=rng, background=2)
+    prep = features.prepare(align(sc.series))
+    pairs = features.all_pairs(prep.n)
+    whole = features._pair_features(prep, pairs)
+    sizes = []
+    inner = features._pair_features
+    monkeypatch.setattr(features, "_pair_features", lambda p, q: sizes.append(len(q)) or inner(p, q))
+    monkeypatch.setattr(features, "SERIES_ELEMENTS", 7 * prep.grid.n_bins)
+    batched = features.pair_features(prep, pairs)
+    assert max(sizes) == 7 and sum(sizes) == len(pairs)
+    assert np.array_equal(batched, whole)

@@ -82,6 +82,10 @@ def test_renderings_round_trip():
     assert '"web" -> "app"' in dot and 'label=0.9' in dot
     with pytest.raises(BadRequest, match="unknown format"):
         mi.render(g, "png")
+    g.add_node("bell\x07")  # XML cannot hold it: a clear refusal, not a broken file
+    with pytest.raises(BadRequest, match="U\\+0007, which GraphML"):
+        mi.render(g, "graphml")
+    g.remove_node("bell\x07")
     s = mi.summary(g)
     assert s["objects"] == 6 and s["edges"] == 5
     assert s["mean_confidence"] == pytest.approx((0.9 + 0.8 + 0.3 + 0.6 + 0.5) / 5)

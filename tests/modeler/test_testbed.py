@@ -96,10 +96,25 @@ def test_custom_topologies_are_validated(tmp_path):
         ({"services": {"a": {}}, "clients": [{"to": "a", "rate": 2, "burst": -1}]}, "'burst'"),
         ({"services": {"a": {}}, "background": 1.5}, "background"),
         ({"services": {"a": {}}, "clients": {"to": "a"}}, "list"),
+        # names the kernel would cut (15 bytes) or the probe would merge with a background job
+        ({"services": {"\u00e9" * 11: {}}}, "ASCII letters"),
+        ({"services": {"web": {"calls": {"bg0": 1.0}}, "bg0": {}}, "background": 1}, "'bg0': .*background"),
+        ({"services": {"a": {}}, "clients": [{"to": ["a"], "rate": 1}]}, r"unknown service \['a'\]: 'to' is one"),
+        ({"services": {"a": {}}, "clients": ["a"]}, "a client is an object"),
+        ({"services": {"a": {}}, "clients": [{"to": "a", "rate": 1e5}]}, "at most 1000"),
+        ({"services": {"a": {}}, "clients": [{"to": "a", "rate": 2, "burst": 1e4}]}, "'burst' is at most"),
+        ({"services": {"a": {}}, "background": 100000}, r"background.*\[0, 64\]"),
     ]:
         bad.write_text(json.dumps(topo))
         with pytest.raises(TopologyError, match=message):
             load_topology(str(bad))
+    ok = {"services": {"bgx": {}, "bg": {}, "bg0a": {}}}  # only bg<digits> is a job's name
+    bad.write_text(json.dumps(ok))
+    assert load_topology(str(bad)) == ok
+    # a key twice keeps only the last silently: here web's calls would vanish
+    bad.write_text('{"services": {"web": {"calls": {"db": 1.0}}, "db": {}, "web": {}}}')
+    with pytest.raises(TopologyError, match="t.json: the key 'web' appears twice"):
+        load_topology(str(bad))
 
 
 def test_builtin_training_topologies_are_valid_and_not_the_held_out_ones():
