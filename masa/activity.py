@@ -124,6 +124,11 @@ class Series:
                 raise ValueError("gap is a multiple of the median step and must exceed 1")
             holes = np.flatnonzero(steps > gap * typical) + 1
             start[holes] = t[holes] - typical
+        lost = np.flatnonzero(start >= t)
+        if len(lost):  # a time so large that one step vanishes in float64 (1.8e18: ns)
+            raise ActivityError(f"{obj}: at time {t[lost[0]]:.6g} a step of {typical:g} s is lost in "
+                                "the number's precision: a stray timestamp or times in other "
+                                "units than seconds (ns)?")
         return cls(obj, unit, start, t, v)
 
     # -- views --------------------------------------------------------------------------
