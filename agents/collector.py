@@ -15,9 +15,10 @@ from typing import Any
 
 import Pyro5.errors
 
+from agents import checks
 from agents.meters import Meter, check_settings, make_meter
 from agents.source import ActivitySource
-from masa.errors import BadRequest, MasaError
+from masa.errors import MasaError
 from probes.errors import ProbeError
 
 log = logging.getLogger("masa.collector")
@@ -88,6 +89,7 @@ class CollectorAgent(ActivitySource):
         # the settings as a whole, before anything is applied: a refused change raises
         # here and the platform puts the settings in force back (Agent.reconfigure)
         _check(self.settings)
+        super().on_reconfigure(changed)  # the source's settings
         if "interval" in changed:
             self.every(float(changed["interval"]), self._tick, name="sample")
         if "connections_every" in changed:
@@ -157,16 +159,15 @@ def _expected(exc: Exception) -> bool:
 
 
 def _check(settings: dict) -> None:
-    _check_interval(settings.get("interval", 1.0))
+    checks.number(settings.get("interval", 1.0), "interval", checks.MIN_PERIOD, 3600, unit="seconds")
     _check_connections_every(settings.get("connections_every", 5.0))
     check_settings(settings)
 
 
 def _check_connections_every(value: Any) -> None:
-    if value is not None and (not isinstance(value, (int, float)) or value < 0):
-        raise BadRequest("connections_every must be a number of seconds (0: no connection evidence)")
-
-
-def _check_interval(value: Any) -> None:
-    if not isinstance(value, (int, float)) or not 0.05 <= value <= 3600:
-        raise BadRequest("interval must be a number of seconds between 0.05 and 3600")
+    """0 (or None): never; else no more often than sampling may run (a period of a few
+    microseconds stalled the host's scheduler) and at least once a day."""
+    if value is None or value == 0 and not isinstance(value, bool):
+        return
+    checks.number(value, "connections_every", checks.MIN_PERIOD, checks.DAY, unit="seconds",
+                  note=" (or 0: no connection evidence)")

@@ -23,7 +23,8 @@ from agents.recorder import KEEPALIVE
 from agents.standing import matches
 from masa.activity import Series
 from masa.agent import configure
-from masa.errors import BadRequest
+from masa.errors import BadRequest, brief
+from masa.naming import check_name
 
 
 class Delegation:
@@ -68,7 +69,7 @@ class Delegation:
         if spec not in self.settings["steps"]:
             raise BadRequest(f"{preprocess.tag(spec)} is not one of {self.name}'s steps")
         if to not in self.settings["sources"]:
-            raise BadRequest(f"a step is handed to one of {self.name}'s sources, not to {to!r}")
+            raise BadRequest(f"a step is handed to one of {self.name}'s sources, not to {brief(to)}")
         mine = preprocess.tag(spec)
         changing = {obj: list(e["applied"]) for obj, e in self._below(refresh=True).items()
                     if e["source"] == to and mine not in e["applied"]}
@@ -171,6 +172,7 @@ class Delegation:
     def hand_over(self, to: str) -> dict:
         """From now on refuse queries with "ask ``to``"; standing requests are dropped
         here, and their subscribers re-establish them at ``to`` from where they are."""
+        check_name(to, "successor")
         if to == self.name:
             raise BadRequest("cannot hand over to itself")
         with self.lock:

@@ -20,22 +20,17 @@ of its unit is.
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any
 
-from agents import preprocess
+from agents import checks, preprocess
 from agents.domain_join import join
-from agents.mediator import DEFAULTS, MediatorAgent
+from agents.mediator import MediatorAgent
+from agents.standing import matches
 from masa.activity import ActivityError, Series, check_label
 from masa.agent import query
 from masa.errors import BadRequest
 
 SLUGS = {"cpu": "cpu", "B/s": "bytes", "req/s": "requests"}
-
-
-def _check_members(members: Any) -> None:
-    if members is not None and not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
-        raise BadRequest("members must be a list of object names or globs")
 
 
 def _check_label(label: Any) -> None:
@@ -59,7 +54,7 @@ class DomainAgent(MediatorAgent):
     joins = True
 
     def setup(self, **settings: Any) -> None:
-        _check_members(settings.get("members"))
+        checks.names(settings.get("members"), "members")
         if settings.get("label") is not None:  # None: the domain's name
             _check_label(settings["label"])
         super().setup(**settings)
@@ -71,11 +66,10 @@ class DomainAgent(MediatorAgent):
         ``sources``, ``members``, ``label``, ...); a refused change raises ``BadRequest``
         and the platform puts the settings before it back."""
         if "members" in changed:
-            _check_members(changed["members"])
+            checks.names(changed["members"], "members")
         if "label" in changed:
             _check_label(changed["label"])
-        self._check({**DEFAULTS, **self.defaults, **self.settings})
-        super().on_reconfigure(changed)
+        super().on_reconfigure(changed)  # the mediator's settings
 
     @property
     def label(self) -> str:
@@ -94,8 +88,7 @@ class DomainAgent(MediatorAgent):
         return objects if objects is not None else [f"{self.label}/*"]
 
     def _is_member(self, obj: str) -> bool:
-        members = self.settings.get("members")
-        return members is None or any(fnmatch.fnmatchcase(obj, g) for g in members)
+        return matches(self.settings.get("members"), obj)
 
     def _resolve(self, objects: list[str] | None) -> list[str]:
         return [n for n in self._below() if self._is_member(n)]

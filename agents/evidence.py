@@ -20,12 +20,12 @@ watched object is evidence against a dependency between them; an object nobody w
 
 from __future__ import annotations
 
-import fnmatch
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from masa.errors import BadRequest
+from agents import checks
+from agents.standing import matches
 from masa.store import Store
 from probes import procread
 from probes.connections import (
@@ -114,10 +114,9 @@ def held(store: Store, since: float = float("-inf")) -> list[tuple[str, str, str
 
 
 def check(since: Any, objects: Any) -> None:
-    if objects is not None and (not isinstance(objects, list) or not all(isinstance(o, str) for o in objects)):
-        raise BadRequest("objects must be a list of names or globs")
-    if not isinstance(since, (int, float)):
-        raise BadRequest("since must be a number (seconds since the epoch)")
+    """The arguments of ``connections``, as ``report``'s are checked."""
+    checks.timestamp(since, "since")
+    checks.names(objects)
 
 
 def answer(store: Store, since: float, until: float | None, objects: list[str] | None) -> dict:
@@ -132,17 +131,13 @@ def answer(store: Store, since: float, until: float | None, objects: list[str] |
     return select(out, objects)
 
 
-def _match(obj: str, globs: list[str] | None) -> bool:
-    return globs is None or any(fnmatch.fnmatchcase(obj, g) for g in globs)
-
-
 def select(answer: dict, objects: list[str] | None) -> dict:
     """Only the entries of ``objects`` (names or globs; None: all)."""
     if objects is None:
         return answer
-    return {"edges": [e for e in answer["edges"] if _match(e[0], objects)],
-            "listening": [e for e in answer["listening"] if _match(e[1], objects)],
-            "watched": [o for o in answer["watched"] if _match(o, objects)],
+    return {"edges": [e for e in answer["edges"] if matches(objects, e[0])],
+            "listening": [e for e in answer["listening"] if matches(objects, e[1])],
+            "watched": [o for o in answer["watched"] if matches(objects, o)],
             "until": answer.get("until")}
 
 

@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fnmatch
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from agents import evidence, preprocess
+from agents import checks, evidence, preprocess
 from agents.cache import ReportCache
 from agents.delegation import Delegation
 from agents.domain_join import merge
@@ -51,10 +50,11 @@ from agents.placement import Policy
 from agents.recorder import RecorderAgent
 from agents.self_placement import SelfPlacement
 from agents.source import check_report
-from agents.standing import series_from_rows
+from agents.standing import MAX_REQUEST_ID, matches, series_from_rows
 from masa.activity import Series
 from masa.agent import query
-from masa.errors import BadRequest, MasaError, UnknownOperation
+from masa.errors import BadRequest, MasaError, UnknownOperation, brief
+from masa.naming import check_name
 
 CATALOG_TTL = 2.0  # seconds a catalog from below is trusted
 STRADDLE = 3600.0  # longest sample expected (s): a batch also reads samples running past its end
@@ -96,16 +96,25 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
         super().setup(**merged)
 
     def _check(self, s: dict) -> None:
-        if not isinstance(s["sources"], list) or not s["sources"] or \
-                not all(isinstance(x, str) and x for x in s["sources"]):
+        if not isinstance(s["sources"], list) or not s["sources"]:
             raise BadRequest(f"{self.kind} needs 'sources': a non-empty list of agent names")
+        for name in s["sources"]:
+            check_name(name, "source")
         if self.name in s["sources"]:
             raise BadRequest("a mediator cannot be its own source")
         if not isinstance(s["steps"], list):
             raise BadRequest("steps must be a list of step specs")
-        for key in ("max_lag", "cache_retain", "placement_every"):
-            if not isinstance(s[key], (int, float)) or s[key] <= 0:
-                raise BadRequest(f"{key} must be a positive number of seconds")
+        for key in ("max_lag", "cache_retain"):
+            checks.number(s[key], key, positive=True, unit="seconds")
+        checks.number(s["placement_every"], "placement_every", checks.MIN_PERIOD, checks.DAY, unit="seconds")
+        checks.number(s["own_load"], "own_load", 0, 1, note=" (its share of a host's CPU)")
+        if s.get("hosts") is not None:  # where placement may move it (None: anywhere)
+            if not isinstance(s["hosts"], list):
+                raise BadRequest(f"hosts must be a list of host names, not {brief(s['hosts'])}")
+            for name in s["hosts"]:
+                check_name(name, "host")
+        if s["successor"] is not None:
+            check_name(s["successor"], "successor")
         if s["placement"] is not None:
             Policy.from_settings(s["placement"])
 
@@ -113,8 +122,7 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
         if "steps" in changed:
             with self.lock:
                 self.settings["steps"] = [preprocess.check(s) for s in self.settings["steps"]]
-        if changed.keys() & {"sources", "placement", "placement_every", "max_lag", "cache_retain"}:
-            self._check({**DEFAULTS, **self.settings})
+        self._check({**DEFAULTS, **self.settings})
         self._catalog_at = 0.0
         self._arm_placement()
         super().on_reconfigure(changed)
@@ -253,8 +261,7 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
         with self.lock:
             last = self.state["last_end"]
             for obj in catalog:
-                if obj not in last and (None in globs or any(
-                        fnmatch.fnmatchcase(obj, g) for gs in globs if gs for g in gs)):
+                if obj not in last and any(matches(gs, obj) for gs in globs):
                     last[obj] = self._complete
 
     @contextlib.contextmanager
@@ -297,7 +304,7 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
         names = list(self._below())
         if objects is None:
             return names
-        return [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in objects)]
+        return [n for n in names if matches(objects, n)]
 
     def _down_objects(self, objects: list[str] | None) -> list[str] | None:
         return objects
@@ -355,10 +362,14 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
             ref = self.ref(source)
 
             def fetch(o: list[str], a: float, b: float | None, ref=ref, key=key) -> tuple[list[Series], float]:
-                r = ref.query("report", objects=o, since=a, until=b)
-                if any(_key(w.get("applied", ())) != key for w in r["series"]):
-                    raise _Retagged(ref.name)  # before the cache takes any of it
-                return [Series.from_wire(w) for w in r["series"]], float(r["until"])
+                got, answered = [], INF
+                for i in range(0, len(o), checks.MAX_OBJECTS):  # what one report below takes
+                    r = ref.query("report", objects=o[i:i + checks.MAX_OBJECTS], since=a, until=b)
+                    if any(_key(w.get("applied", ())) != key for w in r["series"]):
+                        raise _Retagged(ref.name)  # before the cache takes any of it
+                    got += [Series.from_wire(w) for w in r["series"]]
+                    answered = min(answered, float(r["until"]))
+                return got, answered
 
             cache = self._cache(key)
             got, u = cache.report(objs, t0, until, fetch)
@@ -417,7 +428,7 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
             out = self._window(self._outgoing(raw), since, answered)
             wanted = self._up_objects(objects)
             if wanted is not None:
-                out = [s for s in out if any(fnmatch.fnmatchcase(s.object, g) for g in wanted)]
+                out = [s for s in out if matches(wanted, s.object)]
             return {"series": [{**s.to_wire(), "applied": self._applied(s.object)} for s in out],
                     "until": answered}
 
@@ -453,6 +464,11 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
                   resume_until: float | None = None) -> dict:
         """Open a standing request here and the matching ones below."""
         self._maybe_redirect()
+        if isinstance(request, str) and any(len(self._below_id(request, source)) + 8 > MAX_REQUEST_ID
+                                            for source in self.settings["sources"]):  # 8: a "#N" to come
+            # refused here: refused below, the stream up would wait for it forever
+            raise BadRequest(f"request is too long for {self.name}: its ids below, "
+                             f"'{self.name}:REQUEST@SOURCE#N', must stay within {MAX_REQUEST_ID} characters")
         answer = super().subscribe(request, subscriber, self._up_objects(objects), predicates, interval,
                                    deliver, resume_seq, resume_until)
         self._open_below(request, objects, predicates)

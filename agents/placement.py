@@ -14,11 +14,12 @@ it travels and survives restarts): easy to test, and the agent only gathers fact
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from masa.errors import BadRequest
+from masa.errors import BadRequest, brief
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,20 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None) -> Policy:
+        names = [f.name for f in fields(cls)]
+        if settings is not None and not isinstance(settings, Mapping):
+            raise BadRequest(f"placement must be a dict of {', '.join(names)} (or None: stay), not {brief(settings)}")
         settings = dict(settings or {})
-        names = {f.name for f in fields(cls)}
-        unknown = set(settings) - names
+        unknown = set(settings) - set(names)
         if unknown:
-            raise BadRequest(f"unknown placement setting(s): {', '.join(sorted(unknown))}")
+            raise BadRequest(f"unknown placement setting(s): {brief(sorted(map(str, unknown)))}")
         try:
             p = cls(**{k: type(getattr(cls, k))(v) for k, v in settings.items()})
-        except (TypeError, ValueError):
-            raise BadRequest(f"placement settings must be numbers: {settings!r}") from None
-        if p.margin < 0 or p.dwell < 1 or p.cooldown < 0 or p.w_cpu < 0 or p.w_local < 0:
-            raise BadRequest("placement needs margin, cooldown, weights >= 0 and dwell >= 1")
+        except (TypeError, ValueError, OverflowError):
+            raise BadRequest(f"placement settings must be numbers, not {brief(settings)}") from None
+        if not all(math.isfinite(getattr(p, name)) for name in names) or p.margin < 0 or p.dwell < 1 or p.cooldown < 0 \
+                or p.w_cpu < 0 or p.w_local < 0:
+            raise BadRequest("placement needs finite numbers: margin, cooldown, weights >= 0 and dwell >= 1")
         return p
 
 

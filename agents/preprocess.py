@@ -28,9 +28,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from agents import checks
 from agents.standing import all_hold, matches, parse_predicates
 from masa.activity import Series
-from masa.errors import BadRequest
+from masa.errors import BadRequest, brief
 
 STEPS = ("resample", "normalise", "filter", "smooth")
 #: steps after which a sample's value is still the value below (predicates may go down)
@@ -48,38 +49,33 @@ _PARAMS = {
 def check(spec: dict) -> dict:
     """A complete, validated step spec (defaults filled in), or ``BadRequest``."""
     if not isinstance(spec, dict) or spec.get("step") not in STEPS:
-        raise BadRequest(f"a step is a dict with 'step' one of {', '.join(STEPS)}: {spec!r}")
+        raise BadRequest(f"a step is a dict with 'step' one of {', '.join(STEPS)}, not {brief(spec)}")
     name = spec["step"]
     params = _PARAMS[name]
     unknown = set(spec) - set(params) - {"step"}
     if unknown:
-        raise BadRequest(f"step {name!r} has no parameter(s) {', '.join(sorted(unknown))}")
+        raise BadRequest(f"step {name!r} has no parameter(s) {brief(sorted(map(str, unknown)))}")
     out = {"step": name}
     for key, default in params.items():
         value = spec.get(key, default)
         if value is REQUIRED:
             raise BadRequest(f"step {name!r} needs {key!r}")
         out[key] = value
-    if name == "resample":
-        if not _positive(out["period"]) or not 0 <= float(out["min_coverage"]) <= 1:
-            raise BadRequest("resample needs period > 0 and 0 <= min_coverage <= 1")
-        out.update(period=float(out["period"]), origin=float(out["origin"]),
-                   min_coverage=float(out["min_coverage"]))
+    if name == "resample":  # a period far below any sampling interval would make bins by the million
+        out.update(period=checks.number(out["period"], "resample period", checks.MIN_PERIOD, unit="seconds"),
+                   origin=checks.timestamp(out["origin"], "resample origin"),
+                   min_coverage=checks.number(out["min_coverage"], "resample min_coverage", 0, 1))
     elif name == "normalise":
-        if not _number(out["scale"]) or float(out["scale"]) == 0 or not _number(out["offset"]):
+        if not checks.finite(out["scale"]) or out["scale"] == 0 or not checks.finite(out["offset"]):
             raise BadRequest("normalise needs a non-zero scale and a numeric offset")
         out.update(scale=float(out["scale"]), offset=float(out["offset"]))
     elif name == "filter":
         if not isinstance(out["predicates"], list) or not out["predicates"] and out["objects"] is None:
             raise BadRequest("filter needs a list of predicates and/or objects globs")
         parse_predicates(out["predicates"])
-        if out["objects"] is not None and not (isinstance(out["objects"], list)
-                                               and all(isinstance(o, str) for o in out["objects"])):
-            raise BadRequest("filter objects must be a list of names or globs")
+        checks.names(out["objects"], "filter objects")
     elif name == "smooth":
-        if not _positive(out["window"]):
-            raise BadRequest("smooth needs window > 0 (seconds)")
-        out["window"] = float(out["window"])
+        out["window"] = checks.number(out["window"], "smooth window", positive=True, unit="seconds")
     return out
 
 
@@ -158,14 +154,6 @@ def _smooth(spec: dict, s: Series) -> Series:
 
 
 _APPLY = {"resample": _resample, "normalise": _normalise, "filter": _filter, "smooth": _smooth}
-
-
-def _number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _positive(x: object) -> bool:
-    return _number(x) and x > 0
 
 
 def _fmt(x: object) -> str:

@@ -11,12 +11,14 @@ evidence, :mod:`agents.evidence`; a source that never observes answers it empty)
 from __future__ import annotations
 
 import bisect
-import math
 import threading
 import time
 from typing import Any
 
-from agents import evidence
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from agents import checks, evidence
 from agents.standing import Subscriptions, matches, series_from_rows
 from masa.activity import Series
 from masa.agent import Agent, query
@@ -46,18 +48,29 @@ def page(rows: list[tuple], until: float, cap: int) -> tuple[list[tuple], float]
 
 
 def check_report(objects: object, since: object, until: object) -> None:
-    """The arguments of ``report``, for every agent that answers it: a list of names or
-    globs, and a window of finite times that does not run backwards (an answer's
+    """The arguments of ``report``, for every agent that answers it: a bounded list of
+    names or globs, and a window of finite times that does not run backwards (an answer's
     ``until`` is where the next report continues)."""
-    if objects is not None and (not isinstance(objects, list) or not all(isinstance(o, str) for o in objects)):
-        raise BadRequest("objects must be a list of names or globs")
-    for name, t in (("since", since), ("until", until)):
-        if t is None and name == "until":
-            continue
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-            raise BadRequest(f"{name} must be a finite number of seconds since the epoch, not {t!r}")
-    if until is not None and until < since:
+    checks.names(objects)
+    checks.timestamp(since, "since")
+    if until is not None and checks.timestamp(until, "until") < since:
         raise BadRequest(f"until ({until!r}) is before since ({since!r})")
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """A source's own settings, at create and at every reconfigure: a ``retention`` that
+    is not a positive number made every prune delete everything held or fail, and a
+    ``store`` that is no database URL failed only when the store was next opened (after
+    a move or a restart)."""
+    checks.number(settings.get("retention"), "retention", positive=True, unit="seconds")
+    url = settings.get("store")
+    if url is None or url == "":  # the default: a SQLite file in the host's state folder
+        return
+    try:
+        make_url(url).get_dialect()  # a string that parses, naming a database SQLAlchemy knows
+    except ArgumentError:  # the URL itself is not quoted: it may hold a password
+        raise BadRequest("store must be a database URL such as sqlite:///PATH or postgresql://USER@HOST/DB "
+                         "(or None: a SQLite file in the host's state folder)") from None
 
 
 class ActivitySource(Agent):
@@ -68,7 +81,13 @@ class ActivitySource(Agent):
     max_report_samples = MAX_REPORT_SAMPLES  # one report answer (a class attribute: tests lower it)
 
     def setup(self, **settings: Any) -> None:
-        super().setup(**{**DEFAULTS, **self.defaults, **settings})
+        merged = {**DEFAULTS, **self.defaults, **settings}
+        check_settings(merged)
+        super().setup(**merged)
+
+    def on_reconfigure(self, changed: dict) -> None:
+        check_settings(self.settings)
+        super().on_reconfigure(changed)
 
     def on_start(self) -> None:
         self._store_lock = threading.Lock()

@@ -21,19 +21,23 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
+import math
 import operator
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import Pyro5.errors
 
+from agents import checks
 from masa.activity import Series
-from masa.errors import BadRequest
-from masa.naming import NameService, agent_name
+from masa.errors import BadRequest, brief
+from masa.naming import NameService, agent_name, check_name
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
@@ -45,6 +49,10 @@ _names = threading.local()  # a name server client per thread (Pyro5 proxies are
 
 MAX_BATCH_SPAN = 60.0  # seconds of samples in one batch, so a long outage replays in pieces
 MAX_REQUESTS = 256  # standing requests one source accepts
+MAX_PREDICATES = 100  # predicates in one request or filter step (each is checked per object and batch)
+#: characters of a request id (a mediator's ids below add its own name and its source's)
+MAX_REQUEST_ID = 1024
+MAX_SEQ = 2**53 - 1  # batch numbers stay exact as floats and fit a checkpoint (msgpack: 64 bits)
 DELIVERY_TIMEOUT = 2.0  # a subscriber slower than this is retried later (see RETRY_*)
 RETRY_FIRST = 1.0  # a subscriber that failed is tried again after this many seconds,
 RETRY_CAP = 30.0  # doubling after each further failure up to this
@@ -61,7 +69,7 @@ class Predicate:
     @classmethod
     def parse(cls, text: str) -> Predicate:
         if not isinstance(text, str) or len(text) > 300:
-            raise BadRequest(f"predicate must be a short string, got {text!r}")
+            raise BadRequest(f"a predicate is a string of at most 300 characters, not {brief(text)}")
         m = _PREDICATE.match(text)
         if not m:
             raise BadRequest(f"bad predicate {text!r}: expected '[OBJECT_GLOB] OP NUMBER' "
@@ -70,6 +78,8 @@ class Predicate:
             number = float(m["num"])
         except ValueError:
             raise BadRequest(f"bad number in predicate {text!r}") from None
+        if not math.isfinite(number):
+            raise BadRequest(f"bad number in predicate {text!r}: it must be finite")
         return cls(m["glob"] or "*", m["op"], number)
 
     def applies(self, obj: str) -> bool:
@@ -79,10 +89,16 @@ class Predicate:
         return _OPS[self.op](values, self.number)
 
 
-def parse_predicates(texts: Iterable[str] | None) -> list[Predicate]:
-    if isinstance(texts, str):  # one string would be read character by character
-        raise BadRequest(f"predicates are a list of strings such as [\"*/cpu > 0.2\"], not the string {texts!r}")
-    return [Predicate.parse(t) for t in (texts or [])]
+def parse_predicates(texts: list[str] | None) -> list[Predicate]:
+    """A list of predicate strings (None: none).  One string is refused rather than read
+    character by character."""
+    if texts is None:
+        return []
+    if not isinstance(texts, list):
+        raise BadRequest(f'predicates are a list of strings such as ["*/cpu > 0.2"], not {brief(texts)}')
+    if len(texts) > MAX_PREDICATES:
+        raise BadRequest(f"predicates lists {len(texts)} predicates; at most {MAX_PREDICATES} are accepted")
+    return [Predicate.parse(t) for t in texts]
 
 
 def all_hold(predicates: list[Predicate], obj: str, values: np.ndarray) -> np.ndarray:
@@ -99,7 +115,26 @@ def all_hold(predicates: list[Predicate], obj: str, values: np.ndarray) -> np.nd
 
 
 def matches(objects: list[str] | None, obj: str) -> bool:
-    return objects is None or any(fnmatch.fnmatchcase(obj, g) for g in objects)
+    """Whether ``obj`` is one of ``objects`` (names or globs; None: all).  The list is
+    matched as one regular expression, compiled once: a list of thousands of globs (up
+    to :data:`agents.checks.MAX_OBJECTS`) costs one scan per object, not thousands."""
+    return objects is None or bool(objects) and _union(tuple(objects))(obj) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _union(globs: tuple[str, ...]) -> Callable[[str], re.Match | None]:
+    return re.compile("|".join(fnmatch.translate(g) for g in globs)).match
+
+
+def check_request(request: Any, objects: Any = None, predicates: Any = None, interval: Any = None) -> None:
+    """What a standing request is made of, checked on both sides: at the source
+    (``subscribe``) and at the subscriber that sends it (``subscribe_to``)."""
+    checks.text(request, "request", MAX_REQUEST_ID)
+    checks.names(objects)
+    parse_predicates(predicates)
+    if interval is not None:
+        checks.number(interval, "interval", checks.MIN_PERIOD, 3600, unit="seconds",
+                      note=" (or omitted: every sample)")
 
 
 def series_from_rows(rows: Iterable[tuple[str, str, float, float, float]]) -> list[Series]:
@@ -165,13 +200,12 @@ class Subscriptions:
         """Open or re-open ``request``; ``anchor(start)`` runs under the agent's lock just
         before the request becomes visible to :meth:`deliver_all`, so a source that must
         fetch history from ``start`` first can lower its horizon before any batch is cut."""
-        if not isinstance(request, str) or not request or not isinstance(subscriber, str):
-            raise BadRequest("a standing request needs a request id and a subscriber name")
-        if objects is not None and (not isinstance(objects, list) or not all(isinstance(o, str) for o in objects)):
-            raise BadRequest("objects must be a list of names or globs")
-        parse_predicates(predicates)  # validate now, not at delivery time
-        if interval is not None and not (isinstance(interval, (int, float)) and 0.05 <= interval <= 3600):
-            raise BadRequest("interval must be between 0.05 s and one hour (or omitted: every sample)")
+        check_request(request, objects, predicates, interval)  # now, not at every delivery
+        check_name(subscriber, "subscriber")
+        if not isinstance(deliver, str) or not deliver.isidentifier() or len(deliver) > 100:
+            raise BadRequest("deliver must name the subscriber's operation that takes the batches "
+                             f"(an identifier such as 'deliver'), not {brief(deliver)}")
+        resume = _position(resume_seq, resume_until)
         with self.agent.lock:
             old = self.requests.get(request)
             if old is None and len(self.requests) >= MAX_REQUESTS:
@@ -184,8 +218,8 @@ class Subscriptions:
             }
             if old is not None:  # a re-sent request (the subscriber restarted): keep the stream
                 spec["acked_seq"], spec["acked_until"] = old["acked_seq"], old["acked_until"]
-            if resume_seq is not None and resume_until is not None:
-                spec["acked_seq"], spec["acked_until"] = int(resume_seq), float(resume_until)
+            if resume is not None:
+                spec["acked_seq"], spec["acked_until"] = resume
             if anchor is not None:
                 anchor(spec["acked_until"])
             self.requests[request] = spec
@@ -193,6 +227,7 @@ class Subscriptions:
         return {"request": request, "resume_seq": spec["acked_seq"], "resume_until": spec["acked_until"]}
 
     def quit(self, request: str) -> bool:
+        checks.text(request, "request", MAX_REQUEST_ID)
         with self.agent.lock:
             self.retry.pop(request, None)
             self._reached.discard(request)
@@ -295,6 +330,16 @@ class Subscriptions:
         return False
 
 
+def _position(seq: Any, until: Any) -> tuple[int, float] | None:
+    """A subscriber's own ``(resume_seq, resume_until)``, both or neither."""
+    if seq is None and until is None:
+        return None
+    if seq is None or until is None:
+        raise BadRequest("resume_seq and resume_until go together (the position a subscriber "
+                         "has taken), or are both omitted")
+    return checks.whole(seq, "resume_seq", 0, MAX_SEQ), checks.timestamp(until, "resume_until")
+
+
 # -- the subscriber side ---------------------------------------------------------------------
 
 
@@ -312,7 +357,8 @@ class Inbox:
     def subscribe(self, request: str, source: str, objects: list[str] | None = None,
                   predicates: list[str] | None = None, interval: float | None = None,
                   deliver: str = "deliver") -> dict:
-        parse_predicates(predicates)
+        check_request(request, objects, predicates, interval)
+        check_name(source, "source")
         with self.agent.lock:
             sub = self.subs.setdefault(request, {"seq": 0, "until": None})
             sub.update({"source": source, "objects": objects, "predicates": list(predicates or []),
@@ -345,6 +391,7 @@ class Inbox:
         return failed
 
     def quit(self, request: str) -> bool:
+        checks.text(request, "request", MAX_REQUEST_ID)
         with self.agent.lock:
             sub = self.subs.pop(request, None)
         if sub is None:
@@ -368,8 +415,11 @@ class Inbox:
         reaching past what was taken: a source that missed the acknowledgement (its call
         timed out, or it restarted from an older checkpoint) regenerates the batch up to
         its *current* horizon, and that tail exists nowhere else."""
-        if not isinstance(seq, int) or not isinstance(series, list) or not isinstance(until, (int, float)):
-            raise BadRequest("deliver needs an integer seq, a time until and a list of series")
+        checks.text(request, "request", MAX_REQUEST_ID)
+        checks.whole(seq, "seq", 1, MAX_SEQ)
+        checks.timestamp(until, "until")
+        if not isinstance(series, list):
+            raise BadRequest(f"series must be a list of series, not {brief(series)}")
         with self.agent.lock:
             sub = self.subs.get(request)
             if sub is None:

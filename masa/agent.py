@@ -166,7 +166,7 @@ class Agent:
         doing what its restored state says it does not."""
         with self.lock:
             live, old = self.state.get("settings", {}), before.get("settings", {})
-            back = {k: v for k, v in old.items() if k in live and (live[k] != v or type(live[k]) is not type(v))}
+            back = {k: v for k, v in old.items() if k in live and not _same(live[k], v)}
             rearm = self.state.get("delegated") != before.get("delegated")
             _restore(self.state, before)
             back = copy.deepcopy(back)
@@ -206,7 +206,7 @@ class Agent:
             raise BadRequest("reconfigure needs at least one setting")
         with self.lock:
             before = copy.deepcopy(self.settings)
-            changed = {k: v for k, v in settings.items() if self.settings.get(k) != v}
+            changed = {k: v for k, v in settings.items() if not _same(self.settings.get(k, _UNSET), v)}
             self.settings.update(settings)
         if changed:
             try:
@@ -276,6 +276,15 @@ class Agent:
         return cls._ops[interface]
 
 
+_UNSET = object()
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Equal and of one type: ``True == 1.0``, but a setting given as ``True`` where it was
+    1.0 is a change that ``on_reconfigure`` must see (and may refuse)."""
+    return old == new and type(old) is type(new)
+
+
 def _restore(live: dict, before: dict) -> None:
     """Make ``live`` equal ``before`` in place: nested dicts are restored in place too,
     other values that differ are replaced by copies, keys added since are removed."""
@@ -284,7 +293,7 @@ def _restore(live: dict, before: dict) -> None:
     for key, old in before.items():
         if key not in live:
             live[key] = copy.deepcopy(old)
-        elif live[key] == old and type(live[key]) is type(old):
+        elif _same(live[key], old):
             continue
         elif isinstance(live[key], dict) and isinstance(old, dict):
             _restore(live[key], old)

@@ -33,11 +33,15 @@ def _progress_line(kind: str, seconds: float, interval: float):
     return update, bar
 
 
-def _check(interval: float, seconds: float) -> None:
+def _check(interval: float, seconds: float, connections_every: float | None = None) -> None:
+    """Written so that NaN fails every test (``nan < interval`` is false too)."""
     if not 0.05 <= interval <= 3600:
         raise click.BadParameter("must be between 0.05 and 3600 seconds", param_hint="--interval")
-    if seconds < interval:
-        raise click.BadParameter("must be at least one interval", param_hint="--seconds")
+    if not interval <= seconds < float("inf"):
+        raise click.BadParameter("must be a finite number of seconds, at least one interval", param_hint="--seconds")
+    if connections_every is not None and not 0.05 <= connections_every <= 86400:
+        raise click.BadParameter("must be between 0.05 and 86400 seconds (each sample costs tens of ms)",
+                                 param_hint="--connections-every")
 
 
 def _summary(p: Progress, out: str) -> None:
@@ -74,7 +78,7 @@ def procfs(match, rules, per_process, label, interval, seconds, out, connections
     from probes.procfs import PatternError, ProcfsProbe
     from probes.rules import RuleError
 
-    _check(interval, seconds)
+    _check(interval, seconds, connections_every)
     try:
         probe = ProcfsProbe(rules or (), host=label, per_process=per_process, match=match)
     except RuleError as exc:

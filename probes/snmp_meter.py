@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from masa.activity import check_label
+from masa.errors import brief
 from probes.errors import AgentRestart
 from probes.snmp import SnmpPoller, parse_target
 from probes.snmp_auth import Credentials
@@ -43,15 +44,15 @@ def check_settings(settings: dict[str, Any]) -> Credentials:
         raise ValueError("an SNMP collector needs 'target', e.g. udp:10.0.0.1:161")
     for key in _TEXT:
         if settings.get(key) is not None and not isinstance(settings[key], str):
-            raise ValueError(f"{key} must be text, not {type(settings[key]).__name__} {settings[key]!r}")
+            raise ValueError(f"{key} must be text, not {brief(settings[key])}")
     parse_target(settings["target"])
     if settings.get("label"):
         check_label(settings["label"])
     timeout, retries = settings.get("timeout", 1.0), settings.get("retries", 1)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
-        raise ValueError(f"timeout must be a number of seconds per try (0 < timeout <= 60), not {timeout!r}")
+        raise ValueError(f"timeout must be a number of seconds per try (0 < timeout <= 60), not {brief(timeout)}")
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
-        raise ValueError(f"retries must be a whole number from 0 to 10, not {retries!r}")
+        raise ValueError(f"retries must be a whole number from 0 to 10, not {brief(retries)}")
     return credentials_from(settings)
 
 

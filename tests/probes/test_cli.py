@@ -76,3 +76,18 @@ def test_a_label_is_one_name_segment_in_every_command(tmp_path):
         assert run.returncode == 2, (args, run.stderr)
         assert "a label must be one non-empty name without '/'" in run.stderr, run.stderr
     assert not Path(out).exists()
+
+
+def test_durations_that_are_no_finite_number_are_usage_errors(tmp_path):
+    """NaN passed ``seconds < interval`` (every comparison with NaN is false) and failed
+    later as 'cannot convert float NaN to integer'; 0 s between connection samples would
+    sample sockets on every tick."""
+    out = str(tmp_path / "a.csv")
+    for extra, hint in ((["--seconds", "nan"], "--seconds"), (["--seconds", "inf"], "--seconds"),
+                        (["--seconds", "2", "--connections-every", "0"], "--connections-every"),
+                        (["--seconds", "2", "--connections-every", "nan"], "--connections-every")):
+        run = subprocess.run(MASA + ["collect", "procfs", "--out", out, *extra], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 2, (extra, run.stderr)
+        assert f"Invalid value for {hint}:" in run.stderr, run.stderr
+    assert not Path(out).exists()
