@@ -12,12 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from masa.activity import MAX_OBJECTS
 from masa.errors import BadRequest, brief
 
-#: most names or globs in one ``objects`` list (report, subscribe, connections, a
-#: domain's members): every object is matched against every glob, and exact names go to
-#: the store as one SQL variable each (SQLite allows at most 32766 in one statement)
-MAX_OBJECTS = 10_000
 #: shortest period of anything an agent does on its own beat (sampling, connection
 #: evidence, placement rounds, a standing request's interval): the host's scheduler
 #: cannot keep up with less
@@ -74,7 +71,8 @@ def text(value: Any, what: str, limit: int) -> str:
 
 
 def names(value: Any, what: str = "objects") -> None:
-    """None (all) or a list of at most :data:`MAX_OBJECTS` names or globs."""
+    """None (all) or a list of at most :data:`masa.activity.MAX_OBJECTS` names or globs
+    (a domain's members too)."""
     if value is None:
         return
     if not isinstance(value, list) or not all(isinstance(o, str) for o in value):

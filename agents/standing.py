@@ -117,7 +117,7 @@ def all_hold(predicates: list[Predicate], obj: str, values: np.ndarray) -> np.nd
 def matches(objects: list[str] | None, obj: str) -> bool:
     """Whether ``obj`` is one of ``objects`` (names or globs; None: all).  The list is
     matched as one regular expression, compiled once: a list of thousands of globs (up
-    to :data:`agents.checks.MAX_OBJECTS`) costs one scan per object, not thousands."""
+    to :data:`masa.activity.MAX_OBJECTS`) costs one scan per object, not thousands."""
     return objects is None or bool(objects) and _union(tuple(objects))(obj) is not None
 
 

@@ -27,6 +27,11 @@ CPU = "cpu"  # CPU seconds per second, as a fraction of one core
 BYTES_PER_S = "B/s"
 REQUESTS_PER_S = "req/s"
 
+#: Most names or globs in one ``objects`` list of the collection query interface (report,
+#: subscribe, connections): a source matches every object against every glob and sends
+#: exact names to its store as one SQL variable each (SQLite: at most 32766 a statement).
+MAX_OBJECTS = 10_000
+
 #: Largest number of samples accepted from the wire in one series.
 MAX_WIRE_SAMPLES = 2_000_000
 

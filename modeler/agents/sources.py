@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from masa.activity import Series
+from masa.activity import MAX_OBJECTS, Series
 from masa.errors import BadRequest, MasaError, UnknownOperation
 from masa.ref import AgentRef
 
@@ -29,8 +29,10 @@ def parse_sources(raw: Any) -> list[dict[str, Any]]:
             out.append({"agent": item, "objects": None})
         elif isinstance(item, dict) and isinstance(item.get("agent"), str) and item["agent"]:
             objects = item.get("objects")
-            if objects is not None and not (isinstance(objects, list) and all(isinstance(o, str) for o in objects)):
-                raise BadRequest(f"objects of source {item['agent']!r} must be a list of names or globs")
+            if objects is not None and not (isinstance(objects, list) and all(isinstance(o, str) for o in objects)
+                                            and len(objects) <= MAX_OBJECTS):
+                raise BadRequest(f"objects of source {item['agent']!r} must be a list of at most "
+                                 f"{MAX_OBJECTS} names or globs (a source takes no more in one request)")
             out.append({"agent": item["agent"], "objects": objects})
         else:
             raise BadRequest(f"bad source {item!r}: an agent name or {{agent, objects}}")

@@ -3,6 +3,8 @@ sources, and evidence used only for pairs it speaks about."""
 
 from __future__ import annotations
 
+import pytest
+
 from modeler.agents import scoring
 from modeler.agents.modeler import decide
 from modeler.agents.sources import resolve
@@ -54,3 +56,16 @@ def test_evidence_decides_only_the_pairs_it_speaks_about() -> None:
     assert set(map(tuple, changed["removed"])) == set(alone.edges) - set(g.edges)
     assert set(map(tuple, changed["added"])) == set(g.edges) - set(alone.edges)
     assert g.number_of_edges() < alone.number_of_edges()
+
+
+def test_a_source_is_asked_for_no_more_objects_than_a_source_takes():
+    """A modeler configured with more names for one source than a source accepts in one
+    request would fail every run at the source; refused when configured instead."""
+    from masa.activity import MAX_OBJECTS
+    from masa.errors import BadRequest
+    from modeler.agents.sources import parse_sources
+
+    fine = parse_sources([{"agent": "col", "objects": [f"o{i}" for i in range(MAX_OBJECTS)]}, "dom"])
+    assert [s["agent"] for s in fine] == ["col", "dom"]
+    with pytest.raises(BadRequest, match=f"at most {MAX_OBJECTS} names or globs"):
+        parse_sources([{"agent": "col", "objects": [f"o{i}" for i in range(MAX_OBJECTS + 1)]}])
