@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import click
+import numpy as np
 
 from masa.activity import ActivityError, read_csv
 
@@ -60,6 +61,12 @@ def infer(activity: str, out: str, fmt: str | None, connections: str | None,
                    "## Accuracy against recording length): record longer if you can", err=True)
 
 
+#: Largest value of a series below which it reads as nearly constant: the statistics'
+#: floors are absolute (1e-12 on variances), so values of 1e-9 already lose confidence and
+#: 1e-12 none is found; real rates (a CPU tick per minute, a byte per second) are far above.
+TINY = 1e-6
+
+
 def input_notes(series: dict, conn: dict | None, path: str | None) -> list[str]:
     """What in the input will make the model other than its user may think: said before
     the model is built, never silently."""
@@ -69,6 +76,11 @@ def input_notes(series: dict, conn: dict | None, path: str | None) -> list[str]:
         notes.append(f"{plural(len(negative), 'object')} with negative activity ({', '.join(negative[:3])}"
                      f"{', ...' if len(negative) > 3 else ''}): activity is a rate, and the volume "
                      "cues of the direction assume it is never below 0")
+    tiny = sorted(name for name, s in series.items() if len(s.value) and 0 < np.abs(s.value).max() < TINY)
+    if tiny:
+        notes.append(f"{plural(len(tiny), 'object')} whose activity never reaches {TINY:g} ({', '.join(tiny[:3])}"
+                     f"{', ...' if len(tiny) > 3 else ''}): the model takes so little for nearly constant "
+                     "and finds less or nothing; rescale (e.g. to per-second units)")
     groups = recorded_together(series)
     if len(groups) > 1:
         apart = sorted(name for group in groups[1:] for name in group)

@@ -328,6 +328,19 @@ def test_infer_notes_connections_never_seen_and_objects_never_recorded_together(
     assert note.startswith("2 objects (bg0, svc1) share no recorded time with bg1, svc0, svc2, ...: their pairs")
 
 
+
+def test_infer_notes_activity_too_small_to_be_told_from_constant(recording):
+    """The statistics' floors are absolute: values of 1e-12 gave an empty model, silently."""
+    from masa.activity import read_csv
+    from modeler.cli import input_notes
+
+    series = read_csv(recording / "activity.csv")
+    s = series["svc1"]
+    series["svc1"] = Series("svc1", "", s.start, s.end, s.value * 1e-12)
+    (note,) = input_notes(series, None, None)
+    assert note.startswith("1 object whose activity never reaches 1e-06 (svc1): the model takes so little")
+
+
 def test_a_finer_grid_than_the_samples_adds_no_evidence(recording, tmp_path):
     """`bins` counts grid intervals; the short-data note counts the ones resting on samples,
     so asking for a finer step cannot talk the note away."""
