@@ -94,6 +94,10 @@ class Agent:
         # may be half applied, so no checkpoint is taken) and whether one was asked for.
         self.configuring = 0
         self.checkpoint_due = False
+        # One configure operation at a time: each is all or nothing against a snapshot of
+        # the state taken before it, so a second one running meanwhile would see its own
+        # acknowledged changes rolled back with the first one's failure.
+        self.configure_lock = threading.Lock()
         self.created = time.time()
 
     # -- lifecycle hooks (override as needed) --------------------------------------------

@@ -308,7 +308,13 @@ class AgentServant:
         try:
             method = self._method(agent, interface, op, kwargs)
             if interface == CONFIGURE:
-                return self._configure(slot, agent, call, op, method, kwargs, answer)
+                if not agent.configure_lock.acquire(timeout=timeout):
+                    raise QueryTimeout(f"{agent.name}.{op} waited {timeout:g} s for another configure "
+                                       "operation of the agent to end; not run")
+                try:
+                    return self._configure(slot, agent, call, op, method, kwargs, answer)
+                finally:
+                    agent.configure_lock.release()
             try:
                 result = method(**kwargs)
                 if answer:
@@ -355,7 +361,10 @@ class AgentServant:
         """A configure operation is all or nothing: one that raises leaves the agent's
         state as it was before it (:meth:`Agent.rollback`), and no checkpoint is taken
         while it runs, so a half-applied change never outlives the call, not even a crash
-        of the host.  An answer too large to send counts as a failure of the operation."""
+        of the host.  An answer too large to send counts as a failure of the operation.
+        Configure operations of one agent run one at a time (the caller holds the agent's
+        ``configure_lock``): a rollback restores the snapshot taken before the operation,
+        which would also take back what another one had done and acknowledged meanwhile."""
         with agent.lock:
             try:
                 before = agent.snapshot()

@@ -24,15 +24,21 @@ from masa.errors import (
     AgentMoved,
     AgentNotFound,
     AgentNotHere,
+    BadRequest,
     MasaError,
     PayloadTooLarge,
     QueryTimeout,
     Redirect,
+    brief,
 )
 from masa.naming import NameService, agent_name, short
 from masa.security import Proxy
 
 MAX_REDIRECTS = 8  # a longer chain of "ask X instead" is a loop
+#: longest wait for one call: a host gives a handler at most an hour anyway, and a socket
+#: timeout beyond about 9e9 s overflows, which Pyro5 reports as a connection failure
+#: that would be retried until a deadline centuries away
+MAX_CALL_TIMEOUT = 86400.0
 
 _locations: dict[str, str] = {}  # agent name -> last known URI, shared by all refs
 _locations_lock = threading.Lock()
@@ -46,13 +52,19 @@ def _name_service(settings: Settings) -> NameService:
     return ns
 
 
+def _budget(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_CALL_TIMEOUT:
+        raise BadRequest(f"a call's timeout is a number of seconds in (0, {MAX_CALL_TIMEOUT:g}], not {brief(timeout)}")
+    return float(timeout)
+
+
 class AgentRef:
     """A by-name handle on an agent: ``ref.query("op", arg=...)``, ``ref.configure(...)``."""
 
     def __init__(self, name: str, settings: Settings, timeout: float | None = None) -> None:
         self.name = short(name)
         self.settings = settings
-        self.timeout = timeout or settings.call_timeout
+        self.timeout = _budget(timeout or settings.call_timeout)
         self._ns_name = agent_name(name)
         self._local = threading.local()
         self.retries = 0  # how often a call had to find the agent again (moves, restarts)
@@ -75,7 +87,7 @@ class AgentRef:
         self._attempt(lambda proxy: proxy.push(op, kwargs), self.timeout)
 
     def call(self, interface: str, op: str, kwargs: dict, timeout: float | None = None) -> Any:
-        budget = timeout or self.timeout
+        budget = _budget(timeout) if timeout else self.timeout
         return self._attempt(lambda proxy: proxy.invoke(interface, op, kwargs, budget), budget)
 
     def release(self) -> None:

@@ -47,6 +47,15 @@ class FlakyAgent(Agent):
         self.state["value"] = value
         return value
 
+    @configure
+    def slow_fail(self, seconds: float) -> None:
+        """Changes the state, takes its time, then fails: rolled back by the host."""
+        import time
+
+        self.state["value"] = -1
+        time.sleep(seconds)
+        raise ValueError("refused after a while")
+
     @query
     def get(self) -> dict:
         return {"ticks": self.state["ticks"], "value": self.state["value"],

@@ -448,3 +448,44 @@ def test_a_period_that_is_no_positive_number_is_refused_and_a_tiny_one_kept_at_t
         time.sleep(1.0)
         assert c.nodes()["masa.host.h1"]["status"] == "up"
         assert ref.query("get")["ticks"] > ticks
+
+
+def test_a_failing_configure_op_takes_back_only_its_own_changes(cluster):
+    """A configure op is rolled back to the state before it.  Another configure op
+    answered meanwhile (a management tool's 'stop' while a slow 'pool_grow' failed) was
+    taken back with it; configure ops of one agent now run one at a time."""
+    import threading
+
+    cluster.create("h1", "flaky", "serial", tick_every=3600)
+    ref = cluster.ref("serial", timeout=20)
+    failed = []
+    slow = threading.Thread(target=lambda: failed.append(_raises(lambda: cluster.ref("serial", timeout=20)
+                                                                 .configure("slow_fail", seconds=1.0))))
+    slow.start()
+    time.sleep(0.3)  # the slow op runs (value -1), then this one is acknowledged
+    assert ref.configure("set_value", value=5) == 5
+    slow.join()
+    assert failed == ["refused after a while"]
+    assert ref.query("get")["value"] == 5  # acknowledged, and still in force
+    cluster.host("h1", "terminate", "serial")
+
+
+def test_a_call_timeout_a_socket_cannot_take_is_refused_at_once(cluster):
+    """9e9 s and more overflow a socket's timeout; Pyro5 reports that as a failed
+    connection, which the reference retried until a deadline centuries away."""
+    cluster.create("h1", "echo", "patient")
+    for timeout in (1e10, float("nan"), -1.0):
+        started = time.monotonic()
+        with pytest.raises(BadRequest, match="timeout is a number of seconds"):
+            cluster.ref("patient").query("echo", timeout=timeout)
+        assert time.monotonic() - started < 5
+    assert cluster.ref("patient").query("echo", timeout=86400)["n"] == 1
+    cluster.host("h1", "terminate", "patient")
+
+
+def _raises(fn) -> str | None:
+    try:
+        fn()
+    except MasaError as exc:
+        return str(exc).rsplit(": ", 1)[-1]
+    return None
