@@ -97,6 +97,8 @@ class Versions:
             number = self.latest(modeler)
             if number is None:
                 raise BadRequest(f"modeler {modeler!r} has no model yet")
+        if not -(2**63) <= int(number) < 2**63:  # numbers are stored as 64-bit: beyond, the database overflows
+            raise BadRequest(f"modeler {modeler!r} has no version {number}")
         q = select(ModelVersion).where(ModelVersion.modeler == modeler,
                                        ModelVersion.number == int(number))
         with self.store.session() as s:

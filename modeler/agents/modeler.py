@@ -37,6 +37,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+from sqlalchemy.engine import make_url
 
 from masa import admin
 from masa.activity import Series
@@ -44,7 +45,7 @@ from masa.agent import Agent, configure, query
 from masa.errors import AgentExists, BadRequest, KindNotAllowed, MasaError, UnknownKind
 from masa.naming import HOST_PREFIX, NameService, short
 from masa.store import Store
-from modeler import interface
+from modeler import grid, interface
 from modeler.agents import scoring
 from modeler.agents.neural import load_network
 from modeler.agents.page import Page
@@ -58,6 +59,20 @@ DEFAULTS: dict[str, Any] = {
     "pool": [], "pool_timeout": 10.0, "batch_rows": 2000, "store": None, "http": 0,
     "http_bind": "127.0.0.1", "autostart": False, "discover": False,
 }
+#: settings that are yes or no: a string such as "no" must not count as yes
+BOOLEANS = ("autostart", "discover")
+#: s, the shortest period between scheduled runs: each run stores a whole model version
+#: (and the schedule is looked at every 0.5 s), so a shorter one is a unit slip (ms for s)
+#: that fills the store, not a wish
+MIN_EVERY = 1.0
+#: s, the longest window, step and period taken: a year; beyond is a slip (1e300 was taken)
+MAX_SPAN = 366 * 86400.0
+#: s, the longest wait for one batch: the host cuts a call's deadline to an hour anyway,
+#: and a timeout too large for a socket made the pool wait for good
+MAX_POOL_TIMEOUT = 3600.0
+#: s, the finest grid step taken: finer, a window's grid takes gigabytes long before
+#: grid.MAX_CELLS refuses it (the default step is never below grid.MIN_STEP, 1 s)
+MIN_STEP = 0.01
 #: points per object kept for the supervision page's activity plots
 PLOT_POINTS = 240
 #: seconds after the last look at the activity plots that they stop being refreshed
@@ -77,16 +92,43 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _positive(settings: dict, key: str) -> None:
+def _seconds(settings: dict, key: str, low: float, high: float, low_open: bool = False) -> None:
+    """A number of seconds in [low, high] (``low_open``: above ``low``)."""
     value = settings[key]
-    if not _number(value) or value <= 0:
-        raise BadRequest(f"{key} must be a positive number")
+    if not _number(value) or value > high or value < low or (low_open and value == low):
+        bound = f"above {low:g}" if low_open else f"at least {low:g}"
+        raise BadRequest(f"{key} must be a number of seconds {bound} and at most {high:g}, not {value!r}")
+
+
+def _store_url(value: Any) -> None:
+    """``store``: None or a URL naming a database SQLAlchemy knows (checked now, not when
+    the store is first opened, which may be after a move or a restart)."""
+    if value is None:
+        return
+    try:
+        make_url(value).get_dialect()
+    except Exception:  # noqa: BLE001 - any failure: not a usable URL; never quoted (it may hold a password)
+        raise BadRequest("store must be a database URL such as sqlite:////PATH/models.db or "
+                         "postgresql://USER@HOST/DB (or None: MASA_HOME/models.db)") from None
 
 
 def _version(value: Any, name: str) -> None:
     """A version number argument: an integer or None (the latest)."""
     if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
         raise BadRequest(f"{name} must be a version number (an integer), not {value!r}")
+
+
+def _unusable(series: dict[str, Series]) -> dict[str, str]:
+    """Objects whose activity the core cannot take, and why: it refuses a whole run for
+    one NaN, inf or huge sample, so one bad object from one source would otherwise stop
+    every model; these are left out and named in the version's info instead."""
+    out = {}
+    for obj, s in series.items():
+        if not np.all(np.isfinite(s.value)):
+            out[obj] = "activity values that are not finite numbers (NaN or inf)"
+        elif len(s.value) and np.max(np.abs(s.value)) > grid.MAX_VALUE:
+            out[obj] = f"activity values beyond {grid.MAX_VALUE:g}"
+    return out
 
 
 def _name(value: Any, name: str) -> str:
@@ -147,18 +189,33 @@ class ModelerAgent(Agent):
 
     def _check(self, s: dict) -> None:
         """The settings a modeler can run with; the same at create and at reconfigure."""
+        unknown = sorted(set(s) - set(DEFAULTS))
+        if unknown:
+            raise BadRequest(f"unknown modeler setting {', '.join(map(repr, unknown))}; the settings are "
+                             f"{', '.join(sorted(DEFAULTS))} (and network, at create only)")
         if not s["sources"]:
             raise BadRequest("a modeler needs 'sources': the agents it reads activity from")
-        for key in ("window", "every", "pool_timeout", "batch_rows"):
-            _positive(s, key)
-        if s["step"] is not None and not (_number(s["step"]) and s["step"] > 0):
-            raise BadRequest("step must be a positive number of seconds (the grid step) or None "
-                             "(the data's own)")
+        if self.name in {spec["agent"] for spec in s["sources"]}:
+            raise BadRequest("a modeler cannot be its own source")
+        _seconds(s, "window", grid.MIN_STEP, MAX_SPAN)  # shorter: not one grid step of activity
+        _seconds(s, "every", MIN_EVERY, MAX_SPAN)
+        _seconds(s, "pool_timeout", 0.0, MAX_POOL_TIMEOUT, low_open=True)
+        step = s["step"]
+        if step is not None and not (_number(step) and MIN_STEP <= step <= s["window"]):
+            raise BadRequest(f"step must be a number of seconds (the grid step) of at least {MIN_STEP:g} "
+                             f"and at most the window ({s['window']:g}), or None (the data's own), not {step!r}")
+        rows = s["batch_rows"]
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+            raise BadRequest(f"batch_rows must be a positive integer (pairs per batch), not {rows!r}")
+        for key in BOOLEANS:
+            if not isinstance(s[key], bool):
+                raise BadRequest(f"{key} must be true or false, not {s[key]!r}")
         for key in ("pool", "submodels"):
             if not isinstance(s[key], list) or not all(isinstance(x, str) and x for x in s[key]):
                 raise BadRequest(f"{key} must be a list of agent names")
         if self.name in s["submodels"]:
             raise BadRequest("a modeler cannot be its own sub-model")
+        _store_url(s["store"])
         port = s["http"]
         if port is not None and not (isinstance(port, int) and not isinstance(port, bool) and 0 <= port < 65536):
             raise BadRequest("http must be a port number (0: any free port) or None")
@@ -166,11 +223,18 @@ class ModelerAgent(Agent):
             raise BadRequest("http_bind must be an address to serve the page on (e.g. 127.0.0.1)")
 
     def on_reconfigure(self, changed: dict) -> None:
+        # Checked against the settings in force, not against ``changed``: a refused
+        # reconfigure is undone by calling this again with the old values, which must pass.
+        if "network" in self.settings:
+            raise BadRequest("network cannot be changed by reconfigure (the pool's neural agents "
+                             "hold the same one); create a new modeler with network=...")
+        if self.settings.get("store") != self._store_setting:
+            raise BadRequest("store cannot be changed by reconfigure: the versions live there; "
+                             "create a new modeler with store=URL (and copy the model_versions table "
+                             "to keep the history)")
         if "sources" in changed:
             self.settings["sources"] = parse_sources(self.settings["sources"])
-        self._check({**DEFAULTS, **self.settings})
-        if "step" in changed:
-            self._estimator.step = self.settings["step"]
+        self._check({**DEFAULTS, **self.settings})  # step: each job copies the estimator with its own
         if "http" in changed or "http_bind" in changed:
             # a port that cannot be bound refuses the reconfigure (BadRequest); the
             # platform then puts the old settings back and calls this again with them
@@ -185,6 +249,7 @@ class ModelerAgent(Agent):
         self._estimator.screen_threshold_ = float(meta.get("screen_threshold", 0.0))
         self._network = self._estimator.network_.ident
         self._versions: Versions | None = None
+        self._store_setting = self.settings.get("store")  # the store the versions are in
         self._job_lock = threading.Lock()
         self._job: threading.Thread | None = None
         self._progress: dict[str, Any] = {"state": "idle"}
@@ -294,8 +359,10 @@ class ModelerAgent(Agent):
         if redo:
             self._progress["redo"] = True
         close = True  # the job is over: no longer open
+        with self.lock:  # one snapshot per job: a reconfigure meanwhile applies from the next one
+            settings = copy.deepcopy(self.settings)
         try:
-            version = (self._stored(number) if redo else None) or self._model_once(number)
+            version = (self._stored(number) if redo else None) or self._model_once(number, settings)
             self._progress = {**self._progress, "state": "done", "version": version,
                               "finished": time.time()}
         except Exception as exc:  # noqa: BLE001 - a failed run is reported, the next one tries again
@@ -311,18 +378,25 @@ class ModelerAgent(Agent):
 
     # -- one modeling run ----------------------------------------------------------------------
 
-    def _model_once(self, number: int) -> int:
+    def _model_once(self, number: int, settings: dict) -> int:
+        """One run on ``settings``, the job's snapshot: the activity collected, the
+        evidence asked for and the provenance recorded all name the same sources."""
         t_start = time.perf_counter()
         now = time.time()
-        window = float(self.settings["window"])
-        series, by_source = collect(self.ref, self.settings["sources"], now - window)
+        window = float(settings["window"])
+        series, by_source = collect(self.ref, settings["sources"], now - window)
         t_collected = time.perf_counter()
-        self._remember_plots(series, by_source)
+        self._remember_plots(series, by_source)  # the bad ones too: the page shows what came
+        left_out = _unusable(series)
+        if left_out:
+            log.warning("modeler %s: job %s leaves out %s", self.name, number, left_out)
+            series = {o: s for o, s in series.items() if o not in left_out}
+            by_source = {a: [o for o in objs if o not in left_out] for a, objs in by_source.items()}
 
         subs: dict[str, tuple[nx.DiGraph, dict]] = {}
         missing: list[str] = []
         unavailable: dict[str, str] = {}  # why each missing sub-model is missing
-        for name in self.settings["submodels"]:
+        for name in settings["submodels"]:
             # no model there yet, unreachable, not answering within SUBMODEL_TIMEOUT, or
             # not a modeler: score its pairs here this time
             try:
@@ -343,19 +417,21 @@ class ModelerAgent(Agent):
                 return ~both.any(axis=1)
 
         self._progress = {**self._progress, "state": "features", "objects": len(series)}
-        job = scoring.make_job(self._estimator, series, keep)
+        estimator = copy.copy(self._estimator)  # shares the network; the job's own step
+        estimator.step = settings["step"]
+        job = scoring.make_job(estimator, series, keep)
         t_features = time.perf_counter()
 
         self._progress = {**self._progress, "state": "scoring", "pairs": len(job.pairs)}
-        pool = Pool({n: self.ref(n) for n in self._pool_members()}, self._network,
-                    self._estimator.network_, batch_rows=int(self.settings["batch_rows"]),
-                    timeout=float(self.settings["pool_timeout"]), progress=self._on_batch)
+        pool = Pool({n: self.ref(n) for n in self._pool_members(settings)}, self._network,
+                    estimator.network_, batch_rows=int(settings["batch_rows"]),
+                    timeout=float(settings["pool_timeout"]), progress=self._on_batch)
         proba, report = pool.score(job.features)
         t_scored = time.perf_counter()
 
-        answers, outcome = collect_connections(self.ref, self.settings["sources"], now - window)
+        answers, outcome = collect_connections(self.ref, settings["sources"], now - window)
         conn, watched, unresolved = resolve(answers, series)
-        g, changed = decide(self._estimator, scoring.combine(job, proba), conn, watched)
+        g, changed = decide(estimator, scoring.combine(job, proba), conn, watched)
         for name, (sub, head) in subs.items():
             for v, data in sub.nodes(data=True):
                 g.add_node(v, **{**data, "submodel": name})
@@ -377,7 +453,7 @@ class ModelerAgent(Agent):
             "candidate_pairs": int(job.n_candidates), "pool": report.as_dict(),
             "submodels": {n: h["version"] for n, (_, h) in subs.items()},
             "submodels_missing": missing, "submodels_unavailable": unavailable,
-            "objects_by_source": by_source,
+            "objects_by_source": by_source, "objects_left_out": left_out,
             "connections": {"used": bool(conn or watched), "pairs": len(conn), "watched": len(watched),
                             "unresolved_endpoints": unresolved, "sources": outcome, **changed},
             "seconds": {"collect": round(t_collected - t_start, 4),
@@ -387,16 +463,16 @@ class ModelerAgent(Agent):
                         "decide": round(t_decided - t_scored, 4),
                         "total": round(t_decided - t_start, 4)},
         }
-        sources = [s["agent"] for s in self.settings["sources"]] + list(subs)
+        sources = [s["agent"] for s in settings["sources"]] + list(subs)
         if self._stopping:  # moved or stopped meanwhile: the agent redoes it where it runs now
             raise RuntimeError("agent left this host during the run; not kept")
         return self.versions.add(self.name, g, Provenance(sources, job.t0, job.t1, self._network, info))
 
-    def _pool_members(self) -> list[str]:
-        """The configured pool, plus with ``discover`` every neural agent registered now:
+    def _pool_members(self, settings: dict) -> list[str]:
+        """The job's pool, plus with ``discover`` every neural agent registered now:
         the pool then grows as operators start neural agents and shrinks as they go."""
-        names = list(self.settings["pool"])
-        if self.settings.get("discover"):
+        names = list(settings["pool"])
+        if settings.get("discover"):
             found = admin.find_agents(self.ref(self.name).settings, kind="neural")
             names += sorted(n for n in found if n not in names)
         return names
@@ -441,7 +517,7 @@ class ModelerAgent(Agent):
             k = max(1, -(-len(s) // PLOT_POINTS))
             end, value = s.end[::k], s.value[::k]
             plots[obj] = {"unit": s.unit, "t": [round(float(t), 3) for t in end],
-                          "v": [float(v) for v in value]}
+                          "v": [float(v) if math.isfinite(v) else None for v in value]}  # JSON has no inf
         self._plots = plots
 
     # -- control (configuration interface) ---------------------------------------------------

@@ -8,10 +8,12 @@ restart follows the agent like any other call.  Object names contain slashes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from masa.errors import BadRequest, MasaError
@@ -35,6 +37,34 @@ def _number(name: str, kind: type = float) -> Any:
         raise BadRequest(f"{name} must be {_KINDS.get(kind, kind.__name__)}") from None
 
 
+def _version(name: str) -> int | None:
+    """A version number parameter: versions are signed 64-bit integers, and a number
+    beyond that names none (nor would it pass the wire to the modeler)."""
+    value = _number(name, int)
+    if value is not None and not -(2**63) <= value < 2**63:
+        raise BadRequest(f"{name}: there is no version {value}")
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no such numbers, and Python's
+    ``Infinity`` makes the whole answer unreadable to a strict parser (a browser's)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class FiniteJSON(DefaultJSONProvider):
+    """Every JSON answer is standard JSON (see :func:`_finite`)."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return super().dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
 def _required(name: str) -> str:
     value = request.args.get(name)
     if not value:
@@ -49,6 +79,7 @@ def create_app(call: Call, nodes: Callable[[], list[dict]], token: str | None, m
     the routes themselves; ``modeler`` names the modeler (its cookie is its own, so the
     pages of several modelers open in one browser do not overwrite each other's)."""
     app = Flask("masa-modeler")
+    app.json = FiniteJSON(app)
     cookie = auth.cookie_name(modeler)
 
     @app.before_request
@@ -106,39 +137,39 @@ def create_app(call: Call, nodes: Callable[[], list[dict]], token: str | None, m
 
     @app.get("/api/model")
     def model() -> Response:
-        return jsonify(q("model", version=_number("version", int)))
+        return jsonify(q("model", version=_version("version")))
 
     @app.get("/api/dependencies")
     def dependencies() -> Response:
         return jsonify(q("dependencies", object=_required("object"), min_confidence=conf(),
-                         version=_number("version", int)))
+                         version=_version("version")))
 
     @app.get("/api/dependants")
     def dependants() -> Response:
         return jsonify(q("dependants", object=_required("object"), min_confidence=conf(),
-                         version=_number("version", int)))
+                         version=_version("version")))
 
     @app.get("/api/impact")
     def impact() -> Response:
         return jsonify(q("impact", object=_required("object"), min_confidence=conf(),
-                         version=_number("version", int)))
+                         version=_version("version")))
 
     @app.get("/api/path")
     def path() -> Response:
         return jsonify(q("path", source=_required("source"), target=_required("target"),
-                         min_confidence=conf(), version=_number("version", int)))
+                         min_confidence=conf(), version=_version("version")))
 
     @app.get("/api/diff")
     def diff() -> Response:
-        old = _number("old", int)
+        old = _version("old")
         if old is None:
             raise BadRequest("missing query parameter 'old'")
-        return jsonify(q("diff", old=old, new=_number("new", int)))
+        return jsonify(q("diff", old=old, new=_version("new")))
 
     @app.get("/api/export")
     def export() -> Response:
         fmt = request.args.get("format", "json")
-        text = q("export", format=fmt, version=_number("version", int))
+        text = q("export", format=fmt, version=_version("version"))
         return Response(text, mimetype=MIMETYPES.get(fmt, "text/plain"))
 
     @app.get("/api/versions")
@@ -147,7 +178,7 @@ def create_app(call: Call, nodes: Callable[[], list[dict]], token: str | None, m
 
     @app.get("/api/layout")
     def layout() -> Response:
-        return jsonify(q("layout", version=_number("version", int)))
+        return jsonify(q("layout", version=_version("version")))
 
     @app.get("/api/activity")
     def activity() -> Response:

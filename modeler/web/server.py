@@ -51,18 +51,18 @@ def listen(bind: str, port: int) -> socket.socket:
 
 
 class WebServer:
-    """Werkzeug's threaded server for ``app`` on an already bound socket (``sock``, which
+    """Werkzeug's threaded server (bounded: :mod:`modeler.web.wsgi`) for ``app`` on an already bound socket (``sock``, which
     it takes over), or on ``bind``:``port`` bound here (BadRequest if it cannot be)."""
 
     def __init__(self, app: Any, bind: str, port: int, sock: socket.socket | None = None) -> None:
-        from werkzeug.serving import make_server
+        from modeler.web.wsgi import Handler, Server  # werkzeug: only here
 
         if sock is None:
             sock = listen(bind, port)
         try:
             port = sock.getsockname()[1]
             # the server works on its own duplicate of the descriptor
-            self._server = make_server(bind, port, app, threaded=True, fd=sock.fileno())
+            self._server = Server(bind, port, app, Handler, fd=sock.fileno())
         finally:
             sock.close()
         self.url = url_of(bind, self._server.server_address[1])

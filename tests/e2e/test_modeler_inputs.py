@@ -20,6 +20,7 @@ import urllib.request
 import pytest
 
 from masa import admin
+from masa.activity import Series
 from masa.errors import BadRequest, KindNotAllowed
 from masa.supervisor import free_port
 from modeler.web.auth import page_url, web_token
@@ -241,8 +242,12 @@ def test_a_page_port_taken_while_the_host_was_down_is_reported_then_taken_back(d
 
 # -- 6. settings that cannot work are refused at create and at reconfigure ----------------------
 
-@pytest.mark.parametrize("setting", [{"sources": []}, {"step": -1}, {"step": 0}, {"step": "x"},
-                                     {"step": math.inf}, {"http": True}, {"http_bind": 7}])
+@pytest.mark.parametrize("setting", [
+    {"sources": []}, {"step": -1}, {"step": 0}, {"step": "x"}, {"step": math.inf}, {"step": 1e-300},
+    {"step": 1e300}, {"http": True}, {"http_bind": 7}, {"evry": 5}, {"min_confidence": 0.5},
+    {"autostart": "no"}, {"discover": 1}, {"batch_rows": 0.5}, {"batch_rows": 2.5}, {"batch_rows": 0},
+    {"every": 0.001}, {"every": 1e300}, {"window": 1e-300}, {"window": 1e300}, {"pool_timeout": 1e10},
+    {"pool_timeout": 0}, {"store": 5}, {"store": "no url at all"}, {"store": "nosuchdb://x/y"}])
 def test_settings_that_cannot_work_are_refused(deployment, setting):
     c = deployment
     if "cfg" not in admin.find_agents(c.settings):
@@ -259,6 +264,82 @@ def test_settings_that_cannot_work_are_refused(deployment, setting):
     with pytest.raises(BadRequest):
         c.create("m1", "modeler", "refused", **{"sources": ["rec"], "http": None, **setting})
     assert "refused" not in admin.find_agents(c.settings)
+
+
+def test_settings_refusals_say_what_is_wrong_and_what_is_accepted(deployment):
+    c = deployment
+    with pytest.raises(BadRequest, match=r"unknown modeler setting 'evry'.*\bevery\b"):
+        c.create("m1", "modeler", "typo", sources=["rec"], http=None, evry=5)
+    with pytest.raises(BadRequest, match="cannot be its own source"):
+        c.create("m1", "modeler", "selfish", sources=["rec", "selfish"], http=None)
+    with pytest.raises(BadRequest, match="store must be a database URL") as refused:
+        c.create("m1", "modeler", "secret", sources=["rec"], http=None, store="nosuchdb://u:hunter2@h/d")
+    assert "hunter2" not in str(refused.value)  # a URL may hold a password: never quoted
+    assert not {"typo", "selfish", "secret"} & set(admin.find_agents(c.settings))
+
+
+def test_reconfigure_refuses_what_only_a_new_modeler_can_change(deployment, tmp_path):
+    """``network`` and ``store`` are taken at create only: the pool's neural agents hold the
+    network, and the versions live in the store (a change took effect only after a move)."""
+    c = deployment
+    if "cfg" not in admin.find_agents(c.settings):
+        c.create("m1", "modeler", "cfg", sources=["rec"], window=900.0, http=None)
+    cfg = c.ref("cfg", timeout=30)
+    before = cfg.query("describe")["settings"]
+    for setting, why in (({"network": b"junk"}, "network cannot be changed"),
+                         ({"store": f"sqlite:///{tmp_path / 'other.db'}"}, "store cannot be changed"),
+                         ({"sources": ["rec", "cfg"]}, "its own source")):
+        with pytest.raises(BadRequest, match=why):
+            cfg.configure("reconfigure", **setting)
+        assert cfg.query("describe")["settings"] == before
+    assert cfg.configure("reconfigure", every=2.0)["every"] == 2.0  # the rollbacks left it usable
+    cfg.configure("reconfigure", every=before["every"])
+
+
+def test_one_job_uses_one_snapshot_of_its_settings(deployment):
+    """A reconfigure of ``sources`` while a job scores applies from the next job: the
+    version's provenance, its objects and its evidence all name the sources it ran with."""
+    c = deployment
+    mod = c.ref("mod", timeout=30)
+    job = mod.configure("run")["job"]
+    c.wait(lambda: mid_run(mod, job), timeout=60, every=0.02)
+    try:
+        mod.configure("reconfigure", sources=["rec", "elsewhere"])
+        head = c.wait(lambda: next((h for h in mod.query("versions_list") if h["info"]["job"] == job), None),
+                      timeout=60, every=0.2)
+    finally:
+        mod.configure("reconfigure", sources=["rec"])
+    assert head["sources"] == ["rec"]
+    assert list(head["info"]["objects_by_source"]) == ["rec"]
+    assert list(head["info"]["connections"]["sources"]) == ["rec"]
+
+
+def test_objects_with_non_finite_or_huge_activity_are_left_out_and_named(deployment, tmp_path):
+    """One bad sample from one source made every run fail; the rest is modeled now."""
+    c = deployment
+    series = {w["object"]: Series.from_wire(w) for w in c.ref("rec").query("report")["series"]}
+    first = next(iter(series.values()))
+    for name, bad in (("bad/inf", math.inf), ("bad/huge", 1e300)):
+        value = first.value.copy()
+        value[4] = bad
+        series[name] = Series(name, first.unit, first.start, first.end, value)
+    c.create("n1", "recorder", "odd", store=fill(tmp_path / "odd.db", series))
+    c.create("m1", "modeler", "lenient", sources=["odd"], window=900.0, http=None)
+    lenient = c.ref("lenient", timeout=30)
+    try:
+        st = run_once(c, lenient)
+        assert st["job"]["state"] == "done", st["job"]
+        head = lenient.query("versions_list")[-1]
+        left = head["info"]["objects_left_out"]
+        assert set(left) == {"bad/inf", "bad/huge"}
+        assert "finite" in left["bad/inf"] and "beyond" in left["bad/huge"]
+        nodes = {n["id"] for n in lenient.query("model")["model"]["nodes"]}
+        assert nodes and not nodes & set(left) and head["info"]["objects"] == len(series) - 2
+        plot = lenient.query("activity", objects=["bad/inf"])["bad/inf"]["v"]
+        assert None in plot and all(v is None or math.isfinite(v) for v in plot)  # JSON has no inf
+    finally:
+        c.host("m1", "terminate", "lenient")
+        c.host("n1", "terminate", "odd")
 
 
 def test_a_valid_step_is_taken(deployment):

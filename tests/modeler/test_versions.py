@@ -42,3 +42,8 @@ def test_versions_keep_provenance_and_diff(store_url):
         assert [(e["source"], e["target"]) for e in d["removed_edges"]] == [("b", "c")]
         with pytest.raises(BadRequest, match="no version 7"):
             v.get("mod", 7)
+        for huge in (2**63, 2**64 - 1, -(2**63) - 1):  # beyond the database's 64-bit integers
+            with pytest.raises(BadRequest, match=f"no version {huge}"):
+                v.get("mod", huge)
+            with pytest.raises(BadRequest, match=f"no version {huge}"):
+                v.diff("mod", 1, huge)

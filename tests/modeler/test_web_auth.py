@@ -4,6 +4,8 @@ tests/e2e/test_modeler.py)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from masa.errors import BadRequest
@@ -96,6 +98,29 @@ def test_api_errors_are_json():
     bad = client.get("/api/dependencies?object=a&min_confidence=x", headers=bearer)
     assert bad.get_json() == {"error": "min_confidence must be a number"}
     assert client.get("/api/model?version=7", headers=bearer).get_json() == {"error": "no version 7"}
+
+
+def test_a_version_beyond_64_bits_is_no_version():
+    client = app_for("mod")
+    bearer = {"Authorization": f"Bearer {auth.web_token(SECRET, 'mod')}"}
+    for path in ("/api/model?version=", "/api/diff?old=1&new=", "/api/diff?old=", "/api/layout?version="):
+        for huge in (2**64, 10**30, -(2**63) - 1):
+            answer = client.get(f"{path}{huge}", headers=bearer)
+            assert answer.status_code == 400 and f"no version {huge}" in answer.get_json()["error"], path
+
+
+def test_answers_are_standard_json_without_nan_or_infinity():
+    """A source may serve a non-finite sample: the plots carry it as null, never as
+    Python's ``Infinity``, which a browser's JSON parser refuses (the whole answer lost)."""
+    import json
+
+    def odd(interface: str, op: str, **kw):
+        return {"x": {"t": [1.0, 2.0, 3.0], "v": [math.inf, -math.inf, math.nan]}, "n": (1, math.nan)}
+
+    client = create_app(odd, lambda: [], None, "mod").test_client()
+    body = client.get("/api/activity").get_data(as_text=True)
+    strict = json.loads(body, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+    assert strict == {"x": {"t": [1.0, 2.0, 3.0], "v": [None, None, None]}, "n": [1, None]}
 
 
 def test_every_string_put_into_the_page_as_markup_is_escaped():
