@@ -174,14 +174,19 @@ class Agent:
             rearm = self.state.get("delegated") != before.get("delegated")
             _restore(self.state, before)
             back = copy.deepcopy(back)
-        if back:
-            try:
-                self.on_reconfigure(back)
-            except Exception:  # noqa: BLE001 - the old values were in force before
-                log.warning("agent %s: re-applying settings after a refused change failed",
-                            self.name, exc_info=True)
+        self._reapply(back)
         if rearm:
             self.arm_delegated()
+
+    def _reapply(self, back: dict) -> None:
+        """Tell ``on_reconfigure`` the settings in force again after a refused change."""
+        if not back:
+            return
+        try:
+            self.on_reconfigure(back)
+        except Exception:  # noqa: BLE001 - the old values were in force before
+            log.warning("agent %s: re-applying settings after a refused change failed",
+                        self.name, exc_info=True)
 
     # -- the built-in part of both interfaces -------------------------------------------
 
@@ -219,13 +224,7 @@ class Agent:
                 with self.lock:
                     self.settings.clear()
                     self.settings.update(before)
-                back = {k: copy.deepcopy(before[k]) for k in changed if k in before}
-                if back:
-                    try:
-                        self.on_reconfigure(back)
-                    except Exception:  # noqa: BLE001 - the old values were in force before
-                        log.warning("agent %s: re-applying settings after a refused reconfigure failed",
-                                    self.name, exc_info=True)
+                self._reapply({k: copy.deepcopy(before[k]) for k in changed if k in before})
                 raise
         return copy.deepcopy(self.settings)
 
