@@ -42,12 +42,20 @@ class Registry:
         self.store = store
         self.heartbeat_interval = heartbeat
         self._lock = threading.Lock()
+        self._heard: set[str] = set()  # hosts that have beaten since this broker started
 
     def heartbeat(self, host: str, domain: str, address: str, resources: dict,
                   agents: list[dict]) -> bool:
-        """Record a host's beat; True tells the host to register its names again."""
+        """Record a host's beat; True tells the host to register its names again: when it
+        was down, and on its first beat to this broker process.  The node list outlives a
+        broker restart in its store, the name table does not; a host whose beat reached a
+        restarted broker before its sweeper had marked the host down was told "you were
+        up" and never registered again (6 of 12 restarts lost names in a fault hunt)."""
         with self._lock:
-            return self.store.record_heartbeat(host, domain, address, resources, agents, time.time())
+            rejoined = self.store.record_heartbeat(host, domain, address, resources, agents, time.time())
+            first = host not in self._heard
+            self._heard.add(host)
+            return rejoined or first
 
     def nodes(self, type: str | None = None, domain: str | None = None) -> list[dict]:  # noqa: A002
         return self.store.nodes(type=type, domain=domain)

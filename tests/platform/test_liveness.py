@@ -236,3 +236,21 @@ def test_second_masa_up_on_a_taken_address_fails_and_leaves_the_first_alone(tmp_
     finally:
         first.terminate()
         first.communicate(timeout=20)
+
+
+def test_a_restarted_broker_asks_every_host_to_register_on_its_first_beat(tmp_path):
+    """The node list is in a store and survives the broker; its name table does not.  A
+    host whose beat reached a restarted broker before the sweeper marked it down was told
+    "you were up" and never registered its names again."""
+    from masa.nameserver import Registry
+    from masa.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'nodes.db'}")
+    beat = ("masa.host.h1", "A", "PYRO:masa.host.h1@127.0.0.1:1", {}, [])
+    first = Registry(store, 1.0)
+    assert first.heartbeat(*beat) is True  # unknown: register
+    assert first.heartbeat(*beat) is False
+    restarted = Registry(store, 1.0)  # the node row still says up
+    assert restarted.heartbeat(*beat) is True
+    assert restarted.heartbeat(*beat) is False
+    store.close()
