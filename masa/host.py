@@ -218,7 +218,7 @@ class _Shape:
         try:
             self.sig.bind(**kwargs)  # for its precise message
         except TypeError as exc:
-            raise BadRequest(cut(f"{where}: {exc}")) from None
+            raise BadRequest(f"{where}: {exc}") from None
         raise BadRequest(f"{where}: arguments do not match {self.sig}")
 
 
@@ -324,6 +324,9 @@ class AgentServant:
             self._check_expired(agent, call, op)
             slot.stats["queries"] += 1
             return result
+        except MasaError as exc:
+            _cap(exc)
+            raise
         finally:
             slot.leave(call)
 
@@ -377,7 +380,7 @@ class AgentServant:
                 result = method(**kwargs)
                 if answer:
                     self._check_answer(agent, op, result)
-                _check_keepable(agent, op)
+                kept = _keepable_snapshot(agent, op)
             except Exception as exc:
                 agent.rollback(before)
                 raise self._failed(slot, agent, CONFIGURE, op, exc) from None
@@ -392,7 +395,7 @@ class AgentServant:
                 self._host.checkpoint(slot)  # asked for meanwhile; the state is rolled back now
         self._check_expired(agent, call, op)
         slot.stats["configures"] += 1
-        self._host.checkpoint(slot)
+        self._host.checkpoint(slot, kept)
         return result
 
     @staticmethod
@@ -405,11 +408,9 @@ class AgentServant:
     def _failed(slot: Slot, agent: Agent, interface: str, op: str, exc: Exception) -> MasaError:
         slot.stats["errors"] += 1
         if isinstance(exc, MasaError) and not isinstance(exc, PEER_ROUTING):
-            if len(exc.args) == 1 and isinstance(exc.args[0], str) and len(exc.args[0]) > MAX_ERROR_TEXT:
-                exc.args = (cut(exc.args[0]),)
             return exc
         log.warning("agent %s: %s %s failed", agent.name, interface, op, exc_info=exc)
-        return MasaError(cut(f"{agent.name}.{op} failed: {type(exc).__name__}: {exc}"))
+        return MasaError(f"{agent.name}.{op} failed: {type(exc).__name__}: {exc}")
 
     @Pyro5.api.oneway
     def push(self, op: str, kwargs: dict) -> None:
@@ -1043,16 +1044,18 @@ class AgentHost:
 
     # -- checkpoints: survive a stuck handler and a restart of the host --------------------
 
-    def checkpoint(self, slot: Slot) -> None:
+    def checkpoint(self, slot: Slot, taken: dict | None = None) -> None:
         """Keep the agent's state now (in memory and in the host's store).  While one of
         its configure operations runs, the state may be half changed: the checkpoint is
-        taken when the operation has ended (and, if it failed, been rolled back)."""
+        taken when the operation has ended (and, if it failed, been rolled back).
+        ``taken``: a snapshot already made of the state to keep (a configure operation
+        makes one to know its state can be kept), not copied a second time."""
         agent = slot.agent
         with agent.lock:
             if agent.configuring:
                 agent.checkpoint_due = True
                 return
-            slot.checkpoint = agent.snapshot()
+            slot.checkpoint = agent.snapshot() if taken is None else taken
         self.save_checkpoints()
 
     def save_checkpoints(self) -> None:
@@ -1256,15 +1259,25 @@ class AgentHost:
             self.daemon.transportServer.wakeup()
 
 
-def _check_keepable(agent: Agent, op: str) -> None:
-    """A configure operation is kept only if the state it leaves can be checkpointed as
-    every checkpoint is (a copy, encoded with msgpack): one that cannot would keep the
-    agent at its last checkpoint from now on, and every later change would be lost on the
-    next restart while each call reported success."""
+def _cap(exc: MasaError) -> None:
+    """Cut an error's text to :data:`MAX_ERROR_TEXT` before it goes to the caller: an error
+    quoting a huge argument would not fit a message, Pyro5 would drop the connection, and
+    the caller, taking that for a dead host, would call again until its deadline."""
+    if len(exc.args) == 1 and isinstance(exc.args[0], str) and len(exc.args[0]) > MAX_ERROR_TEXT:
+        exc.args = (cut(exc.args[0]),)
+
+
+def _keepable_snapshot(agent: Agent, op: str) -> dict:
+    """The state a configure operation leaves, as its checkpoint; the operation is kept
+    only if that state can be checkpointed as every checkpoint is (a copy, encoded with
+    msgpack): one that cannot would keep the agent at its last checkpoint from now on, and
+    every later change would be lost on the next restart while each call reported success."""
     try:
-        msgpack.packb(agent.snapshot(), use_bin_type=True)
+        snapshot = agent.snapshot()
+        msgpack.packb(snapshot, use_bin_type=True)
     except Exception as exc:  # noqa: BLE001 - too deep to copy, a value msgpack cannot encode
         raise _unkeepable(agent, op, exc) from None
+    return snapshot
 
 
 def _unkeepable(agent: Agent, op: str, exc: Exception) -> BadRequest:

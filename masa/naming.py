@@ -15,7 +15,7 @@ import Pyro5.errors
 from Pyro5.core import URI
 
 from masa.config import Settings
-from masa.errors import AgentNotFound, BadRequest
+from masa.errors import AgentNotFound, BadRequest, cut
 from masa.security import Proxy
 
 HOST_PREFIX = "masa.host."
@@ -43,8 +43,7 @@ def check_name(name: object, what: str) -> None:
     that would be taken for another object's id, and short enough for the node list."""
     if (not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or name.startswith(RESERVED_PREFIX)
             or not name.isprintable() or any(c.isspace() or c in "/\\:@" for c in name)):
-        shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:60]) + "..."
-        raise BadRequest(f"invalid {what} name {shown}: 1-{MAX_NAME} printable characters without "
+        raise BadRequest(f"invalid {what} name {cut(repr(name), 62)}: 1-{MAX_NAME} printable characters without "
                          f"spaces or any of / \\ : @, not starting with {RESERVED_PREFIX!r}")
 
 
