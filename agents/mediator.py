@@ -51,7 +51,7 @@ from agents.recorder import RecorderAgent
 from agents.self_placement import SelfPlacement
 from agents.source import check_report
 from agents.standing import MAX_REQUEST_ID, matches, series_from_rows
-from masa.activity import Series
+from masa.activity import MAX_OBJECTS, Series
 from masa.agent import query
 from masa.errors import BadRequest, MasaError, UnknownOperation, brief
 from masa.naming import check_name
@@ -363,8 +363,8 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
 
             def fetch(o: list[str], a: float, b: float | None, ref=ref, key=key) -> tuple[list[Series], float]:
                 got, answered = [], INF
-                for i in range(0, len(o), checks.MAX_OBJECTS):  # what one report below takes
-                    r = ref.query("report", objects=o[i:i + checks.MAX_OBJECTS], since=a, until=b)
+                for i in range(0, len(o), MAX_OBJECTS):  # what one report below takes
+                    r = ref.query("report", objects=o[i:i + MAX_OBJECTS], since=a, until=b)
                     if any(_key(w.get("applied", ())) != key for w in r["series"]):
                         raise _Retagged(ref.name)  # before the cache takes any of it
                     got += [Series.from_wire(w) for w in r["series"]]

@@ -15,15 +15,12 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from agents import checks, evidence
 from agents.standing import Subscriptions, matches, series_from_rows
 from masa.activity import Series
 from masa.agent import Agent, query
 from masa.errors import BadRequest
-from masa.store import Store
+from masa.store import Store, check_url
 
 MAX_REPORT_SAMPLES = 500_000  # one report answer; ask again with a later `since` for more
 DEFAULTS = {"retention": 3600.0, "store": None}
@@ -63,14 +60,7 @@ def check_settings(settings: dict[str, Any]) -> None:
     ``store`` that is no database URL failed only when the store was next opened (after
     a move or a restart)."""
     checks.number(settings.get("retention"), "retention", positive=True, unit="seconds")
-    url = settings.get("store")
-    if url is None or url == "":  # the default: a SQLite file in the host's state folder
-        return
-    try:
-        make_url(url).get_dialect()  # a string that parses, naming a database SQLAlchemy knows
-    except ArgumentError:  # the URL itself is not quoted: it may hold a password
-        raise BadRequest("store must be a database URL such as sqlite:///PATH or postgresql://USER@HOST/DB "
-                         "(or None: a SQLite file in the host's state folder)") from None
+    check_url(settings.get("store"), "a SQLite file in the host's state folder")
 
 
 class ActivitySource(Agent):

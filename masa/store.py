@@ -38,6 +38,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql import case
 
+from masa.errors import BadRequest
+
 __all__ = [
     "AGENT",
     "HOST",
@@ -47,6 +49,7 @@ __all__ = [
     "Node",
     "SampleRow",
     "Store",
+    "check_url",
     "default_url",
 ]
 
@@ -186,6 +189,20 @@ _COLUMNS = (
 
 def _as_dict(node: Node) -> dict[str, Any]:
     return {c: getattr(node, c) for c in _COLUMNS}
+
+
+def check_url(value: Any, default: str) -> None:
+    """A ``store`` setting: None (``default`` says what that means) or a URL naming a
+    database SQLAlchemy knows.  Checked when it is given, not when the store is first
+    opened, which may be after a move or a restart; the URL is never quoted back, since
+    it may hold a password."""
+    if value is None or value == "":
+        return
+    try:
+        make_url(value).get_dialect()
+    except Exception:  # noqa: BLE001 - any failure: not a usable URL
+        raise BadRequest("store must be a database URL such as sqlite:////PATH/FILE.db or "
+                         f"postgresql://USER@HOST/DB (or None: {default})") from None
 
 
 def _to_url(url: str | None) -> URL:

@@ -37,14 +37,13 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-from sqlalchemy.engine import make_url
 
 from masa import admin
 from masa.activity import Series
 from masa.agent import Agent, configure, query
 from masa.errors import AgentExists, BadRequest, KindNotAllowed, MasaError, UnknownKind
 from masa.naming import HOST_PREFIX, NameService, short
-from masa.store import Store
+from masa.store import Store, check_url
 from modeler import grid, interface
 from modeler.agents import scoring
 from modeler.agents.neural import load_network
@@ -98,18 +97,6 @@ def _seconds(settings: dict, key: str, low: float, high: float, low_open: bool =
     if not _number(value) or value > high or value < low or (low_open and value == low):
         bound = f"above {low:g}" if low_open else f"at least {low:g}"
         raise BadRequest(f"{key} must be a number of seconds {bound} and at most {high:g}, not {value!r}")
-
-
-def _store_url(value: Any) -> None:
-    """``store``: None or a URL naming a database SQLAlchemy knows (checked now, not when
-    the store is first opened, which may be after a move or a restart)."""
-    if value is None:
-        return
-    try:
-        make_url(value).get_dialect()
-    except Exception:  # noqa: BLE001 - any failure: not a usable URL; never quoted (it may hold a password)
-        raise BadRequest("store must be a database URL such as sqlite:////PATH/models.db or "
-                         "postgresql://USER@HOST/DB (or None: MASA_HOME/models.db)") from None
 
 
 def _version(value: Any, name: str) -> None:
@@ -215,7 +202,7 @@ class ModelerAgent(Agent):
                 raise BadRequest(f"{key} must be a list of agent names")
         if self.name in s["submodels"]:
             raise BadRequest("a modeler cannot be its own sub-model")
-        _store_url(s["store"])
+        check_url(s["store"], "MASA_HOME/models.db")
         port = s["http"]
         if port is not None and not (isinstance(port, int) and not isinstance(port, bool) and 0 <= port < 65536):
             raise BadRequest("http must be a port number (0: any free port) or None")
