@@ -20,7 +20,7 @@ from agents.evidence import check as check_connections
 from agents.placement import Policy
 from agents.preprocess import check as check_step
 from agents.source import check_report
-from agents.standing import Inbox, matches
+from agents.standing import Inbox, _union, matches
 from masa.activity import Series
 from masa.errors import BadRequest
 from masa.store import Store
@@ -196,22 +196,25 @@ def test_a_mediator_over_more_objects_than_one_report_takes_asks_in_parts(crowde
     assert len(got) == MAX_OBJECTS + 1 and got["b1/o10000"].value.tolist() == [10000.0]
 
 
-def test_a_report_with_the_most_globs_allowed_is_quick(crowded):
+def test_a_report_with_the_most_globs_allowed_is_answered_without_a_restart(crowded):
     """Every held object is matched against every glob: as one expression, not 10**8
-    matches (a report of 120,000 globs used to run past the watchdog)."""
+    matches (a report of 120,000 globs used to run past the watchdog, which restarted
+    the agent)."""
     rec = crowded.ref("rec-crowded", timeout=60)
+    before = next(a for a in crowded.host("b1", "agents") if a["name"] == "rec-crowded")["restarts"]
     globs = [f"b1/o*{i}x" for i in range(MAX_OBJECTS - 1)] + ["b1/o0000?"]
-    start = time.monotonic()
     got = objects_in(rec.query("report", objects=globs))
     assert sorted(got) == [f"b1/o0000{i}" for i in range(10)]
-    assert time.monotonic() - start < 20  # the watchdog restarts an agent after 30 s
+    assert next(a for a in crowded.host("b1", "agents") if a["name"] == "rec-crowded")["restarts"] == before
 
 
 def test_matching_many_globs_is_one_scan_per_object():
+    """A list of globs is compiled once into one expression and reused for every object
+    (matched glob by glob, 10,000 globs x 3,000 objects took about 20 s)."""
     globs = [f"zz*{i}" for i in range(MAX_OBJECTS)]
-    start = time.monotonic()
+    _union.cache_clear()
     hits = [o for o in (f"h/proc/p{i}/cpu" for i in range(3000)) if matches(globs, o)]
-    assert hits == [] and time.monotonic() - start < 5  # about 20 s matched glob by glob
+    assert hits == [] and _union.cache_info().misses == 1 and _union.cache_info().hits == 2999
     assert matches(["h/*", "x"], "h/cpu") and not matches([], "h/cpu") and matches(None, "h/cpu")
     assert matches(["[!a]/cpu"], "b/cpu") and not matches(["[!a]/cpu"], "a/cpu")
 
