@@ -62,7 +62,10 @@ class FiniteJSON(DefaultJSONProvider):
     """Every JSON answer is standard JSON (see :func:`_finite`)."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        return super().dumps(_finite(obj), allow_nan=False, **kwargs)
+        try:  # nearly always finite: the answer is walked only when it is not
+            return super().dumps(obj, allow_nan=False, **kwargs)
+        except ValueError:
+            return super().dumps(_finite(obj), allow_nan=False, **kwargs)
 
 
 def _required(name: str) -> str:
