@@ -56,6 +56,7 @@ MAX_SEQ = 2**53 - 1  # batch numbers stay exact as floats and fit a checkpoint (
 DELIVERY_TIMEOUT = 2.0  # a subscriber slower than this is retried later (see RETRY_*)
 RETRY_FIRST = 1.0  # a subscriber that failed is tried again after this many seconds,
 RETRY_CAP = 30.0  # doubling after each further failure up to this
+PASS_BUDGET = DELIVERY_TIMEOUT  # seconds of round-robin rounds in one delivery pass
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ class Subscriptions:
         # restarted or moved source simply tries every subscriber again.
         self.retry: dict[str, tuple[float, float]] = {}
         self._reached: set[str] = set()  # requests whose last delivery succeeded
+        self._took: dict[str, float] = {}  # request -> seconds its last batch took
 
     def subscribe(self, request: str, subscriber: str, objects: list[str] | None = None,
                   predicates: list[str] | None = None, interval: float | None = None,
@@ -231,28 +233,33 @@ class Subscriptions:
         with self.agent.lock:
             self.retry.pop(request, None)
             self._reached.discard(request)
+            self._took.pop(request, None)
             return self.requests.pop(request, None) is not None
 
     def deliver_all(self, now: float | None = None, horizon: Callable[[], float] | None = None) -> int:
-        """Push every due batch; returns the number of batches acknowledged.
+        """Push due batches; returns the number of batches acknowledged.
 
         ``horizon()``: newest time up to which the source's data is complete (samples
         ending later may still arrive); now without it.  It is read under the agent's lock
         together with the list of requests, so a request opened meanwhile (see ``anchor``
         in :meth:`subscribe`) is never cut against a horizon from before it lowered it.
 
-        Subscribers that answered last time are served first; one that failed is tried
-        again only after its backoff (:data:`RETRY_FIRST` doubling up to
-        :data:`RETRY_CAP`), and first asked of the name server (one look-up, no waiting),
-        so a subscriber that does not exist costs no :data:`DELIVERY_TIMEOUT`.  Its
-        samples wait in the store meanwhile; when it answers again it gets everything
-        from its acknowledged position on."""
+        Batches go round-robin, one per request and round, for at most
+        :data:`PASS_BUDGET` seconds of rounds: a subscriber that answers, but slowly,
+        with a long backlog (back from an outage) then delays the others by one of its
+        batches, not by its whole backlog.  What a pass leaves is sent by the next one,
+        whatever the request's ``interval``.  Subscribers that answered last time are
+        served first, the quickest first; one that failed is tried again only after its
+        backoff (:data:`RETRY_FIRST` doubling up to :data:`RETRY_CAP`), and first asked of
+        the name server (one look-up, no waiting), so a subscriber that does not exist
+        costs no :data:`DELIVERY_TIMEOUT`.  Its samples wait in the store meanwhile; when
+        it answers again it gets everything from its acknowledged position on."""
         now = time.time() if now is None else now
         with self.agent.lock:
             items = list(self.requests.items())
             horizon = now if horizon is None else horizon()
-        items.sort(key=lambda item: item[0] not in self._reached)  # stable: healthy first
-        acked = 0
+        items.sort(key=lambda item: (item[0] not in self._reached, self._took.get(item[0], 0.0)))
+        due = []
         for request, spec in items:
             backoff = self.retry.get(request)
             if backoff is not None and now < backoff[1]:
@@ -265,14 +272,28 @@ class Subscriptions:
             if request not in self._reached and not self._registered(spec["subscriber"]):
                 self._failed(request, now, f"subscriber {spec['subscriber']!r} is not registered")
                 continue
-            while spec["acked_until"] < horizon and request in self.requests:
-                until = min(horizon, spec["acked_until"] + MAX_BATCH_SPAN)
-                if not self._send(request, spec, until):
-                    self._failed(request, now)
-                    break  # unreachable: everything stays in the store for the next try
+            due.append((request, spec))
+        acked, started = 0, time.monotonic()
+        while due:
+            behind = []
+            for request, spec in due:
+                if request not in self.requests:  # quit meanwhile
+                    continue
+                sent = time.monotonic()
+                if not self._send(request, spec, min(horizon, spec["acked_until"] + MAX_BATCH_SPAN)):
+                    self._failed(request, now)  # unreachable: everything stays in the store
+                    continue
+                self._took[request] = time.monotonic() - sent
                 self.retry.pop(request, None)
                 self._reached.add(request)
                 acked += 1
+                if spec["acked_until"] < horizon:
+                    behind.append((request, spec))
+            due = behind
+            if time.monotonic() - started >= PASS_BUDGET:
+                for _, spec in due:
+                    spec["next_due"] = 0.0  # the rest of its backlog goes on the next pass
+                break
         return acked
 
     def _failed(self, request: str, now: float, why: str | None = None) -> None:

@@ -42,3 +42,21 @@ class HoldingRecorderAgent(RecorderAgent):
             while hold.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
         super().record(rows, complete_until)
+
+
+class SlowRecorderAgent(RecorderAgent):
+    """A recorder that answers every batch, but only after ``delay`` s (under the source's
+    delivery timeout): a subscriber on a slow link.  ``open_from`` opens a request from a
+    position in the past, as a subscriber back from a long outage resumes."""
+
+    @query
+    def deliver(self, request: str, source: str, seq: int, until: float, series: list) -> int:
+        time.sleep(float(self.settings.get("delay", 1.0)))
+        return super().deliver(request, source, seq, until, series)
+
+    @query
+    def open_from(self, request: str, source: str, since: float) -> dict:
+        with self.lock:
+            self.inbox.subs[request] = {"seq": 0, "until": since, "source": source, "objects": None,
+                                        "predicates": [], "interval": None, "deliver": "deliver"}
+        return self.inbox.resubscribe([request])

@@ -16,13 +16,14 @@ from tests.cluster import TEST_KINDS, Cluster, attempt
 
 FEEDER = "feeder=tests.agents.source_kinds:FeederAgent"
 HOLDING = "holding=tests.agents.source_kinds:HoldingRecorderAgent"
+SLOW = "slowrec=tests.agents.source_kinds:SlowRecorderAgent"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("masa"), {"s1": {"domain": "S"}, "s2": {"domain": "S"}})
     for child in c.sup.children.values():  # the suite's kinds and the feeder
-        child.env = {**child.env, "MASA_KINDS": f"{TEST_KINDS},{FEEDER}"}
+        child.env = {**child.env, "MASA_KINDS": f"{TEST_KINDS},{FEEDER},{SLOW}"}
     with c:
         yield c
 
@@ -94,6 +95,34 @@ def test_dead_subscribers_hold_up_no_healthy_one(cluster):
     # what arrived is exactly what the collector has, nothing missing in between
     got = series(rec.query("report"))["s1/cpu"]
     full = series(col.query("report", objects=["s1/cpu"], since=got.start[0] + 1e-6, until=got.end[-1]))["s1/cpu"]
+    np.testing.assert_array_equal(got.end, full.end)
+
+
+def test_a_slow_subscriber_with_a_backlog_holds_up_no_other(cluster):
+    """A subscriber that answers each batch only after a second, back from a 12-minute
+    outage (12 batches to catch up), takes a batch per round: the quick subscriber of the
+    same source goes on receiving while the slow one catches up, not after it."""
+    cluster.create("s1", "collector", "col-rr", interval=0.25, per_process="none")
+    cluster.create("s2", "recorder", "rec-quick")
+    cluster.create("s2", "slowrec", "rec-slow", delay=1.0)
+    quick, slow = cluster.ref("rec-quick"), cluster.ref("rec-slow")
+    quick.configure("subscribe_to", request="quick", source="col-rr", objects=["s1/cpu"])
+    cluster.wait(lambda: quick.query("subscriptions_status")["quick"]["seq"] >= 1, timeout=30)
+    backlog = 12
+    slow.query("open_from", request="slow", source="col-rr", since=time.time() - 60 * backlog)
+    cluster.wait(lambda: slow.query("subscriptions_status")["slow"]["seq"] >= 1, timeout=30)
+    advanced, seq = 0, quick.query("subscriptions_status")["quick"]["seq"]
+    deadline = time.monotonic() + 120
+    for _ in range(600):  # the backlog takes 12 s or more: polled, bounded in count and time
+        if slow.query("subscriptions_status")["slow"]["seq"] >= backlog or time.monotonic() > deadline:
+            break
+        now = quick.query("subscriptions_status")["quick"]["seq"]
+        advanced, seq = advanced + (now > seq), now
+        time.sleep(0.2)
+    assert slow.query("subscriptions_status")["slow"]["seq"] >= backlog
+    assert advanced >= 2  # the quick one moved on (at least twice) while the backlog drained
+    got = series(slow.query("report"))["s1/cpu"]  # and the slow one lost nothing on the way
+    full = series(cluster.ref("col-rr").query("report", objects=["s1/cpu"], until=got.end[-1]))["s1/cpu"]
     np.testing.assert_array_equal(got.end, full.end)
 
 

@@ -229,3 +229,39 @@ def test_a_failing_subscriber_is_retried_with_backoff_and_holds_up_no_other():
         subs.deliver_all(now=now, horizon=lambda now=now: now)
     assert subs.requests["ghost2"]["acked_until"] == now and "ghost2" not in subs.retry
     assert sorted(subs.retry) == ["ghost3"]
+
+
+def test_a_pass_serves_requests_round_robin_and_the_next_pass_goes_on(monkeypatch):
+    """One batch per request and round: a request with a long backlog takes turns with
+    the others instead of draining first.  A pass that runs out of time leaves the rest
+    of a backlog to the next pass, even for a request with a long ``interval``."""
+    import agents.standing as standing
+    from agents.standing import MAX_BATCH_SPAN, Subscriptions
+
+    class Source(_Holder):
+        calls: list = []
+
+        def ref(self, name):
+            holder = self
+
+            class Peer:
+                def query(self, op, **kw):
+                    holder.calls.append((name, kw["seq"]))
+                    return kw["seq"]
+            return Peer()
+
+    src = Source()
+    subs = Subscriptions(src, lambda since, until: [])
+    now = 10_000.0
+    subs.subscribe("a", "a", interval=600.0, resume_seq=0, resume_until=now - 4 * MAX_BATCH_SPAN)
+    subs.subscribe("b", "b", resume_seq=0, resume_until=now - 2 * MAX_BATCH_SPAN)
+    assert subs.deliver_all(now=now, horizon=lambda: now) == 6
+    assert src.calls == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("a", 4)]
+
+    src.calls.clear()
+    subs.subscribe("c", "c", interval=600.0, resume_seq=0, resume_until=now - 3 * MAX_BATCH_SPAN)
+    monkeypatch.setattr(standing, "PASS_BUDGET", 0.0)  # every pass ends after one round
+    for k in range(3):
+        subs.deliver_all(now=now + k, horizon=lambda: now)
+    assert src.calls == [("c", 1), ("c", 2), ("c", 3)]  # its interval did not hold it back
+    assert subs.deliver_all(now=now + 3, horizon=lambda: now + 3) == 1  # "b" only: "a", "c" wait 600 s
