@@ -35,7 +35,10 @@ class RecorderAgent(ActivitySource):
     @configure
     def subscribe_to(self, request: str, source: str, objects: list[str] | None = None,
                      predicates: list[str] | None = None, interval: float | None = None) -> dict:
-        """Open a standing request at ``source`` whose samples this recorder keeps."""
+        """Open a standing request at ``source`` whose samples this recorder keeps.  Sent
+        again to the same source it goes on where it is; a ``request`` already open at
+        another source moves here as a new stream, and the old source quits it (see
+        :meth:`agents.standing.Inbox.subscribe`)."""
         return self.inbox.subscribe(request, source, objects, predicates, interval)
 
     @configure

@@ -15,15 +15,24 @@ import threading
 import time
 from typing import Any
 
+import msgpack
+import numpy as np
+from sqlalchemy.engine import make_url
+
 from agents import checks, evidence
 from agents.standing import Subscriptions, matches, series_from_rows
 from masa.activity import Series
 from masa.agent import Agent, query
-from masa.errors import BadRequest
+from masa.errors import BadRequest, MoveFailed
 from masa.store import Store, check_url
 
 MAX_REPORT_SAMPLES = 500_000  # one report answer; ask again with a later `since` for more
 DEFAULTS = {"retention": 3600.0, "store": None}
+#: bytes of a move package left for all but the agent's state (the package's other
+#: fields, Pyro5's call around it): the carried history fills the rest
+CARRY_RESERVE = 64 * 1024
+SAMPLE_BYTES = 24  # one carried sample: start, end and value as float64
+SERIES_BYTES = 64  # a carried object's series besides its samples, name and unit
 
 
 def page(rows: list[tuple], until: float, cap: int) -> tuple[list[tuple], float]:
@@ -63,12 +72,45 @@ def check_settings(settings: dict[str, Any]) -> None:
     check_url(settings.get("store"), "a SQLite file in the host's state folder")
 
 
+def columns(rows: list[tuple]) -> list[dict]:
+    """``(object, unit, start, end, value)`` rows as one series per object in the activity
+    wire form (:meth:`masa.activity.Series.to_wire`: float64 columns as bytes), 24 bytes a
+    sample where a row as a list costs 40 and more in msgpack.  Not checked as a
+    :class:`Series` is (sorted, not overlapping): what a store holds travels as it is."""
+    groups: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for obj, unit, a, b, v in rows:
+        groups.setdefault((obj, unit), []).append((a, b, v))
+    out = []
+    for (obj, unit), buf in groups.items():
+        arr = np.asarray(buf, dtype="<f8")
+        out.append({"object": obj, "unit": unit, "start": arr[:, 0].tobytes(),
+                    "end": arr[:, 1].tobytes(), "value": arr[:, 2].tobytes()})
+    return out
+
+
+def rows_of(series: list[dict]) -> list[tuple]:
+    """The rows of :func:`columns`' series again; a malformed series is refused."""
+    rows: list[tuple] = []
+    for w in series:
+        try:
+            obj, unit = w["object"], w["unit"]
+            start, end, value = (np.frombuffer(w[k], dtype="<f8").tolist() for k in ("start", "end", "value"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadRequest(f"carried history: a malformed series ({type(exc).__name__}: {exc})") from None
+        if not isinstance(obj, str) or not isinstance(unit, str) or not len(start) == len(end) == len(value):
+            raise BadRequest(f"carried history: a malformed series of {obj!r}")
+        rows += [(obj, unit, a, b, v) for a, b, v in zip(start, end, value, strict=True)]
+    return rows
+
+
 class ActivitySource(Agent):
     """Base of agents that serve activity.  Settings: ``retention`` (s), ``store`` (URL;
     default a SQLite file in the host's state folder, one per agent)."""
 
     defaults: dict[str, Any] = DEFAULTS
     max_report_samples = MAX_REPORT_SAMPLES  # one report answer (a class attribute: tests lower it)
+    #: bytes a move package may take (None: the host's MASA_MAX_MESSAGE; tests lower it)
+    max_carry_bytes: int | None = None
 
     def setup(self, **settings: Any) -> None:
         merged = {**DEFAULTS, **self.defaults, **settings}
@@ -85,13 +127,26 @@ class ActivitySource(Agent):
         self._complete = self.state.setdefault("complete_until", time.time())
         self._last_prune = 0.0
         self.subscriptions = Subscriptions(self, self._read)
-        carried = self.state.pop("carry", None)
-        if carried:  # samples brought along from the previous host's store
-            self.store.add_samples([tuple(r) for r in carried])
-        observed = self.state.pop("carry_observations", None)
-        if observed:  # connection evidence too (replace: a store left here before has them)
-            evidence.keep(self.store, [tuple(r) for r in observed], replace=True)
+        self._unpack(self.state.pop("carry", None), self.state.pop("carry_observations", None))
         self.every(self.delivery_period(), self._deliver, name="deliver")
+
+    def _unpack(self, carried: dict | list | None, observed: list | None = None) -> None:
+        """Into this host's store what :meth:`before_move` brought along.  Connection
+        evidence replaces what is held (a store left here by an earlier stay has it
+        already, and its counts must not add up twice).  A list of rows and a separate
+        ``observed`` are how earlier versions carried (a checkpoint may still hold them)."""
+        if isinstance(carried, list):
+            carried = {"rows": carried}
+        carried = carried or {}
+        rows = [tuple(r) for r in carried.get("rows", [])] + rows_of(carried.get("series", []))
+        if rows:
+            self.store.add_samples(rows)
+        observed = carried.get("observations") or observed
+        if observed:
+            evidence.keep(self.store, [tuple(r) for r in observed], replace=True)
+        cut = carried.get("from")
+        if cut is not None and cut > self.state.get("history_from", float("-inf")):
+            self.state["history_from"] = cut
 
     def delivery_period(self) -> float:
         return 0.5
@@ -132,6 +187,8 @@ class ActivitySource(Agent):
             horizon = now - float(self.settings.get("retention", 3600))
             self.store.prune_samples(horizon)
             self.store.prune_observations(horizon)
+            if self.state.get("history_from", horizon) < horizon:  # retention reached it:
+                self.state.pop("history_from", None)  # nothing before it is held anyway
 
     def _read(self, since: float, until: float, objects: list[str] | None = None) -> list[Series]:
         return series_from_rows(self.store.samples(since, until, objects))
@@ -143,8 +200,10 @@ class ActivitySource(Agent):
             self.host.checkpoint(self)
 
     def carry_since(self) -> float | None:
-        """From when on held samples must travel with the agent when it moves: what no
-        subscriber has acknowledged yet (the store stays behind on the old host)."""
+        """From when on held samples must travel with the agent when it moves, whatever
+        their size: what no subscriber has acknowledged yet exists nowhere else once the
+        store stays behind on the old host (:meth:`_pack` carries older history too, as
+        far as it fits).  None: nothing must."""
         acked = [spec["acked_until"] for spec in self.subscriptions.requests.values()]
         return min(acked) if acked else None
 
@@ -158,13 +217,58 @@ class ActivitySource(Agent):
     def before_move(self, target: str) -> None:
         # The platform has drained calls and periodic tasks (deliveries) by now, so the
         # acknowledged positions in the state are final.
-        since = self.carry_since()
-        if since is not None:
-            self.state["carry"] = [list(r) for r in self.store.samples(since)]
-        observed = evidence.held(self.store)
-        if observed:
-            self.state["carry_observations"] = [list(r) for r in observed]
+        self.state.pop("carry", None)  # left by an attempt that failed
+        carry = self._pack()
+        if carry is not None:
+            self.state["carry"] = carry
         self.release()
+
+    def after_move(self, source: str) -> None:
+        # A failed move leaves the agent here with what it was to carry: drop it, or every
+        # checkpoint would hold it and a restart would apply it again.
+        self.state.pop("carry", None)
+        super().after_move(source)
+
+    def _shared_store(self) -> bool:
+        """Whether the store is a database server the next host reaches as well (``store``
+        a PostgreSQL URL, say): its history is there already.  A SQLite file, the default
+        or one named, is this host's own."""
+        url = self.settings.get("store")
+        return bool(url) and make_url(url).get_backend_name() != "sqlite"
+
+    def _pack(self) -> dict | None:
+        """What travels besides the state: the held history and connection evidence.
+
+        All of it, within ``retention``, not only what subscribers have not acknowledged
+        yet: the default store is a file in the old host's state folder, which stays
+        behind, and ``report`` answers from the store, so a recorder or collector nobody
+        subscribes to would arrive with nothing.  Nothing when the store is shared.
+        Samples travel as float64 columns per object (:func:`columns`) within what a move
+        package may carry (MASA_MAX_MESSAGE, less the rest of the state): if not all fit,
+        the newest that do, cut between two end times, and ``from`` says where they begin
+        (``history_from`` on arrival, in ``status`` and in a ``report`` reaching before
+        it).  What no subscriber has acknowledged (:meth:`carry_since`) exists nowhere
+        else and must travel whole: if it cannot, the move is refused here (MoveFailed),
+        before anything is sent, and the agent stays with nothing lost."""
+        if self._shared_store():
+            return None
+        observed = [list(r) for r in evidence.held(self.store)]
+        rows = self.store.samples(time.time() - float(self.settings.get("retention", 3600.0)))
+        limit = self.max_carry_bytes or getattr(self.host.settings, "max_message", 16 * 1024 * 1024)
+        room = (limit - CARRY_RESERVE - len(msgpack.packb(self.state, use_bin_type=True))
+                - len(msgpack.packb(observed, use_bin_type=True))
+                - sum(SERIES_BYTES + len(o.encode()) + len(u.encode()) for o, u in {r[:2] for r in rows}))
+        fits, cut = max(room // SAMPLE_BYTES, 0), None
+        if len(rows) > fits:
+            cut = sorted((r[3] for r in rows), reverse=True)[fits]  # newest end left out
+            must = self.carry_since()
+            if must is not None and cut > must:
+                waiting = sum(r[3] > must for r in rows)
+                raise MoveFailed(f"{self.name}: its {waiting} samples no subscriber has acknowledged "
+                                 f"yet do not fit a move package ({limit} bytes, MASA_MAX_MESSAGE); "
+                                 "it stays until they are delivered")
+            rows = [r for r in rows if r[3] > cut]
+        return {"series": columns(rows), "observations": observed, "from": cut}
 
     def on_stop(self) -> None:
         self.release()
@@ -181,7 +285,9 @@ class ActivitySource(Agent):
         """All samples of ``objects`` (names or globs; None: all) ending after ``since``.
 
         The answer's ``until`` is where a refreshed report continues, so polling for
-        new data costs one indexed range read, never a new setup."""
+        new data costs one indexed range read, never a new setup.  Its ``history_from``,
+        when a move could not carry all history (see :meth:`_pack`) and ``since`` reaches
+        before it: samples ending up to then may be missing here."""
         check_report(objects, since, until)
         horizon = self._complete if until is None else min(float(until), self._complete)
         exact = None if objects is None or any(any(c in o for c in "*?[") for o in objects) else objects
@@ -191,7 +297,11 @@ class ActivitySource(Agent):
             rows = [r for r in rows if r[0] in wanted]
         rows, horizon = page(rows, horizon, self.max_report_samples)
         series = series_from_rows(sorted(rows))
-        return {"series": [s.to_wire() for s in series], "until": horizon}
+        answer = {"series": [s.to_wire() for s in series], "until": horizon}
+        held = self.state.get("history_from")
+        if held is not None and since < held:  # a move left older history behind
+            answer["history_from"] = held
+        return answer
 
     @query
     def subscribe(self, request: str, subscriber: str, objects: list[str] | None = None,
@@ -225,6 +335,7 @@ class ActivitySource(Agent):
     @query
     def status(self) -> dict:
         return {"kind": self.kind, "complete_until": self._complete,
+                "history_from": self.state.get("history_from"),
                 "requests": sorted(self.subscriptions.requests),
                 "delivered": self.subscriptions.delivered,
                 "delivery_errors": self.state.get("delivery_errors", 0),

@@ -36,7 +36,7 @@ import Pyro5.errors
 
 from agents import checks
 from masa.activity import Series
-from masa.errors import BadRequest, brief
+from masa.errors import BadRequest, NotSubscribed, brief
 from masa.naming import NameService, agent_name, check_name
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -52,6 +52,7 @@ MAX_REQUESTS = 256  # standing requests one source accepts
 MAX_PREDICATES = 100  # predicates in one request or filter step (each is checked per object and batch)
 #: characters of a request id (a mediator's ids below add its own name and its source's)
 MAX_REQUEST_ID = 1024
+MAX_LEFT = 8  # sources a request was re-opened away from, whose batches it refuses
 MAX_SEQ = 2**53 - 1  # batch numbers stay exact as floats and fit a checkpoint (msgpack: 64 bits)
 DELIVERY_TIMEOUT = 2.0  # a subscriber slower than this is retried later (see RETRY_*)
 RETRY_FIRST = 1.0  # a subscriber that failed is tried again after this many seconds,
@@ -210,6 +211,9 @@ class Subscriptions:
         resume = _position(resume_seq, resume_until)
         with self.agent.lock:
             old = self.requests.get(request)
+            if old is not None and old["subscriber"] != subscriber:
+                raise BadRequest(f"standing request {request!r} is held here by subscriber "
+                                 f"{old['subscriber']!r}; choose another request id (or quit that one first)")
             if old is None and len(self.requests) >= MAX_REQUESTS:
                 raise BadRequest(f"source already serves {MAX_REQUESTS} standing requests")
             now = time.time()
@@ -277,11 +281,13 @@ class Subscriptions:
         while due:
             behind = []
             for request, spec in due:
-                if request not in self.requests:  # quit meanwhile
+                if self.requests.get(request) is not spec:  # quit, or re-opened from another position
                     continue
                 sent = time.monotonic()
                 if not self._send(request, spec, min(horizon, spec["acked_until"] + MAX_BATCH_SPAN)):
                     self._failed(request, now)  # unreachable: everything stays in the store
+                    continue
+                if self.requests.get(request) is not spec:  # dropped (NotSubscribed) or re-opened
                     continue
                 self._took[request] = time.monotonic() - sent
                 self.retry.pop(request, None)
@@ -338,6 +344,17 @@ class Subscriptions:
             taken = self.agent.ref(spec["subscriber"]).query(
                 spec["deliver"], timeout=DELIVERY_TIMEOUT, request=request, source=self.agent.name, seq=seq,
                 until=until, series=[s.to_wire() for s in series])
+        except NotSubscribed as exc:
+            # The subscriber holds no such stream from here (it quit, re-opened the request
+            # at another source, or restarted without it): drop it, or it is retried for
+            # ever.  Not if it was re-opened here meanwhile (a new spec): the refusal was
+            # of the old one.  True: nothing to retry.
+            with self.agent.lock:
+                if self.requests.get(request) is spec:
+                    del self.requests[request]
+                    self.retry.pop(request, None)
+                self.last_error = repr(exc)
+            return True
         except Exception as exc:  # noqa: BLE001 - a dead or slow peer only delays the stream
             self.agent.state.setdefault("delivery_errors", 0)
             self.agent.state["delivery_errors"] += 1
@@ -375,24 +392,62 @@ class Inbox:
         self.agent = agent
         self.subs: dict[str, dict] = agent.state.setdefault("subscriptions", {})
 
+    QUIT_TIMEOUT = DELIVERY_TIMEOUT  # s a re-opened request's old source is given to quit it
+
     def subscribe(self, request: str, source: str, objects: list[str] | None = None,
                   predicates: list[str] | None = None, interval: float | None = None,
                   deliver: str = "deliver") -> dict:
+        """Open ``request`` at ``source``, or send it again.
+
+        Sent again to the *same* source (after a restart, as a keep-alive, or with other
+        ``objects``, ``predicates`` or ``interval``) it is the same stream: it goes on
+        from the position reached, with the selection as asked now.  One source numbers
+        its batches, so nothing is taken twice or skipped; samples of objects added now
+        come from that position on.
+
+        Sent to *another* source it is a new stream: two sources number their batches
+        independently, and fed into one position the seq check would drop samples of
+        both.  So it starts afresh (seq 0, from where the new source says it begins),
+        under a new entry (a batch of the old stream being taken meanwhile cannot move
+        it), and the old source is told to quit once the new one has accepted: best
+        effort, for at most :attr:`QUIT_TIMEOUT` s; one that cannot be reached learns it
+        from the refusal of its next batch (:meth:`accept`).  If the new source refuses,
+        the error goes to the caller (``subscribe_to`` is then rolled back, and a batch
+        of the old stream refused meanwhile is replayed once the keep-alive sends the old
+        request again)."""
         check_request(request, objects, predicates, interval)
         check_name(source, "source")
         with self.agent.lock:
-            sub = self.subs.setdefault(request, {"seq": 0, "until": None})
+            sub = self.subs.get(request)
+            old = sub.get("source") if sub is not None else None
+            moved = old is not None and old != source
+            if sub is None or moved:
+                left = [*sub.get("left", []), old][-MAX_LEFT:] if moved else []
+                sub = self.subs[request] = {"seq": 0, "until": None, "left": left}
             sub.update({"source": source, "objects": objects, "predicates": list(predicates or []),
                         "interval": interval, "deliver": deliver})
-        return self._send(request, sub)
+        answer = self._send(request, sub)
+        if moved and sub["source"] != old:  # (``source`` may have redirected to ``old``)
+            with contextlib.suppress(Exception):
+                self.agent.ref(old).query("quit", timeout=self.QUIT_TIMEOUT, request=request)
+        return answer
 
     def _send(self, request: str, sub: dict) -> dict:
+        with self.agent.lock:
+            if self.subs.get(request) is not sub:  # quit or re-opened elsewhere since it was read
+                return {"request": request, "resume_seq": sub["seq"], "resume_until": sub["until"]}
         kwargs = {"request": request, "subscriber": self.agent.name, "objects": sub["objects"],
                   "predicates": sub["predicates"], "interval": sub["interval"], "deliver": sub["deliver"]}
         if sub["until"] is not None:
             kwargs.update(resume_seq=sub["seq"], resume_until=sub["until"])
-        answer = self.agent.ref(sub["source"]).query("subscribe", **kwargs)
+        ref = self.agent.ref(sub["source"])
+        answer = ref.query("subscribe", **kwargs)
         with self.agent.lock:
+            served_by = getattr(ref, "name", sub["source"])
+            if isinstance(served_by, str) and served_by != sub["source"]:
+                sub["source"] = served_by  # redirected: "ask X from now on" (a mediator's hand_over)
+            if served_by in sub.get("left", ()):
+                sub["left"].remove(served_by)
             if sub["until"] is None:
                 sub["until"] = answer["resume_until"]
                 sub["seq"] = answer["resume_seq"]
@@ -411,16 +466,20 @@ class Inbox:
                 failed.append(request)
         return failed
 
-    def quit(self, request: str) -> bool:
+    def quit(self, request: str, timeout: float = 2.0) -> bool:
+        """Forget ``request`` here, then tell its source, waiting at most ``timeout`` s.
+
+        Best effort, and short: callers run inside a handler (``unsubscribe``), and a dead
+        source would otherwise hold it for a whole call's deadline (a host's watchdog
+        restarts an agent whose handler overruns).  An unreachable source keeps pushing
+        until it learns otherwise; the pushes are then refused ("no standing request
+        here") and do no harm."""
         checks.text(request, "request", MAX_REQUEST_ID)
-        with self.agent.lock:
-            sub = self.subs.pop(request, None)
+        sub = self.forget(request)
         if sub is None:
             return False
-        # an unreachable source keeps pushing until it learns otherwise; the pushes are
-        # then refused ("no standing request here") and do no harm
         with contextlib.suppress(Exception):
-            self.agent.ref(sub["source"]).query("quit", request=request)
+            self.agent.ref(sub["source"]).query("quit", request=request, timeout=timeout)
         return True
 
     def accept(self, request: str, source: str, seq: int, until: float, series: list,
@@ -444,7 +503,10 @@ class Inbox:
         with self.agent.lock:
             sub = self.subs.get(request)
             if sub is None:
-                raise BadRequest(f"no standing request {request!r} here")
+                raise NotSubscribed(f"no standing request {request!r} here")
+            if source in sub.get("left", ()):  # re-opened elsewhere: a stale stream
+                raise NotSubscribed(f"standing request {request!r} was re-opened at {sub['source']!r}: "
+                                    f"batches from {source!r} are no longer taken")
             held = sub["until"] if sub["until"] is not None else float("-inf")
             if seq <= sub["seq"] and until <= held:
                 return sub["seq"]
@@ -458,3 +520,11 @@ class Inbox:
             if self.subs.get(request) is sub:  # not quit or re-opened meanwhile
                 sub["seq"], sub["until"] = max(seq, sub["seq"]), max(float(until), held)
             return max(seq, sub["seq"])
+
+    def forget(self, request: str) -> dict | None:
+        """Drop ``request`` here at once, without a word to its source; returns its entry
+        (None if there was none).  For a subscriber that tells the source later, off its
+        caller's time (a mediator dropping a source, :mod:`agents.mediator`): from now on
+        the stream's batches are refused and it no longer holds back the horizon."""
+        with self.agent.lock:
+            return self.subs.pop(request, None)

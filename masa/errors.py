@@ -38,6 +38,12 @@ class BadRequest(MasaError):
     """Malformed arguments to an operation."""
 
 
+class NotSubscribed(BadRequest):
+    """A subscriber holds no standing request of that id from the delivering source (never
+    opened, quit, or re-opened at another source): the source drops the request rather
+    than retrying it forever."""
+
+
 class PayloadTooLarge(MasaError):
     """A message beyond the configured size limit."""
 
@@ -60,6 +66,12 @@ class AgentSuspended(MasaError):
 
 class QueryTimeout(MasaError):
     """An operation exceeded its deadline."""
+
+
+class OutcomeUnknown(MasaError):
+    """A configure call whose connection was lost after its request was sent: the
+    operation may or may not have taken effect, and it is not sent again by itself (it
+    could run twice).  Ask the agent (a query) before calling it again."""
 
 
 class MoveFailed(MasaError):
@@ -93,8 +105,8 @@ def brief(value: object) -> str:
 
 WIRE_ERRORS = (
     MasaError, AgentNotFound, AgentExists, UnknownKind, KindNotAllowed, UnknownOperation,
-    BadRequest, PayloadTooLarge, AgentMoved, Redirect, AgentNotHere, AgentSuspended, QueryTimeout,
-    MoveFailed, AuthenticationError, TopologyError,
+    BadRequest, NotSubscribed, PayloadTooLarge, AgentMoved, Redirect, AgentNotHere, AgentSuspended, QueryTimeout,
+    OutcomeUnknown, MoveFailed, AuthenticationError, TopologyError,
 )
 
 

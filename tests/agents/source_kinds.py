@@ -60,3 +60,11 @@ class SlowRecorderAgent(RecorderAgent):
             self.inbox.subs[request] = {"seq": 0, "until": since, "source": source, "objects": None,
                                         "predicates": [], "interval": None, "deliver": "deliver"}
         return self.inbox.resubscribe([request])
+
+
+class SmallMoveFeederAgent(FeederAgent):
+    """A feeder whose move package may hold about 30 kB besides the package's reserve
+    (agents.source.CARRY_RESERVE, 64 KiB): some 1,200 carried samples, so carrying only
+    the newest history, or refusing to move, is exercised with a few thousand."""
+
+    max_carry_bytes = 64 * 1024 + 30_000

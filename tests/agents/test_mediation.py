@@ -180,6 +180,27 @@ def test_hand_over_redirects_callers_who_remember_it(chain):
     assert ref.query("status")["host"] == "m2"  # later calls go to new-med directly
 
 
+def test_a_standing_request_follows_a_hand_over(chain):
+    """After "ask X from now on" the subscriber's keep-alive re-opens its request through
+    the redirect, at X, from its own position: the stream goes on from X (batches from X
+    are taken, not refused as from a stranger), and nothing between is lost."""
+    c = chain
+    c.create("m1", "mediator", "ho-old", sources=["col1"])
+    c.create("m2", "mediator", "ho-new", sources=["col1"])
+    c.create("m2", "recorder", "ho-rec")
+    c.ref("ho-rec").configure("subscribe_to", request="ho", source="ho-old", objects=["b1/cpu"])
+    c.wait(lambda: taken(c, "ho-rec", "ho") >= 2, timeout=30)
+    c.ref("ho-old").configure("hand_over", to="ho-new")
+    seq = taken(c, "ho-rec", "ho")
+    c.wait(lambda: taken(c, "ho-rec", "ho") >= seq + 3, timeout=60)  # the keep-alive: 10 s
+    assert c.ref("ho-rec").query("subscriptions_status")["ho"]["source"] == "ho-new"
+    assert c.ref("ho-new").query("status")["requests"] == ["ho"]
+    got = recorded(c, "ho-rec", "b1/cpu")
+    direct = series(c.ref("col1").query("report", objects=["b1/cpu"], since=got.start[0] + 1e-6,
+                                        until=got.end[-1]))["b1/cpu"]
+    assert_same_samples(got, direct)  # every sample the collector took, once
+
+
 def test_mediator_moved_mid_stream_loses_and_doubles_nothing(chain):
     c = chain
     c.create("m1", "mediator", "mover", sources=["col1", "col2"])

@@ -265,3 +265,16 @@ def test_a_pass_serves_requests_round_robin_and_the_next_pass_goes_on(monkeypatc
         subs.deliver_all(now=now + k, horizon=lambda: now)
     assert src.calls == [("c", 1), ("c", 2), ("c", 3)]  # its interval did not hold it back
     assert subs.deliver_all(now=now + 3, horizon=lambda: now + 3) == 1  # "b" only: "a", "c" wait 600 s
+
+
+def test_a_request_id_held_by_one_subscriber_is_refused_to_another():
+    """A source keys standing requests by id: a second subscriber choosing the same id
+    would otherwise take the first one's stream over (and its position)."""
+    from agents.standing import Subscriptions
+
+    subs = Subscriptions(_Holder(), lambda since, until: [])
+    subs.subscribe("r", "rec-1", resume_seq=3, resume_until=50.0)
+    with pytest.raises(BadRequest, match="held here by subscriber 'rec-1'"):
+        subs.subscribe("r", "rec-2")
+    assert subs.requests["r"]["subscriber"] == "rec-1" and subs.requests["r"]["acked_seq"] == 3
+    assert subs.subscribe("r", "rec-1")["resume_seq"] == 3  # its own subscriber: the same stream
