@@ -7,12 +7,14 @@ the same way: real OS processes talking over loopback.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,14 +24,22 @@ import Pyro5.errors
 
 from masa import config, naming
 from masa.config import Settings
-from masa.errors import MasaError
+from masa.errors import MasaError, TopologyError
 from masa.naming import NameService
 from masa.security import Proxy
-from masa.topology import Topology
+from masa.topology import RESERVED_HOSTS, Topology
 
 log = logging.getLogger("masa.supervisor")
 
-RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+#: seconds before the next restart of a child that died again; a child that ran for
+#: STABLE seconds starts from the first delay again.  A child that dies at once (its port
+#: taken, a broken install) is started every 30 s at most: each start is an interpreter
+#: importing the platform, about a second of CPU, which a short fixed delay would repeat
+#: forever
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+STABLE = 60.0
+#: how long children get to end after SIGTERM before they are killed
+GRACE = 5.0
 
 #: what ends ``masa up`` cleanly besides Ctrl-C: SIGTERM, and SIGHUP (the terminal or ssh
 #: session closed; the children run in sessions of their own and never see it)
@@ -56,16 +66,54 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+def stop_process(proc: subprocess.Popen, timeout: float = GRACE) -> None:
     """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
+    stop_processes([proc], timeout)
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float = GRACE) -> None:
+    """SIGTERM to all at once, then SIGKILL to those that have not exited within
+    ``timeout`` seconds (one grace for all: stopping N hosts one after the other took up
+    to N times the grace, each host saving its checkpoints on the way out)."""
+    alive = [p for p in procs if p.poll() is None]
+    for p in alive:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in alive:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d did not end within %g s of SIGTERM: killed", p.pid, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            p.wait()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send SIGTERM to the child when the thread that
+    started it ends (``PR_SET_PDEATHSIG``, Linux): the children run in sessions of their
+    own, so a supervisor killed with SIGKILL (or OOM-killed) otherwise left the broker and
+    every host running unsupervised, holding their ports.  The kernel ties the signal to
+    the *thread* that forked, so only children started from the main thread get it (its
+    end is the process's); for others, None.  A parent that died before the call is
+    caught by comparing the parent pid."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
     try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the child
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor is already gone
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 class Child:
@@ -77,6 +125,7 @@ class Child:
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self.next_restart = 0.0
+        self.started = 0.0  # time.monotonic() of the last start
         self._log_start = 0
 
     def start(self) -> None:
@@ -86,7 +135,9 @@ class Child:
         with os.fdopen(fd, "ab") as out:
             self._log_start = out.tell()
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent(os.getpid()))
+        self.started = time.monotonic()
 
     @property
     def alive(self) -> bool:
@@ -108,7 +159,7 @@ class Child:
         return MasaError(f"{self.name} exited while starting (exit code {code})"
                          + (f": {last}" if last else "") + f"; log: {self.log_path}")
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = GRACE) -> None:
         if self.proc is not None:
             stop_process(self.proc, timeout)
 
@@ -116,7 +167,8 @@ class Child:
         """``kill -9``: what a crash looks like to the rest of the system."""
         if self.alive:
             assert self.proc is not None
-            os.kill(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
 
@@ -133,6 +185,8 @@ class Supervisor:
         if topology.ns_address:
             host, _, port = topology.ns_address.rpartition(":")
             settings = replace(settings, ns_host=host, ns_port=int(port))
+        if clash := RESERVED_HOSTS & topology.hosts.keys():
+            raise TopologyError(f"host name {sorted(clash)[0]!r} is reserved (the name server's process and log)")
         self.settings = settings
         self.topology = topology
         self.log_dir = log_dir or settings.home / "logs"
@@ -210,6 +264,8 @@ class Supervisor:
                 continue
             code = child.proc.returncode if child.proc else None
             log.warning("%s exited (%s); restarting", child.name, code)
+            if child.started and now - child.started >= STABLE:
+                child.restarts = 0  # it had been running: not a crash loop
             child.restarts += 1
             delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF)) - 1]
             child.next_restart = now + delay
@@ -236,8 +292,17 @@ class Supervisor:
         except KeyboardInterrupt:
             pass
 
-    def stop(self) -> None:
-        for name, child in reversed(list(self.children.items())):
-            if name != "ns":
-                child.stop()
-        self.children["ns"].stop()
+    def stop(self, timeout: float = GRACE) -> None:
+        """Stop the hosts (together: SIGTERM, ``timeout`` s, SIGKILL), then the broker they
+        deregister from.  Interrupted (a second Ctrl-C while the hosts save their state),
+        it kills whatever still runs before passing the interruption on: children run in
+        sessions of their own, no terminal signal reaches them, and one left behind would
+        run unsupervised on its port."""
+        try:
+            stop_processes([c.proc for n, c in self.children.items() if n != "ns" and c.proc], timeout)
+            if self.children["ns"].proc is not None:
+                stop_processes([self.children["ns"].proc], timeout)
+        except BaseException:
+            for child in self.children.values():
+                child.kill()
+            raise

@@ -44,7 +44,14 @@ def to_series(samples: Iterable[Sample]) -> dict[str, Series]:
     return out
 
 
+#: characters a process or interface name may hold (``prctl``, ``exec -a``, an agent's
+#: ifDescr) that an object id must not: ``/`` splits the id, white space and ``,`` split
+#: lists, and glob characters make the id a pattern, so asking for ``h/proc/w[1]/7`` by
+#: name would match ``h/proc/w1/7`` and never itself
+_UNSAFE = frozenset("/,*?[]")
+
+
 def safe_name(text: str) -> str:
     """Make a process or interface name usable as one path segment of an object id."""
-    cleaned = "".join("_" if (c == "/" or c.isspace() or c == ",") else c for c in text)
+    cleaned = "".join("_" if (c in _UNSAFE or c.isspace() or not c.isprintable()) else c for c in text)
     return cleaned or "_"

@@ -58,6 +58,26 @@ NON_REPEATERS = (O.SYS_UPTIME, O.SS_CPU_NUM, *O.SS_CPU_RAW.values())
 COUNTER_COLUMNS = (O.IF_HC_IN_OCTETS, O.IF_HC_OUT_OCTETS, O.IF_IN_OCTETS, O.IF_OUT_OCTETS)
 NAME_COLUMNS = (O.IF_NAME, O.IF_DESCR)
 REDISCOVER_EVERY = 360  # polls between re-reading interface names (ifIndex may be reused)
+MAX_CPUS = 1 << 16  # ssCpuNumCpus beyond this is garbage (Linux's NR_CPUS is at most 8192)
+
+
+def unsigned(value: object, bits: int) -> int | None:
+    """``value`` as a counter reading of ``bits`` bits, or None if it cannot be one.
+
+    A broken agent may send an Integer where a Counter32 belongs (negative, say) or a
+    number wider than the column: taken as is, a reading of -5 after 1,000 reads as a
+    32-bit wrap, a rate of 4 GB over the interval.  Such a value is dropped instead."""
+    try:
+        n = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return n if 0 <= n < (1 << bits) else None
+
+
+def _text(value: object) -> str:
+    """A varbind's value for a message: its type and value, cut short."""
+    text = value.prettyPrint() if hasattr(value, "prettyPrint") else str(value)
+    return f"{type(value).__name__} {text[:40]}"
 
 
 _OBJECT_TYPES: dict[tuple, ObjectType] = {}
@@ -167,6 +187,9 @@ class SnmpPoller:
         self.polls = 0
         self.varbinds = 0  # received, for the benchmarks
         self.requests = 0  # GETBULKs sent (tries included): one per poll once adapted
+        self.discarded = 0  # values dropped as garbage (a counter that is negative, ...)
+        self.last_discarded = ""  # what the last one was
+        self._garbage: set[str] = set()
         self._names: dict[int, str] = {}
         self._need_names = interfaces
         self._reset_state()
@@ -303,13 +326,20 @@ class SnmpPoller:
         Raises ProbeTimeout, AuthFailure, GarbageResponse or AgentRestart."""
         columns = self._columns + (NAME_COLUMNS if self._need_names else ())
         scalars, rows = await self._fetch(columns)
+        self._garbage = set()
+        try:
+            return self._poll(scalars, rows)
+        finally:
+            if self._garbage:
+                self.discarded += len(self._garbage)
+                self.last_discarded = sorted(self._garbage)[0]
+
+    def _poll(self, scalars: list, rows: dict) -> list[Sample]:
         now = time.time()
         self.polls += 1
-        uptime = scalars[0]
-        try:
-            uptime = int(uptime)
-        except (TypeError, ValueError):
-            raise GarbageResponse("no usable sysUpTime in the response", self.target) from None
+        uptime = unsigned(scalars[0], 32)  # TimeTicks: a negative one would read as a restart
+        if uptime is None:
+            raise GarbageResponse("no usable sysUpTime in the response", self.target)
         if self._need_names:
             self._learn_names(rows)
         prev_t, prev_up = self._prev_t, self._prev_uptime
@@ -344,17 +374,19 @@ class SnmpPoller:
         """(ifIndex, 0=in/1=out) -> (counter, bits): 64-bit where present, else 32-bit."""
         out = {}
         for d, (hc, lo) in enumerate(((O.IF_HC_IN_OCTETS, O.IF_IN_OCTETS), (O.IF_HC_OUT_OCTETS, O.IF_OUT_OCTETS))):
-            for idx, v in rows.get(lo, {}).items():
-                try:
-                    out[(idx, d)] = (int(v), 32)
-                except (TypeError, ValueError):
-                    continue
-            for idx, v in rows.get(hc, {}).items():
-                try:
-                    out[(idx, d)] = (int(v), 64)
-                except (TypeError, ValueError):
-                    continue
+            for col, bits in ((lo, 32), (hc, 64)):
+                for idx, v in rows.get(col, {}).items():
+                    n = unsigned(v, bits)
+                    if n is None:
+                        self._discard(f"ifIndex {idx} octets {_text(v)}")
+                        continue
+                    out[(idx, d)] = (n, bits)
         return out
+
+    def _discard(self, what: str) -> None:
+        """Note a value that cannot be what its column holds; it gives no sample.  A set,
+        counted once per poll (the readings are looked at more than once a poll)."""
+        self._garbage.add(what[:200])
 
     def _rates(self, now: float, scalars: list, rows: dict) -> list[Sample]:
         t0 = self._prev_t
@@ -381,20 +413,19 @@ class SnmpPoller:
         raw = {}
         for key, v in zip(_CPU_KEYS, scalars[2:], strict=False):
             if v is not None:
-                try:
-                    raw[key] = int(v)
-                except (TypeError, ValueError):
+                n = unsigned(v, 32)  # Counter32
+                if n is None:
+                    self._discard(f"ssCpuRaw {key} {_text(v)}")
                     continue
+                raw[key] = n
         return raw if {"user", "system", "idle"} <= raw.keys() else None
 
     def _ncpu(self, scalars: list, rows: dict) -> int | None:
         if self._cpu and scalars[1] is not None:
-            try:
-                n = int(scalars[1])
-                if n > 0:
-                    return n
-            except (TypeError, ValueError):
-                pass
+            n = unsigned(scalars[1], 32)
+            if n is not None and 0 < n <= MAX_CPUS:
+                return n
+            self._discard(f"ssCpuNumCpus {_text(scalars[1])}")
         loads = rows.get(O.HR_PROCESSOR_LOAD, {})
         return len(loads) or None
 
@@ -419,10 +450,13 @@ class SnmpPoller:
             return None
         loads = rows.get(O.HR_PROCESSOR_LOAD, {})
         if raw is None and loads and self._prev_t is not None:
-            try:
-                return Sample(f"{self.label}/cpu", CPU, self._prev_t, now, sum(int(v) for v in loads.values()) / 100.0)
-            except (TypeError, ValueError):
-                raise GarbageResponse("hrProcessorLoad is not a number", self.target) from None
+            # percentages (0..100): a sum with one garbage row would be a spike or an
+            # under-count, so any garbage row costs the CPU sample of this poll (only)
+            percents = [unsigned(v, 32) for v in loads.values()]
+            if any(p is None or p > 100 for p in percents):
+                self._discard(f"hrProcessorLoad {', '.join(_text(v) for v in loads.values())}")
+                return None
+            return Sample(f"{self.label}/cpu", CPU, self._prev_t, now, sum(percents) / 100.0)  # type: ignore[arg-type]
         return None
 
     @property

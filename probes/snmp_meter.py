@@ -64,6 +64,8 @@ class SnmpMeter:
             settings["target"], check_settings(settings), label=settings.get("label"),
             timeout=float(settings.get("timeout", 1.0)), retries=int(settings.get("retries", 1)),
         )
+        self._discarded = 0
+        self._garbage_logged = ""
 
     def sample(self) -> list[tuple]:
         try:
@@ -71,6 +73,17 @@ class SnmpMeter:
         except AgentRestart as exc:
             log.warning("%s", exc)
             return []
+        finally:
+            self._report_garbage()
+
+    def _report_garbage(self) -> None:
+        """One log line when the agent starts sending values that cannot be what their
+        column holds (dropped, no sample), not one per tick."""
+        what = self.poller.last_discarded
+        if self.poller.discarded > self._discarded and what != self._garbage_logged:
+            log.warning("%s: dropped garbage from the agent: %s", self.poller.target, what)
+            self._garbage_logged = what
+        self._discarded = self.poller.discarded
 
     def close(self) -> None:
         self.poller.close()

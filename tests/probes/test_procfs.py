@@ -94,6 +94,35 @@ def test_exiting_process_drops_out_without_spike(spawn):
     assert all(s.end <= exit_t for s in ours), "samples after the process exited"
 
 
+COMM = r"""
+import ctypes, sys, time
+ctypes.CDLL(None).prctl(15, ctypes.c_char_p(bytes.fromhex(sys.argv[1])), 0, 0, 0)  # PR_SET_NAME
+print("named", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_process_named_like_a_pattern_gets_an_object_that_names_only_itself():
+    """A comm set by prctl (or ``exec -a``) may hold glob characters, a control
+    character, ``)`` and spaces: its object must still be one plain name (a request
+    for ``h/proc/w[1]*/PID`` was a pattern that did not even match itself)."""
+    import fnmatch
+
+    name = b"w[1]*?\x01 a) b"
+    child = subprocess.Popen([sys.executable, "-c", COMM, name.hex()], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "named"
+        assert procread.read_stat(child.pid).comm == name.decode()
+        probe = ProcfsProbe(per_process="pid", host="h", host_cpu=False, interfaces=False)
+        obj = probe.label(procread.read_stat(child.pid))[1]
+        segment = obj.split("/")[2]
+        assert obj == f"h/proc/{segment}/{child.pid}" and segment == "w_1_____a)_b"
+        assert fnmatch.fnmatchcase(obj, obj)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_process_born_between_samples_is_counted_from_zero(spawn):
     """A worker that starts and burns CPU between two samples is not lost."""
     probe = ProcfsProbe("w=cmdline:masa-probe-test-born", per_process="none", host="h",

@@ -3,6 +3,9 @@ with only 32-bit counters and hrProcessorLoad, and one that answers garbage."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -43,11 +46,32 @@ GARBAGE = """\
 1.3.6.1.2.1.1.3.0|4|not a number
 1.3.6.1.2.1.2.2.1.10.1|65|1
 """
+# community "broken": values an agent can change under us (snmpset, snmpsim's writecache):
+# ifInOctets as an Integer (a broken agent), a real Counter32 out, hrProcessorLoad
+BROKEN = """\
+1.3.6.1.2.1.1.3.0|67:numeric|rate=100,initial=0
+1.3.6.1.2.1.2.2.1.2.1|4|eth0
+1.3.6.1.2.1.2.2.1.10.1|2:writecache|value=1000
+1.3.6.1.2.1.2.2.1.16.1|65:numeric|rate=1000,initial=0
+1.3.6.1.2.1.25.3.3.1.2.196608|2:writecache|value=30
+"""
+# community "cpus": UCD CPU counters (half busy) and a garbage ssCpuNumCpus
+CPUS = """\
+1.3.6.1.2.1.1.3.0|67:numeric|rate=100,initial=0
+1.3.6.1.4.1.2021.11.50.0|65:numeric|rate=50,initial=1000
+1.3.6.1.4.1.2021.11.52.0|65:numeric|rate=0,initial=1000
+1.3.6.1.4.1.2021.11.53.0|65:numeric|rate=50,initial=1000
+1.3.6.1.4.1.2021.11.67.0|2|2147483647
+"""
+# community "negup": sysUpTime an Integer below zero
+NEGUP = "1.3.6.1.2.1.1.3.0|2|-5\n1.3.6.1.2.1.2.2.1.10.1|65|1\n"
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     data = tmp_path_factory.mktemp("snmprec")
+    for name, text in (("broken", BROKEN), ("cpus", CPUS), ("negup", NEGUP)):
+        (data / f"{name}.snmprec").write_text(text)
     (data / "wrap.snmprec").write_text(WRAP)
     (data / "garbage.snmprec").write_text(GARBAGE)
     (data / "wide.snmprec").write_text(WIDE)
@@ -152,5 +176,66 @@ def test_long_table_is_followed_then_polled_in_one_request(sim):
         assert p.requests == first + 1
         assert out["sim/if/port12/in"] == pytest.approx(1200, rel=0.5)
         assert out["sim/if/port12/out"] == 0.0
+    finally:
+        p.close()
+
+
+def _snmpset(sim, oid: str, value: int) -> None:
+    """Change a writecache value with net-snmp's snmpset (an Integer: a broken agent)."""
+    if not shutil.which("snmpset"):
+        pytest.skip("net-snmp's snmpset is not installed")
+    subprocess.run(["snmpset", "-v2c", "-c", "broken", "-t", "2", "-r", "1", f"udp:127.0.0.1:{sim.port}",
+                    oid, "i", str(value)], check=True, capture_output=True, timeout=30,
+                   env={**os.environ, "MIBS": ""})
+
+
+def test_garbage_values_give_no_sample_and_no_spike(sim):
+    """A counter that turns negative (an Integer where a Counter32 belongs) read as a
+    32-bit wrap: a rate of 4 GB/s.  A load of 100,000 % or -50 % became a CPU of 1,000 or
+    -0.5.  Such values are dropped and counted; the rest of the poll is kept."""
+    p = poller(sim, community="broken")
+    try:
+        p.poll_sync()
+        assert p.last_readings["interfaces"]["eth0"]["in"] == (1000, 32)
+        _snmpset(sim, "1.3.6.1.2.1.2.2.1.10.1", -5)
+        _snmpset(sim, "1.3.6.1.2.1.25.3.3.1.2.196608", 100_000)
+        time.sleep(0.3)
+        out = {s.object: s.value for s in p.poll_sync()}
+        assert "sim/if/eth0/in" not in out and "sim/cpu" not in out, out
+        assert "sim/if/eth0/out" in out  # the good column of the same poll is kept
+        assert p.discarded == 2 and "Integer" in p.last_discarded
+        _snmpset(sim, "1.3.6.1.2.1.25.3.3.1.2.196608", -50)
+        time.sleep(0.3)
+        out = {s.object: s.value for s in p.poll_sync()}
+        assert "sim/cpu" not in out and "sim/if/eth0/in" not in out, out
+        _snmpset(sim, "1.3.6.1.2.1.2.2.1.10.1", 2000)
+        _snmpset(sim, "1.3.6.1.2.1.25.3.3.1.2.196608", 40)
+        time.sleep(0.3)
+        p.poll_sync()  # the counter's first good reading is a baseline, not a rate
+        time.sleep(0.3)
+        out = {s.object: s.value for s in p.poll_sync()}
+        assert out["sim/if/eth0/in"] == 0.0 and out["sim/cpu"] == pytest.approx(0.4)
+    finally:
+        p.close()
+
+
+def test_garbage_cpu_count_is_no_spike(sim):
+    """ssCpuNumCpus of 2^31-1 multiplied a half-busy reading into a CPU of ~10^9."""
+    p = poller(sim, community="cpus", interfaces=False)
+    try:
+        p.poll_sync()
+        time.sleep(1.0)
+        (cpu,) = p.poll_sync()
+        assert 0 < cpu.value < 2, cpu  # one CPU (from the tick count), half busy
+        assert "ssCpuNumCpus" in p.last_discarded
+    finally:
+        p.close()
+
+
+def test_negative_uptime_is_garbage_response(sim):
+    p = poller(sim, community="negup")
+    try:
+        with pytest.raises(GarbageResponse, match="sysUpTime"):
+            p.poll_sync()
     finally:
         p.close()
