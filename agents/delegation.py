@@ -23,7 +23,7 @@ from agents.recorder import KEEPALIVE
 from agents.standing import matches
 from masa.activity import Series
 from masa.agent import configure
-from masa.errors import BadRequest, brief
+from masa.errors import BadRequest, MasaError, brief
 from masa.naming import check_name
 
 
@@ -71,7 +71,12 @@ class Delegation:
         if to not in self.settings["sources"]:
             raise BadRequest(f"a step is handed to one of {self.name}'s sources, not to {brief(to)}")
         mine = preprocess.tag(spec)
-        changing = {obj: list(e["applied"]) for obj, e in self._below(refresh=True).items()
+        below = self._below(probe=True)  # ``to`` is asked even if marked unreachable
+        with self.lock:
+            mark = self._unreachable.get(to)
+        if mark is not None:  # refused now, rather than after a call's whole deadline
+            raise MasaError(f"{self.name} cannot hand a step to {to}: it does not answer ({mark['why']})")
+        changing = {obj: list(e["applied"]) for obj, e in below.items()
                     if e["source"] == to and mine not in e["applied"]}
         with self.lock:
             saved = {k: copy.deepcopy(self.state.get(k)) for k in ("below_gen", "retagged")}
@@ -94,12 +99,13 @@ class Delegation:
                 self._handing[to] -= 1
                 if not self._handing[to]:
                     del self._handing[to]
-        for old, _, _ in reopened:
-            with contextlib.suppress(Exception):  # if unreachable, its pushes are refused
-                self.ref(to).query("quit", request=old)
-        with self.lock:
-            waiting = {rid for rid, sub in self.inbox.subs.items() if sub.get("source") == to}
-        self._unsent |= set(self.inbox.resubscribe(waiting))
+        with self.lock:  # the old streams are quit off the caller's time (see _quit_below)
+            quitting = self.state.setdefault("quitting", {})
+            for old, _, _ in reopened:
+                quitting[old] = {"source": to, "since": time.time()}
+            waiting = {rid: to for rid, sub in self.inbox.subs.items() if sub.get("source") == to}
+        self._send_quits()
+        self._send_below(waiting)
         with contextlib.suppress(Exception):
             self._below(refresh=True)
         return [preprocess.tag(s) for s in self._steps_for_all()]
@@ -151,14 +157,26 @@ class Delegation:
                     self.state[key] = value
 
     def _resubscribe(self) -> None:
-        """As a recorder's, except for requests to a source a hand-off to runs."""
+        """As a recorder's, except that requests to a source a hand-off to runs wait for
+        it, and that requests go out through ``_send_below``: those to a source marked
+        unreachable wait until the catalog task (which asks every source every
+        ``CATALOG_TTL`` s) finds it answering again, and one that died unnoticed costs
+        this task one short budget, not a call's deadline per request, so the host's few
+        scheduler threads stay free for other agents.  The quits still owed below go out
+        again with every keep-alive."""
         with self.lock:
-            if time.monotonic() >= self._keepalive_at:
-                self._keepalive_at, self._unsent = time.monotonic() + KEEPALIVE, set(self.inbox.subs)
-            held = {rid for rid in self._unsent if self.inbox.subs.get(rid, {}).get("source") in self._handing}
-            todo = self._unsent - held
+            beat = time.monotonic() >= self._keepalive_at
+            if beat:
+                self._keepalive_at = time.monotonic() + KEEPALIVE
+                self._unsent |= set(self.inbox.subs)
+            self._unsent &= set(self.inbox.subs)  # quit meanwhile: nothing to send
+            todo = {rid: self.inbox.subs[rid].get("source") for rid in self._unsent}
+            todo = {rid: source for rid, source in todo.items() if source and source not in self._handing}
+            self._unsent -= set(todo)  # _send_below puts back what it could not send
         if todo:
-            self._unsent = set(self.inbox.resubscribe(todo)) | held
+            self._send_below(todo)
+        if beat:
+            self._send_quits()
 
     def _steps_for_all(self) -> list[dict]:
         pending: list[dict] = []

@@ -70,6 +70,27 @@ class DomainAgent(MediatorAgent):
         if "label" in changed:
             _check_label(changed["label"])
         super().on_reconfigure(changed)  # the mediator's settings
+        if "members" in changed:
+            self._members_changed()
+
+    def _members_changed(self) -> None:
+        """The streams below ask for the members (``_down_objects``), so a change of
+        ``members`` is sent to the sources at once (by the resubscribe task) with the
+        positions reached, which the sources keep: a new member's samples flow from there
+        on, a dropped one's stop.  A dropped member is no longer waited for by the horizon
+        (its last sample end would hold the stream up for ``max_lag``), a new one is
+        waited for from now (its sample running now belongs to what comes next)."""
+        members = self._down_objects(None)
+        with self._arrival, self.lock:
+            for sub in self.inbox.subs.values():
+                sub["objects"] = None if members is None else list(members)
+            last = self.state["last_end"]
+            for obj in [o for o in last if not self._is_member(o)]:
+                del last[obj]
+            self._unsent |= set(self.inbox.subs)
+        self._anchor(self._catalog)
+        with self._arrival:
+            self.record([], complete_until=self._horizon())  # a dropped member no longer holds it
 
     @property
     def label(self) -> str:

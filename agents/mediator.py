@@ -31,6 +31,13 @@ Standing requests from above are translated into one standing request per source
 them all anyway).  What arrives is kept in the activity store, like a recorder's, and
 batches up are *regenerated* from it (:mod:`agents.standing`), so a move or a restart
 resumes the stream from the acknowledged position: nothing lost, nothing twice.
+
+A dead source must not take the mediator down with it: a handler that waited a call's
+whole deadline on it would be restarted by the host's watchdog.  Calls below made while
+someone waits go to all sources at once with a short budget (:data:`BELOW_TIMEOUT`), and
+a source that missed it is marked unreachable (``status``) and not waited for again until
+the catalog task finds it answering; what it is owed (its streams, their quits) is sent
+by the resubscribe task then.
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ import contextlib
 import copy
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from typing import Any
 
 from agents import checks, evidence, preprocess
@@ -53,10 +62,24 @@ from agents.source import check_report
 from agents.standing import MAX_REQUEST_ID, matches, series_from_rows
 from masa.activity import MAX_OBJECTS, Series
 from masa.agent import query
-from masa.errors import BadRequest, MasaError, UnknownOperation, brief
+from masa.errors import (
+    AgentNotFound,
+    AgentNotHere,
+    BadRequest,
+    MasaError,
+    QueryTimeout,
+    UnknownOperation,
+    brief,
+)
 from masa.naming import check_name
 
 CATALOG_TTL = 2.0  # seconds a catalog from below is trusted
+#: seconds a source is given for a catalog, a subscribe or a quit asked while a caller or
+#: a task waits: a dead source then costs this once, never a call's whole deadline (which
+#: would run a handler into the host's watchdog), and is marked unreachable until it answers
+BELOW_TIMEOUT = 2.0
+BELOW_THREADS = 16  # the mediator's own threads for calls below (all sources asked at once)
+QUIT_PATIENCE = 86400.0  # s a quit below is retried before its source is taken to be gone for good
 STRADDLE = 3600.0  # longest sample expected (s): a batch also reads samples running past its end
 INF = float("inf")
 RETAG_TRIES = 3  # reports asked again when the steps applied below changed under one
@@ -70,6 +93,11 @@ DEFAULTS: dict[str, Any] = {
 def _key(applied: Iterable[str]) -> tuple[str, ...]:
     """The set of step tags data carries, as a dict key (order does not matter)."""
     return tuple(sorted(set(applied)))
+
+
+def _why(exc: BaseException | None) -> str:
+    """A failed call below, for ``status``."""
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 class _Retagged(Exception):
@@ -126,12 +154,19 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
         self._catalog_at = 0.0
         self._arm_placement()
         super().on_reconfigure(changed)
+        if "sources" in changed:  # every setting checked by now
+            self._sources_changed()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
         self._local = threading.local()  # see _view
         self._handing: dict[str, int] = {}  # sources a hand-off to runs: requests wait
+        # Calls below while someone waits go out on threads of the mediator's own, all
+        # sources at once; these are not state: a restarted or moved mediator asks afresh.
+        self._pool = ThreadPoolExecutor(max_workers=BELOW_THREADS, thread_name_prefix=f"below-{self.name}")
+        self._unreachable: dict[str, dict] = {}  # source -> {"since", "why"}: skipped while someone waits
+        self._quits_sent: set[str] = set()  # quits below on their way (see _send_quits)
         super().on_start()
         self._caches: dict[tuple[str, ...], ReportCache] = {}  # per set of tags below
         self._cache_stats_gone: dict[str, int] = {}  # of caches dropped
@@ -147,6 +182,12 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
         self._placement_rounds = 0  # rounds of the placement task here, for status
         self._self_move: tuple[int, str, float | None] | None = None  # (generation, target, last move before)
         self._arm_placement()
+
+    def on_stop(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:  # a call below still waiting ends at its own deadline
+            pool.shutdown(wait=False, cancel_futures=True)
+        super().on_stop()
 
     def carry_since(self) -> float | None:
         """Besides what is not yet passed up, the history the steps and the join need,
@@ -197,38 +238,96 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
 
     # -- the catalog below -----------------------------------------------------------------
 
-    def _below(self, refresh: bool = False) -> dict[str, dict]:
-        """Object -> {"unit", "applied", "source"} from every source's catalog."""
+    def _below(self, refresh: bool = False, probe: bool = False) -> dict[str, dict]:
+        """Object -> {"unit", "applied", "source"} from every source's catalog.
+
+        All sources are asked at once, each for at most :data:`BELOW_TIMEOUT` s, and a
+        source that does not answer keeps what it offered last (its objects stay known,
+        their data waits for it) and is marked unreachable.  A source already marked is
+        not asked at all unless ``probe`` (the catalog task, which runs off the request
+        path and is how the mark is lifted): so a handler never waits on a dead source,
+        not a call's deadline per source, nor a budget more than once."""
         now = time.monotonic()
-        if refresh or not self._catalog or (now - self._catalog_at > CATALOG_TTL and not self._refresher):
+        if refresh or probe or not self._catalog or (now - self._catalog_at > CATALOG_TTL and not self._refresher):
             ticket = self._ticket()
+            sources = list(self.settings["sources"])
+            with self.lock:
+                skip = set() if probe else set(self._unreachable)
+            answers = self._each([s for s in sources if s not in skip],
+                                 lambda s: self.ref(s).query("catalog", timeout=BELOW_TIMEOUT), "catalog")
+            kept: dict[str, list[tuple[str, dict]]] = {}
+            for obj, entry in self._catalog.items():
+                if entry["source"] not in answers:
+                    kept.setdefault(entry["source"], []).append((obj, entry))
             out: dict[str, dict] = {}
-            for source in self.settings["sources"]:
-                for entry in self.ref(source).query("catalog"):
+            for source in sources:
+                if source not in answers:  # unreachable: what it offered last
+                    for obj, entry in kept.get(source, ()):
+                        out.setdefault(obj, entry)
+                    continue
+                for entry in answers[source]:
                     out.setdefault(entry["object"], {
                         "unit": entry.get("unit", ""), "applied": list(entry.get("applied", [])),
                         "source": source})
-            self._install(out, ticket, now)
-            self._anchor(out)
+            if self._install(out, ticket, now):
+                self._anchor(out)
         return self._catalog
+
+    # -- reaching the sources -----------------------------------------------------------------
+
+    def _each(self, sources: list[str], call: Callable[[str], Any], what: str) -> dict[str, Any]:
+        """``call(source)`` for every source at once, on the mediator's threads; returns
+        source -> answer of those that answered within :data:`BELOW_TIMEOUT` (``call``
+        must keep to it too), marking them reachable and the others unreachable (why:
+        ``what`` failed).  Concurrent, so a handler asking several sources waits one
+        budget however many of them are dead."""
+        if not sources:
+            return {}
+        futures = {}
+        for source in sources:
+            try:
+                futures[self._pool.submit(call, source)] = source
+            except RuntimeError:  # the pool is shut down: this instance is stopping
+                return {}
+        done, _ = wait_for(futures, timeout=BELOW_TIMEOUT + 1.0)
+        out = {}
+        for future, source in futures.items():
+            if future in done and future.exception() is None:
+                out[source] = future.result()
+                self._answered(source)
+            else:
+                why = _why(future.exception()) if future in done else f"no answer within {BELOW_TIMEOUT:g} s"
+                self._missed(source, f"{what}: {why}")
+        return out
+
+    def _answered(self, source: str) -> None:
+        with self.lock:
+            self._unreachable.pop(source, None)
+
+    def _missed(self, source: str, why: str) -> None:
+        with self.lock:
+            mark = self._unreachable.setdefault(source, {"since": time.time()})
+            mark["why"] = why
 
     def _ticket(self) -> int:
         with self.lock:
             self._catalog_asked += 1
             return self._catalog_asked
 
-    def _install(self, catalog: dict[str, dict], ticket: int, at: float) -> None:
+    def _install(self, catalog: dict[str, dict], ticket: int, at: float) -> bool:
         """Take a catalog asked for with ``ticket`` unless one asked for later is in
-        already (an answer from before a hand-off must not undo the hand-off's tags)."""
+        already (an answer from before a hand-off must not undo the hand-off's tags, one
+        from before a source was dropped must not bring its objects back)."""
         with self.lock:
             if ticket <= self._catalog_ticket:
-                return
+                return False
             self._catalog_ticket = ticket
             self._catalog, self._catalog_at = catalog, at
             used = {_key(e["applied"]) for e in catalog.values()}
             for key in [k for k in self._caches if k not in used]:
                 for stat, n in self._caches.pop(key).stats.items():
                     self._cache_stats_gone[stat] = self._cache_stats_gone.get(stat, 0) + n
+            return True
 
     def _cache(self, key: tuple[str, ...]) -> ReportCache:
         """The report cache for data carrying the tags ``key``: data in one form only."""
@@ -250,7 +349,7 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
         """Keep the catalog below fresh off the request path (a cache hit then makes no
         call below at all)."""
         self._refresher = True
-        self._below(refresh=True)
+        self._below(probe=True)
 
     def _anchor(self, catalog: dict[str, dict]) -> None:
         """An object known below but not heard from yet may have a sample running right
@@ -495,29 +594,163 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
                 self._complete = self.state["complete_until"] = min(self._complete, start)
 
     def _open_below(self, request: str, objects: list[str] | None, predicates: list[str] | None) -> None:
-        """Send the standing requests below that :meth:`_anchor_stream` registered."""
+        """Send the standing requests below that :meth:`_anchor_stream` registered.
+
+        The caller above is waiting, so this waits for no source longer than
+        :data:`BELOW_TIMEOUT`, and for a source marked unreachable not at all: those
+        requests are left to the resubscribe task, which sends them, from the position
+        anchored (nothing is lost), once the source answers again; meanwhile the streams
+        from the live sources run.  The catalog is asked first, so the objects the horizon
+        must wait for are anchored before the first batch can arrive."""
+        down, pushed = self._down_objects(objects), self._pushdown(predicates)
+        todo = {}
         for source in self.settings["sources"]:
             rid = self._below_id(request, source)
-            if source in self._handing:  # hand_step sends it once the hand-off is done
-                with self.lock:
-                    sub = self.inbox.subs.setdefault(rid, {"seq": 0, "until": None})
-                    sub.update({"source": source, "objects": self._down_objects(objects),
-                                "predicates": self._pushdown(predicates), "interval": None,
-                                "deliver": "deliver"})
-                continue
-            try:
-                self.inbox.subscribe(rid, source, self._down_objects(objects), self._pushdown(predicates))
-            except Exception:  # noqa: BLE001 - registered; the resubscribe task retries it
-                self._unsent.add(rid)
+            self._register_below(rid, source, down, pushed)
+            if source not in self._handing:  # else hand_step sends it once the hand-off is done
+                todo[rid] = source
         with contextlib.suppress(Exception):  # a source not there yet is anchored later
             self._below(refresh=True)
+        self._send_below(todo)
         self.host.checkpoint(self)
+
+    def _register_below(self, rid: str, source: str, objects: list[str] | None, predicates: list[str]) -> None:
+        """The stream ``rid`` from ``source`` as it is to be asked for (sent separately)."""
+        with self.lock:
+            sub = self.inbox.subs.setdefault(rid, {"seq": 0, "until": None})
+            sub.update({"source": source, "objects": objects, "predicates": predicates,
+                        "interval": None, "deliver": "deliver"})
+            self.state.get("quitting", {}).pop(rid, None)  # wanted again: a late quit would end it
+
+    def _send_below(self, rids: dict[str, str]) -> None:
+        """Send the registered streams ``rids`` (id -> source) to their sources, waiting at
+        most :data:`BELOW_TIMEOUT`; what is not known to be open by then is left in
+        ``_unsent`` for the resubscribe task.  One thread per source sends its requests in
+        turn and stops at the first failure, so a source that died unnoticed holds one
+        thread for a call's deadline, not one per request.  A source not a single request
+        of which went through in time is marked unreachable (the next handler does not
+        wait on it); one that refuses is left to the catalog task to judge."""
+        with self.lock:
+            down = set(self._unreachable)
+        by_source: dict[str, list[str]] = {}
+        for rid, source in rids.items():
+            if source not in down:
+                by_source.setdefault(source, []).append(rid)
+        opened: dict[str, list[str]] = {source: [] for source in by_source}
+
+        def send(source: str) -> None:
+            for rid in by_source[source]:
+                if self.inbox.resubscribe([rid]):
+                    return
+                opened[source].append(rid)
+                self._answered(source)
+
+        futures = {}
+        for source in by_source:
+            with contextlib.suppress(RuntimeError):  # the pool is shut down: this instance is stopping
+                futures[self._pool.submit(send, source)] = source
+        done, _ = wait_for(futures, timeout=BELOW_TIMEOUT)
+        for future, source in futures.items():
+            if future not in done and not opened[source]:
+                self._missed(source, f"subscribe: no answer within {BELOW_TIMEOUT:g} s")
+        sent = {rid for got in opened.values() for rid in list(got)}
+        with self.lock:
+            self._unsent |= {rid for rid in rids if rid not in sent and rid in self.inbox.subs}
+
+    def _sources_changed(self) -> None:
+        """Follow a change of ``sources`` at once (``reconfigure``).
+
+        Streams from a source no longer listed are forgotten here now: their batches are
+        refused from now on, and the horizon, the earliest position of the streams below,
+        no longer waits for them (a dead source's stream would never move again, and the
+        streams up would stall for good); the objects only it delivered are no longer
+        waited for either.  Its generation of request ids moves on, so if it is listed
+        again its new streams are not the ones being quit.  The quits go out off the
+        caller's time (:meth:`_quit_below`).
+
+        A source newly listed gets a stream for every standing request, from the position
+        that request has reached above (less the look-back), as a re-opened request's
+        (:meth:`_anchor_stream`): the batches up not yet acknowledged wait for its history.
+
+        Every stream is sent again, too: after a refused change this runs with the old
+        sources and state put back, and the quits already sent are undone that way."""
+        sources = list(self.settings["sources"])
+        with self._arrival, self.lock:
+            gone = [rid for rid, sub in self.inbox.subs.items() if sub.get("source") not in sources]
+            gens = self.state.setdefault("below_gen", {})
+            for source in {self.inbox.subs[rid].get("source") for rid in gone} - {None}:
+                gens[source] = gens.get(source, 0) + 1
+            last = self.state["last_end"]
+            catalog = {}
+            for obj, entry in self._catalog.items():
+                if entry["source"] in sources:
+                    catalog[obj] = entry
+                else:
+                    last.pop(obj, None)
+            for source in [s for s in self._unreachable if s not in sources]:
+                del self._unreachable[source]
+            for request, spec in self.subscriptions.requests.items():
+                new = [s for s in sources if self._below_id(request, s) not in self.inbox.subs]
+                self._anchor_stream(request, spec["acked_until"])
+                for source in new:
+                    self._register_below(self._below_id(request, source), source,
+                                         self._down_objects(spec["objects"]), self._pushdown(spec["predicates"]))
+            self._install(catalog, self._ticket(), time.monotonic())
+        self._quit_below(gone)
+        with self._arrival:
+            self.record([], complete_until=self._horizon())  # the horizon moves on now
+        with self.lock:
+            self._unsent |= set(self.inbox.subs)
+
+    def _quit_below(self, rids: Iterable[str]) -> None:
+        """Forget the streams ``rids`` here at once and quit them at their sources, off
+        the caller's time: the quits are kept in the state (``quitting``) and sent on the
+        mediator's threads, and again with every keep-alive until the source answers, so
+        a source that was unreachable learns it when it is back (until then its batches
+        are refused here, which it takes as a quit too)."""
+        with self.lock:
+            quitting = self.state.setdefault("quitting", {})
+            for rid in rids:
+                sub = self.inbox.forget(rid)
+                self._unsent.discard(rid)
+                if sub is not None and sub.get("source"):
+                    quitting[rid] = {"source": sub["source"], "since": time.time()}
+        self._send_quits()
+
+    def _send_quits(self) -> None:
+        """Send the quits still owed below (see :meth:`_quit_below`), without waiting."""
+        with self.lock:
+            due = {rid: q["source"] for rid, q in self.state.get("quitting", {}).items()
+                   if rid not in self._quits_sent}
+            self._quits_sent |= set(due)
+        for rid, source in due.items():
+            try:
+                self._pool.submit(self._send_quit, rid, source)
+            except RuntimeError:  # the pool is shut down: this instance is stopping
+                with self.lock:
+                    self._quits_sent.discard(rid)
+
+    def _send_quit(self, rid: str, source: str) -> None:
+        try:
+            self.ref(source).query("quit", request=rid, timeout=BELOW_TIMEOUT)
+            done = True
+        except (AgentNotFound, AgentNotHere, QueryTimeout):  # not there (yet): again later
+            done = False
+        except MasaError:  # it answered, with an error: asking again will not help
+            done = True
+        except Exception:  # noqa: BLE001 - the connection failed: again later
+            done = False
+        with self.lock:
+            self._quits_sent.discard(rid)
+            quitting = self.state.get("quitting", {})
+            q = quitting.get(rid)
+            if q is not None and (done or time.time() - q["since"] > QUIT_PATIENCE):
+                del quitting[rid]
 
     @query
     def quit(self, request: str) -> bool:
         found = super().quit(request)
-        for source in self.settings["sources"]:
-            self.inbox.quit(self._below_id(request, source))
+        self._quit_below([self._below_id(request, source) for source in self.settings["sources"]])
         self.host.checkpoint(self)
         return found
 
@@ -525,7 +758,12 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
     def status(self) -> dict:
         return {**super().status(), "host": self.host.name, "cache": self._cache_stats(),
                 "below": {r: {"seq": s["seq"], "until": s["until"], "source": s.get("source"),
-                              "predicates": s.get("predicates", [])} for r, s in self.inbox.subs.items()},
+                              "objects": s.get("objects"), "predicates": s.get("predicates", [])}
+                          for r, s in self.inbox.subs.items()},
+                # sources that did not answer the last call (their streams wait for them)
+                "unreachable": {src: dict(mark) for src, mark in self._unreachable.items()},
+                "unsent": sorted(self._unsent),  # streams below not known to be open yet
+                "quitting": sorted(self.state.get("quitting", {})),  # quits below still owed
                 "moves": self.state.get("placement_memo", {}).get("moves", 0),
                 "placement": {"policy": copy.deepcopy(self.settings.get("placement")),
                               "rounds": self._placement_rounds}}

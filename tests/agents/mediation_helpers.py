@@ -42,3 +42,8 @@ def recorded(cluster, recorder: str, obj: str) -> Series:
 
 def taken(cluster, recorder: str, request: str) -> int:
     return cluster.ref(recorder).query("subscriptions_status")[request]["seq"]
+
+
+def restarts(cluster, host: str, agent: str) -> int:
+    """How often ``host``'s watchdog restarted ``agent`` (a handler that overran)."""
+    return next(a for a in cluster.host(host, "agents") if a["name"] == agent)["restarts"]
