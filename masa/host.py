@@ -17,7 +17,10 @@ Migration is a two-phase handover driven by the source host:
    tombstone that redirects late callers.
 
 Any failure before the commit returns leaves the agent running at the source (name
-pointed back, target told to drop its copy).
+pointed back, target told to drop its copy).  A target whose copy is left undecided (no
+commit came, or the commit's answer or the source's ``abort`` was lost) settles it by
+asking the source (``holding``): while the source still moves the agent it waits; once the
+source has ended the move, the agent's name decides (see :meth:`AgentHost._settle`).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from masa.errors import (
 from masa.naming import NameService
 from masa.ref import AgentRef
 from masa.security import Daemon, Proxy
-from masa.store import Store
+from masa.store import Store, discard_sqlite_leftovers
 
 log = logging.getLogger("masa.host")
 
@@ -75,7 +78,11 @@ RUNNING, SUSPENDED, MOVING, PREPARED, MOVED, STOPPED = (
 _NODE_STATUS = {RUNNING: "up", SUSPENDED: "suspended", MOVING: "moving"}
 
 DRAIN_TIMEOUT = 5.0  # longest wait for calls in flight before a move gives up
-PREPARED_TTL = 30.0  # a received agent never committed is dropped (or kept, see _expire)
+#: How often a host asks the source of an agent it received (see ``_settle``) whether that
+#: move has ended, while its copy is undecided: received but not committed, or committed
+#: but not yet known to be the one the source let go.  Only a period: what is decided
+#: does not depend on it, nor on how it compares with the source's call timeout.
+ARRIVAL_CHECK = 5.0
 TOMBSTONE_TTL = 120.0  # how long a moved agent's old address still redirects callers
 PING_TIMEOUT = 2.0  # a host registered under our name that answers within this is running
 STOP_REPLACED_WAIT = 2.0  # how long a watchdog restart waits for the stuck instance to let go
@@ -141,6 +148,9 @@ class Slot:
         self.checkpoint = agent.snapshot()
         self.moved_to: str | None = None
         self.since = time.monotonic()
+        self.source: str | None = None  # the host it arrived from (a move or a clone)
+        self.committing = False  # being started after its move (a commit, or _settle)
+        self.aborted = False  # its source gave the move up while it was being started
         self.stats = {"queries": 0, "configures": 0, "errors": 0, "task_errors": 0,
                       "restarts": 0, "moves_in": 0}
 
@@ -585,6 +595,9 @@ class HostControl:
     def abort(self, name: str) -> None:
         self._host.abort(name)
 
+    def holding(self, name: str) -> dict:
+        return self._host.holding(name)
+
     @Pyro5.api.oneway
     def shutdown(self) -> None:
         self._host.stop()
@@ -608,7 +621,8 @@ class AgentHost:
                 raise UnknownKind(f"host {name!r} allow-list: {exc}") from None
         self.allow = set(allow) if allow else set(kinds.installed())
         self.slots: dict[str, Slot] = {}
-        self._prepared: dict[str, float] = {}
+        self._arrivals: dict[str, float] = {}  # undecided received agent -> next check
+        self._settling: set[str] = set()  # arrivals being checked now (on the executor)
         self._tombstones: dict[str, float] = {}
         self._lock = threading.RLock()
         self._move_locks: dict[str, threading.Lock] = {}
@@ -705,7 +719,9 @@ class AgentHost:
             self.slots[slot.name] = slot
             self._tombstones.pop(slot.name, None)
 
-    def _start(self, slot: Slot, source: str | None = None) -> None:
+    def _start(self, slot: Slot, source: str | None = None) -> bool:
+        """Start the agent and open its gate; False (gate left closed) if its source
+        aborted the move meanwhile (``abort`` during a commit): the caller drops it."""
         agent = slot.agent
         agent.host = self.context
         agent.on_start()
@@ -713,7 +729,11 @@ class AgentHost:
         if source is not None:
             agent.after_move(source)
         slot.checkpoint = agent.snapshot()
-        slot.set_status(RUNNING)
+        with slot.cond:
+            if slot.aborted:
+                return False
+            slot.set_status(RUNNING)
+        return True
 
     def _running_elsewhere(self, name: str, source: str) -> str | None:
         """Where the broker sends callers of ``name`` if that is a live host other than
@@ -724,16 +744,27 @@ class AgentHost:
         if uri is None:
             return None
         try:
-            location = URI(uri).location
+            URI(uri)
         except Exception:  # noqa: BLE001 - not an address anyone can call
             return None
-        try:
-            at_source = URI(str(self.ns.lookup(naming.host_name(source), wait=0))).location == location
-        except MasaError:
-            at_source = False
-        if at_source or not _alive(uri, self.settings.secret):
+        if self._at_host(uri, source) or not _alive(uri, self.settings.secret):
             return None
         return uri
+
+    def _at_host(self, uri: str, host: str) -> bool:
+        """Whether ``uri`` is an address served by host ``host`` (by its registration)."""
+        try:
+            return URI(uri).location == URI(str(self.ns.lookup(naming.host_name(host), wait=0))).location
+        except Exception:  # noqa: BLE001 - not an address, or the host is not registered
+            return False
+
+    def _where_registered(self, name: str) -> str | None:
+        """The address the broker gives for agent ``name`` (None: not registered, or the
+        broker cannot be asked)."""
+        try:
+            return str(self.ns.lookup(naming.agent_name(name), wait=0))
+        except MasaError:
+            return None
 
     def _registered_elsewhere(self, name: str) -> str | None:
         """The address the broker gives for ``name`` if it is not this host's (None: not
@@ -962,78 +993,260 @@ class AgentHost:
         cls = self._check_kind(kind)
         current = self.slots.get(name)
         if current is not None and current.status not in (MOVED, STOPPED):
-            raise AgentExists(f"host {self.name!r} already runs an agent named {name!r}")
+            self._replace_stale(current, source)
         elsewhere = self._running_elsewhere(name, source)
         if elsewhere:
             raise AgentExists(f"agent {name!r} runs at {elsewhere}, not at its package's source "
                               f"host {source!r}: refusing a second copy")
         agent = cls(name, domain, state)
         agent.host = self.context
-        self._serve(Slot(agent, PREPARED))  # calls wait at its gate until commit
-        self._prepared[name] = time.monotonic() + PREPARED_TTL
+        slot = Slot(agent, PREPARED)
+        slot.source = source
+        self._serve(slot)  # calls wait at its gate until commit
+        self._arrivals[name] = time.monotonic() + ARRIVAL_CHECK
         return self._uri(name)
+
+    def _replace_stale(self, current: Slot, source: str) -> None:
+        """A package arrives for an agent this host already holds.  A copy received
+        earlier from the same source and left undecided (its commit never came, or the
+        source gave the move up and its ``abort`` was lost) is replaced when the agent's
+        name still points at that source: the source holds the agent and is moving it
+        again.  Anything else is refused, saying what this host holds."""
+        name = current.name
+        with current.cond:
+            status, committing, origin = current.status, current.committing, current.source
+        if origin is None:  # created (or restored) here, not received
+            raise AgentExists(f"host {self.name!r} already runs an agent named {name!r}")
+        held = (f"host {self.name!r} holds a copy of agent {name!r} received from {origin!r} "
+                f"{time.monotonic() - current.since:.0f} s ago")
+        where = self._where_registered(name)
+        from_holder = origin == source and where is not None and self._at_host(where, source)
+        if status != PREPARED:
+            # a started copy is stale only if the source took the agent back after the
+            # commit (its abort lost): the name points at the source again
+            if not (from_holder and status in (RUNNING, SUSPENDED) and name in self._arrivals
+                    and not committing):
+                raise AgentExists(f"host {self.name!r} already runs an agent named {name!r}")
+            state = "committed, but the source gave the move up and kept the agent"
+        else:
+            state = "not committed"
+            if committing:
+                raise AgentExists(f"{held}, which is being started now (committed); "
+                                  "try again when that move has ended")
+            if origin != source:
+                raise AgentExists(f"{held} ({state}), not from {source!r}; it is started or dropped as "
+                                  f"soon as {origin!r} has ended that move (asked every {ARRIVAL_CHECK:g} s)")
+            if not from_holder:
+                points = "nowhere" if where is None else ("at that copy" if where == self._uri(name) else where)
+                raise AgentExists(f"{held} ({state}); the agent's name points {points}, not at {source!r}, "
+                                  f"so {source!r} is not the agent's holder: the copy is started or dropped "
+                                  f"as soon as {source!r} has ended its move (asked every {ARRIVAL_CHECK:g} s)")
+        log.warning("%s (%s); %s moves the agent again: the stale copy is replaced", held, state, source)
+        self._drop(current)
 
     def commit(self, name: str, source: str) -> None:
         naming.check_name(name, "agent")
         if not isinstance(source, str):
             raise BadRequest(f"commit of {name!r}: the source is a host name, not {brief(source)}")
         slot = self.slots.get(name)
-        if slot is None or slot.status != PREPARED:
+        if slot is None:
             raise AgentNotHere(f"no agent {name!r} waiting for commit on {self.name!r}")
-        # The source points the name here before it commits; if it points elsewhere, the
-        # agent runs there and starting this copy would make two.
+        with slot.cond:
+            if slot.status != PREPARED or slot.committing or slot.aborted:
+                why = "; it is being started" if slot.committing else ""
+                raise AgentNotHere(f"no agent {name!r} waiting for commit on {self.name!r}{why}")
+            slot.committing = True
         try:
-            points_to = str(self.ns.lookup(naming.agent_name(name), wait=0))
-        except MasaError as exc:
-            self.abort(name)
-            raise MoveFailed(f"commit of {name!r} on {self.name!r} refused: its name does not "
-                             f"point here ({exc}); the received copy is dropped") from None
-        if points_to != self._uri(name):
-            self.abort(name)
-            raise AgentExists(f"commit of {name!r} on {self.name!r} refused: its name points at "
-                              f"{points_to}, not here; the received copy is dropped")
-        self._prepared.pop(name, None)
+            # The source points the name here before it commits; if it points elsewhere, the
+            # agent runs there and starting this copy would make two.
+            try:
+                points_to = str(self.ns.lookup(naming.agent_name(name), wait=0))
+            except MasaError as exc:
+                self._drop(slot)
+                raise MoveFailed(f"commit of {name!r} on {self.name!r} refused: its name does not "
+                                 f"point here ({exc}); the received copy is dropped") from None
+            if points_to != self._uri(name):
+                self._drop(slot)
+                raise AgentExists(f"commit of {name!r} on {self.name!r} refused: its name points at "
+                                  f"{points_to}, not here; the received copy is dropped")
+            try:
+                started = self._start(slot, source=source)
+            except Exception as exc:
+                self._discard(slot)
+                self._arrivals.pop(name, None)
+                if isinstance(exc, MasaError):
+                    raise
+                raise MasaError(f"agent {name!r} could not start on {self.name!r}: "
+                                f"{type(exc).__name__}: {exc}") from None
+        finally:
+            with slot.cond:
+                slot.committing = False
+        if not started:
+            self._drop(slot)
+            raise MoveFailed(f"commit of {name!r} on {self.name!r}: {source!r} aborted the move while "
+                             "the agent was being started; the received copy is dropped")
+        slot.stats["moves_in"] += 1
+        self.moves["in"] += 1
+        # Committed, but the source may still give the move up (its commit call timed out
+        # before this answer came) and point the name back; its abort may be lost: the copy
+        # stays undecided until the source is seen to have ended the move (_settle).
+        self._arrivals[name] = time.monotonic() + ARRIVAL_CHECK
+        self.checkpoint(slot)
+
+    def abort(self, name: str) -> None:
+        """The source gave the move up: drop the copy received from it, started or not.  An
+        abort while the copy is being started (the source's commit call timed out) is
+        carried out when the start ends, so that nothing the start opens stays behind."""
+        naming.check_name(name, "agent")
+        slot = self.slots.get(name)
+        if slot is None or slot.source is None:
+            return  # nothing received: an agent created here is not the source's to take back
+        with slot.cond:
+            if slot.committing:
+                slot.aborted = True
+                return
+            if slot.status not in (PREPARED, RUNNING, SUSPENDED):
+                return
+        self._drop(slot)
+
+    def _drop(self, slot: Slot) -> None:
+        """Discard a received copy (started or not) and stop it."""
+        was_saved = slot.status in (RUNNING, SUSPENDED)
+        if self._arrivals.get(slot.name) is not None and self.slots.get(slot.name) is slot:
+            self._arrivals.pop(slot.name, None)
+        self._discard(slot)
+        with _quietly():
+            slot.agent.on_stop()
+        if was_saved:
+            with _quietly():
+                self.save_checkpoints()
+
+    def holding(self, name: str) -> dict:
+        """What this host holds of agent ``name``, for a host that received it from here and
+        must decide what to do with its copy: ``status`` is the slot's (``moving`` while a
+        move of it is under way, ``running``/``suspended`` once it stays here), ``moved``
+        (a tombstone: moved away) or ``none``; ``uri`` its address here, if held."""
+        naming.check_name(name, "agent")
+        slot = self.slots.get(name)
+        if slot is not None and slot.status not in (MOVED, STOPPED):
+            return {"status": slot.status, "uri": self._uri(name)}
+        return {"status": "moved" if name in self._tombstones else "none", "uri": None}
+
+    def _settle_quietly(self, slot: Slot) -> None:
         try:
-            self._start(slot, source=source)
-        except Exception as exc:
+            self._settle(slot)
+        except Exception as exc:  # noqa: BLE001 - asked again on the next check
+            log.warning("host %s: could not settle the copy of %s received from %s: %s: %s",
+                        self.name, slot.name, slot.source, type(exc).__name__, cut(str(exc), 200))
+        finally:
+            self._settling.discard(slot.name)
+
+    def _settle(self, slot: Slot) -> None:
+        """Decide about a copy received from ``slot.source`` and left undecided: no commit
+        came, or it was committed but the source may still have given the move up (its
+        commit call timed out before the answer came; it then points the name back and
+        sends ``abort``, which may be lost).
+
+        Nothing here depends on how long the source waits for its calls: the source is
+        asked (``holding``).  While it still moves the agent, the copy waits.  Once it has
+        ended the move (or cannot be reached: it died), the agent's name decides, as the
+        source always points it before it lets the agent go: pointing here, this copy
+        is the agent (an uncommitted one is started) — unless the source says it kept the
+        agent and only failed to point the name back, then the name is pointed at the
+        source's copy and this one is dropped; pointing elsewhere, or nowhere, the copy
+        is dropped.  (A fixed expiry used to decide alone after 30 s, which was right only
+        while every source gave up within 30 s: ``MASA_CALL_TIMEOUT`` under about 15 s.)"""
+        name, source = slot.name, slot.source
+        if source is None or self.slots.get(name) is not slot:
+            return
+        try:
+            uri: str | None = str(self.ns.lookup_meta(naming.agent_name(name))[0])
+        except Pyro5.errors.NamingError:
+            uri = None
+        # (a broker that cannot be asked raises: asked again on the next check)
+        held = self._ask_holder(source, name)
+        if held.get("status") == MOVING:
+            return  # the source is still deciding (or moves the agent here once more)
+        here = uri == self._uri(name)
+        kept_at_source = held.get("status") in (RUNNING, SUSPENDED)
+        lock = self._move_locks.setdefault(name, threading.Lock())
+        if not lock.acquire(blocking=False):
+            return  # this host is moving it on: settled on the next check
+        try:
+            with slot.cond:
+                status = slot.status
+                if self.slots.get(name) is not slot or status not in (PREPARED, RUNNING, SUSPENDED) \
+                        or slot.committing:
+                    return
+                if here and not kept_at_source and status == PREPARED:
+                    slot.committing = True  # a late commit now finds it being started
+            if here and not kept_at_source:
+                self._arrivals.pop(name, None)
+                if status == PREPARED:
+                    log.warning("agent %s: its source %s ended the move without committing and its "
+                                "name points here; starting it here", name, source)
+                    self._start_received(slot, source)
+                return
+            why = (f"{source} kept it" if kept_at_source else
+                   f"its name points {'nowhere' if uri is None else 'at ' + uri}, not here")
+            log.warning("agent %s: dropping the copy received from %s (%s): %s", name, source,
+                        "never committed" if status == PREPARED else "committed, the move given up", why)
+            self._drop(slot)
+            if here and held.get("uri"):  # the source kept it but could not point the name back
+                a = slot.agent
+                with _quietly():
+                    self._announce(name, a.kind, a.domain, str(held["uri"]), source)
+        finally:
+            lock.release()
+
+    def _start_received(self, slot: Slot, source: str) -> None:
+        """Start a received copy that no commit will start (``_settle``); the caller set
+        ``slot.committing``."""
+        try:
+            started = self._start(slot, source=source)
+        except Exception:
             self._discard(slot)
-            if isinstance(exc, MasaError):
-                raise
-            raise MasaError(f"agent {name!r} could not start on {self.name!r}: "
-                            f"{type(exc).__name__}: {exc}") from None
+            raise
+        finally:
+            with slot.cond:
+                slot.committing = False
+        if not started:
+            self._drop(slot)
+            return
         slot.stats["moves_in"] += 1
         self.moves["in"] += 1
         self.checkpoint(slot)
 
-    def abort(self, name: str) -> None:
-        naming.check_name(name, "agent")
-        slot = self.slots.get(name)
-        self._prepared.pop(name, None)
-        if slot is not None and slot.status in (PREPARED, RUNNING):
-            self._discard(slot)
-            with _quietly():
-                slot.agent.on_stop()
+    def _ask_holder(self, host: str, name: str) -> dict:
+        """``holding(name)`` at ``host``; ``{}`` if that host cannot be reached (it died,
+        or it is not registered any more)."""
+        try:
+            uri = self.ns.lookup(naming.host_name(host), wait=0)
+        except MasaError:
+            return {}
+        try:
+            with Proxy(uri, self.settings.secret, timeout=PING_TIMEOUT) as p:
+                answer = p.holding(name)
+        except Exception:  # noqa: BLE001 - unreachable, or a host without ``holding``
+            return {}
+        return answer if isinstance(answer, dict) else {}
 
     def _expire(self, now: float) -> None:
-        """Prepared agents whose source vanished mid-move: keep them if the name points
-        here (the source died after the switch), else drop them; old tombstones go."""
-        for name, until in list(self._prepared.items()):
-            if now < until:
+        """Undecided received agents are settled (on the executor: it asks other hosts);
+        old tombstones go."""
+        for name, due in list(self._arrivals.items()):
+            if now < due or name in self._settling:
                 continue
-            self._prepared.pop(name, None)
             slot = self.slots.get(name)
-            if slot is None or slot.status != PREPARED:
+            if slot is None or slot.source is None or slot.status not in (PREPARED, RUNNING, SUSPENDED):
+                self._arrivals.pop(name, None)
                 continue
+            self._arrivals[name] = now + ARRIVAL_CHECK
+            self._settling.add(name)
             try:
-                points_here = str(self.ns.lookup(naming.agent_name(name), wait=0)) == self._uri(name)
-            except MasaError:
-                points_here = False
-            if points_here:
-                log.warning("source of %s vanished mid-move; starting it here", name)
-                self._start(slot, source="?")
-                self.checkpoint(slot)
-            else:
-                self.abort(name)
+                self.executor.submit(self._settle_quietly, slot)
+            except RuntimeError:  # shutting down
+                self._settling.discard(name)
         for name, until in list(self._tombstones.items()):
             if now >= until:
                 with self._lock:
@@ -1079,6 +1292,7 @@ class AgentHost:
                           "%s: %s", s.name, self.name, type(exc).__name__, exc)
                 keep.append(s.name)
         with self._save_lock:
+            self._keep_store_in_place()
             failed = self.store.save_checkpoints(entries, time.time(), keep=keep)
         for name, why in failed.items():
             log.error("checkpoint of agent %r on host %s not saved (its last saved one stays): %s",
@@ -1091,6 +1305,42 @@ class AgentHost:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self._store = Store(f"sqlite:///{self.state_dir / 'host.db'}")
         return self._store
+
+    def _keep_store_in_place(self) -> None:
+        """Open the store anew if its file was deleted (or its folder removed, or the file
+        replaced) while the host runs; the caller holds ``_save_lock`` and then saves every
+        checkpoint into it.  An open SQLite connection goes on writing to a deleted file
+        without an error, and the next start of the host would find an empty database and
+        lose every agent.  The checkpoints held in the deleted file are carried over first
+        (still readable through the open connection), so those this save keeps as they
+        were (unreadable at restore, refused by the database) are not lost either.  The
+        old store is closed before the new one is opened: its last connection's close
+        checkpoints the WAL into the deleted file and removes the WAL and shared-memory
+        files by name, which must not hit the new database's; any companion file still
+        left is removed too, since SQLite would apply a stale WAL or journal to the new
+        database."""
+        old = self._store
+        why = old.file_lost() if old is not None else None
+        if why is None:
+            return
+        log.warning("host %s: its state database %s %s while the host ran; re-creating it and "
+                    "saving every agent's checkpoint again", self.name, old.file, why)
+        try:
+            carried = old.load_checkpoints()
+        except Exception as exc:  # noqa: BLE001 - the current checkpoints are saved all the same
+            log.warning("host %s: the checkpoints of the deleted database could not be read: %s: %s",
+                        self.name, type(exc).__name__, cut(str(exc), 200))
+            carried = []
+        with _quietly():
+            old.close()
+        self._store = None
+        if old.file is not None:
+            discard_sqlite_leftovers(old.file)
+        if carried:
+            failed = self.store.save_checkpoints(carried, time.time())
+            for name, why in failed.items():
+                log.error("host %s: the old checkpoint of agent %r could not be carried over: %s",
+                          self.name, name, why)
 
     def restore(self) -> list[str]:
         """Bring back the agents this host ran before it stopped, unless they now run

@@ -6,12 +6,19 @@ new address), its host has died or restarted, or the name is not registered yet,
 looks again and retries until the call's deadline.  Queries arriving during a move are
 therefore answered, not dropped.
 
+A query may be sent again whenever its connection fails (queries only read).  A configure
+operation is sent again only when it certainly was not sent, or was answered without
+being run (``AgentMoved``, ``AgentNotHere``, an unknown object): its connection is made,
+or a kept one checked, before the request goes out, and once the request has gone out a
+lost connection raises ``OutcomeUnknown`` instead of running the operation a second time.
+
 Pyro5 proxies belong to one thread, so each thread gets its own proxy; the resolved
 address is shared by all threads of the process.
 """
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from typing import Any
@@ -26,6 +33,7 @@ from masa.errors import (
     AgentNotHere,
     BadRequest,
     MasaError,
+    OutcomeUnknown,
     PayloadTooLarge,
     QueryTimeout,
     Redirect,
@@ -88,7 +96,9 @@ class AgentRef:
 
     def call(self, interface: str, op: str, kwargs: dict, timeout: float | None = None) -> Any:
         budget = _budget(timeout) if timeout else self.timeout
-        return self._attempt(lambda proxy: proxy.invoke(interface, op, kwargs, budget), budget)
+        what = f"{self.name}.{op}" if isinstance(op, str) else self.name
+        return self._attempt(lambda proxy: proxy.invoke(interface, op, kwargs, budget), budget,
+                             once=what if interface == CONFIGURE else None)
 
     def release(self) -> None:
         proxy = getattr(self._local, "proxy", None)
@@ -98,17 +108,27 @@ class AgentRef:
 
     # -- finding the agent --------------------------------------------------------------
 
-    def _attempt(self, send, budget: float):
+    def _attempt(self, send, budget: float, once: str | None = None):
+        """Call ``send(proxy)`` until it is answered or the deadline passes, following the
+        agent.  ``once``: the call (``agent.op``) must not run twice (a configure
+        operation): it is sent again only if it certainly was not sent before, else
+        ``OutcomeUnknown``."""
         deadline = time.monotonic() + budget
         delay = 0.01
         last: Exception | None = None
         redirects = 0
+        local = self._local
         while True:
+            local.sent = False
             try:
                 proxy = self._proxy(deadline)
-                if self._local.timeout != budget:  # a socket option: set only when it changes
-                    proxy._pyroTimeout = self._local.timeout = budget
-                return send(proxy)
+                if local.timeout != budget:  # a socket option: set only when it changes
+                    proxy._pyroTimeout = local.timeout = budget
+                if once is not None:
+                    self._connect(proxy)  # any failure up to here: nothing was sent
+                answer = send(proxy)
+                local.used = time.monotonic()
+                return answer
             except Redirect as redirect:
                 redirects += 1
                 if redirects > MAX_REDIRECTS:
@@ -124,6 +144,9 @@ class AgentRef:
                 self._relocate(None)
             except Pyro5.errors.TimeoutError:
                 self.release()
+                if once is not None and local.sent:
+                    raise QueryTimeout(f"{once} did not answer within {budget:g} s; the operation may "
+                                       "or may not have taken effect") from None
                 raise QueryTimeout(f"agent {self.name!r} did not answer within {budget:g} s") from None
             except Pyro5.errors.ProtocolError as exc:
                 self.release()
@@ -136,6 +159,14 @@ class AgentRef:
             except Pyro5.errors.CommunicationError as exc:  # host down, restarting or moving
                 last = exc
                 self._relocate(None)
+                if once is not None and local.sent:
+                    # The request went out whole: the host may have run it before the
+                    # connection dropped (it died, or restarted, mid-call).  Sending it again
+                    # could run it twice; only the caller can tell whether that is harmless.
+                    raise OutcomeUnknown(
+                        f"{once}: the connection to its host was lost after the request was sent "
+                        f"({type(exc).__name__}: {exc}); the operation may or may not have taken "
+                        "effect and is not sent again: query the agent to find out") from None
             except AgentNotFound as exc:
                 last = exc
             self.retries += 1
@@ -146,6 +177,34 @@ class AgentRef:
                 raise AgentNotFound(f"agent {self.name!r} unreachable: {last}")
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.25)
+
+    def _connect(self, proxy: Proxy) -> None:
+        """Have ``proxy`` connected before a request that must not be sent twice goes out,
+        so that failing to connect (refused, no such host, handshake) is told apart from
+        losing the connection after the request was sent (``local.sent``).  A kept
+        connection is used only if its host has not closed it meanwhile (it restarted, or
+        closed the connection as idle: the request would be written into a closed
+        connection and its loss would look like a host dying mid-call) and it has not been
+        idle for half the idle timeout (a host closing it just as the request goes out)."""
+        local = self._local
+        conn = proxy._pyroConnection
+        if conn is not None and (time.monotonic() - getattr(local, "used", 0.0) > self.settings.idle_timeout / 2
+                                 or _closed_by_peer(conn.sock)):
+            proxy._pyroRelease()
+            conn = None
+        if conn is None:
+            proxy._pyroBind()
+            conn = proxy._pyroConnection
+            local.used = time.monotonic()
+        if not getattr(conn, "_masa_counts_sent", False):
+            plain = conn.send
+
+            def send(data: bytes) -> None:
+                plain(data)  # raises unless all of it went out
+                local.sent = True
+
+            conn.send = send
+            conn._masa_counts_sent = True
 
     def _proxy(self, deadline: float) -> Proxy:
         local = self._local
@@ -173,3 +232,14 @@ class AgentRef:
                 _locations[self.name] = uri
             else:
                 _locations.pop(self.name, None)
+
+
+def _closed_by_peer(sock: Any) -> bool:
+    """Whether an idle connection has something to read: the peer closed it (end of file,
+    or a reset), or sent what nobody asked for.  Either way it is not used for a call."""
+    try:
+        poller = select.poll()  # not select(): a busy process has descriptors past 1024
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # closed here already
+        return True

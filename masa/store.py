@@ -51,6 +51,7 @@ __all__ = [
     "Store",
     "check_url",
     "default_url",
+    "discard_sqlite_leftovers",
 ]
 
 HOST = "host"
@@ -213,6 +214,45 @@ def _to_url(url: str | None) -> URL:
     return make_url(raw)
 
 
+def _sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL (None: in memory, a ``file:`` URI, or not SQLite)."""
+    db = url.database if url.get_backend_name() == "sqlite" else None
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).absolute()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+#: files SQLite keeps beside a database (WAL mode, shared memory, rollback journal)
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def discard_sqlite_leftovers(path: Path) -> list[str]:
+    """Remove the WAL, shared-memory and journal files at ``path`` when the database
+    itself is gone: they belong to the deleted file, and SQLite would apply a left-over
+    WAL or hot journal to a new, empty database of the same name (a corrupt or mixed
+    database).  Call it after the store on the deleted file is closed.  Returns the
+    names removed."""
+    if path.exists():
+        return []
+    removed = []
+    for suffix in SQLITE_COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        try:
+            companion.unlink()
+            removed.append(companion.name)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def _prepare_sqlite(engine: Engine, url: URL) -> None:
     """WAL so readers never block the writer; BEGIN IMMEDIATE for writes so two writers
     queue on the busy timeout instead of failing when a read lock cannot be upgraded."""
@@ -267,6 +307,8 @@ class Store:
             # Two processes starting at once on an empty PostgreSQL database race on
             # CREATE TABLE; the loser finds the tables on a second look.
             Base.metadata.create_all(self.engine)
+        self._file = _sqlite_file(self._url)
+        self._identity = _identity(self._file) if self._file else None
 
     @property
     def url(self) -> str:
@@ -277,6 +319,27 @@ class Store:
     def close(self) -> None:
         """Releases pooled connections so the SQLite file or the PG server can go away."""
         self.engine.dispose()
+
+    @property
+    def file(self) -> Path | None:
+        """The SQLite file this store was opened on (None: not a file, e.g. PostgreSQL)."""
+        return self._file
+
+    def file_lost(self) -> str | None:
+        """Why the file at this store's path is no longer the one it writes to (deleted,
+        its folder removed, replaced by another file), else None.  An open SQLite
+        connection goes on writing to a deleted file's inode without an error, so
+        everything written from then on is gone when the process ends; a process that
+        keeps state it must find again after a restart asks this and opens the store
+        anew (:func:`discard_sqlite_leftovers` first).  One ``stat``."""
+        if self._file is None or self._identity is None:
+            return None
+        now = _identity(self._file)
+        if now is None:
+            return "was deleted" if self._file.parent.exists() else "was removed with its folder"
+        if now != self._identity:
+            return "was replaced by another file"
+        return None
 
     def __enter__(self) -> Store:
         return self

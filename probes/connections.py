@@ -40,6 +40,11 @@ STATES = {
     6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
 }
 LISTEN = 10
+#: samples that look again for a socket no readable fd held: between accept() giving the
+#: socket its inode and installing the fd, or while an fd is in flight between processes
+#: (SCM_RIGHTS), the socket is listed but nobody's yet; cached as unowned for its
+#: lifetime, it was never attributed
+RETRIES = 3
 
 
 class Connection(NamedTuple):
@@ -68,17 +73,29 @@ class _Raw(NamedTuple):
     inode: int
 
 
+_HOSTS: dict[bytes, str] = {}  # hex address -> text: a few addresses recur in every row
+
+
 def _addr(hexaddr: bytes) -> tuple[str, int]:
     host, port = hexaddr.split(b":")
+    text = _HOSTS.get(host)
+    if text is None:
+        if len(_HOSTS) > 4096:  # a busy server sees many remote addresses: stay bounded
+            _HOSTS.clear()
+        text = _HOSTS[host] = _host(host)
+    return text, int(port, 16)
+
+
+def _host(host: bytes) -> str:
     raw = bytes.fromhex(host.decode())
     if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[::-1]), int(port, 16)
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
     # IPv6: four 32-bit words, each in host (little-endian) order
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     text = socket.inet_ntop(socket.AF_INET6, words)
     if text.startswith("::ffff:") and "." in text:  # IPv4-mapped: report as IPv4
         text = text[7:]
-    return text, int(port, 16)
+    return text
 
 
 def read_tcp_table(proc: str = procread.PROC) -> list[_Raw]:
@@ -132,7 +149,7 @@ class ConnectionProbe:
         self.proc = proc
         self.listening = listening
         self._owner: dict[int, tuple[int, str | None]] = {}
-        self._unowned: set[int] = set()  # inodes a scan could not attribute (others' or gone)
+        self._unowned: dict[int, int] = {}  # inode -> scans that could not attribute it
 
     @property
     def complete(self) -> bool:
@@ -146,16 +163,26 @@ class ConnectionProbe:
         seen = time.time()
         table = read_tcp_table(self.proc)
         listen_ports = {r.local[1] for r in table if r.state == LISTEN}
-        inodes = {r.inode for r in table if r.inode}
-        unknown = inodes - self._owner.keys() - self._unowned
+        uids = {r.inode: r.uid for r in table if r.inode}
+        inodes = uids.keys()
+        # a socket not found before is looked for again (a few times) only where a scan
+        # can find it: root reads every fd, anyone else only their own processes'
+        euid = os.geteuid()
+        retry = {i for i, n in self._unowned.items()
+                 if n < RETRIES and i in uids and (euid == 0 or uids[i] == euid)}
+        unknown = (inodes - self._owner.keys() - self._unowned.keys()) | retry
         if unknown:
+            names: dict[int, str | None] = {}  # one stat read per process, not per socket
             for inode, pid in socket_owners(self.proc, unknown).items():
                 if inode in unknown or inode not in self._owner:
-                    self._owner[inode] = (pid, _comm(pid, self.proc))
-            self._unowned |= unknown - self._owner.keys()
+                    if pid not in names:
+                        names[pid] = _comm(pid, self.proc)
+                    self._owner[inode] = (pid, names[pid])
+            for inode in unknown - self._owner.keys():
+                self._unowned[inode] = self._unowned.get(inode, 0) + 1
         # socket inodes are unique while the socket lives: forget the closed ones
         self._owner = {i: o for i, o in self._owner.items() if i in inodes}
-        self._unowned &= inodes
+        self._unowned = {i: n for i, n in self._unowned.items() if i in inodes and i not in self._owner}
         out = []
         for r in table:
             if r.state == LISTEN:

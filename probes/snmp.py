@@ -5,13 +5,17 @@ agents concurrently; :meth:`SnmpPoller.poll_sync` wraps it for callers with no l
 
 Each poll asks, in a single multi-column GETBULK (never GETNEXT walks), for
 sysUpTime and the UCD ``ssCpuRaw*`` counters as non-repeaters, and the IF-MIB columns
-``ifHCInOctets``, ``ifHCOutOctets``, ``ifInOctets``, ``ifOutOctets`` and
-HOST-RESOURCES ``hrProcessorLoad`` as repeaters (plus ``ifName``/``ifDescr`` when the
-interface set is new or changed).  Columns are cut where they leave their subtree, so
-GETBULK overshoot never leaks into the data.  OIDs are numeric, ``lookupMib=False``.
+``ifHCInOctets``, ``ifHCOutOctets``, ``ifInOctets``, ``ifOutOctets``,
+``ifCounterDiscontinuityTime`` and HOST-RESOURCES ``hrProcessorLoad`` as repeaters
+(plus ``ifName``/``ifDescr``/``ifSpeed``/``ifHighSpeed`` when the interface set is new
+or changed, after a counter reset, and every 360 polls).  Columns are cut where they
+leave their subtree, so GETBULK overshoot never leaks into the data.  OIDs are numeric,
+``lookupMib=False``.
 
 Rates: per interface the 64-bit counters when the agent has them, else the 32-bit ones
-with wrap handling (:mod:`probes.counters`); host CPU from ``ssCpuRaw*`` deltas, or
+with wrap handling (:mod:`probes.counters`: a lower reading is a wrap only if the rate
+it implies fits the interface's speed or recent traffic, else a reset and no sample); a
+changed ``ifCounterDiscontinuityTime`` drops that interface's interval; host CPU from ``ssCpuRaw*`` deltas, or
 from ``hrProcessorLoad`` (a 1-minute average, served by net-snmp only about a minute
 after it starts).  An agent restart (sysUpTime went back) raises
 :class:`~probes.errors.AgentRestart` once and never becomes a rate.
@@ -24,6 +28,7 @@ import contextlib
 import socket
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 from pyasn1.type.univ import Null
@@ -41,7 +46,7 @@ from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
 from masa.activity import BYTES_PER_S, CPU, check_label
 from probes import snmp_oids as O
-from probes.counters import counter_delta, uptime_went_back
+from probes.counters import COUNTER32, counter_delta, uptime_went_back, wrap_plausible
 from probes.errors import AgentRestart, AuthFailure, GarbageResponse, ProbeError, ProbeTimeout
 from probes.samples import Sample, safe_name
 from probes.snmp_auth import Credentials
@@ -55,9 +60,13 @@ _AUTH_ERRORS = (
 _ABSENT = (EndOfMibView, NoSuchInstance, NoSuchObject, Null)
 _CPU_KEYS = tuple(O.SS_CPU_RAW)
 NON_REPEATERS = (O.SYS_UPTIME, O.SS_CPU_NUM, *O.SS_CPU_RAW.values())
-COUNTER_COLUMNS = (O.IF_HC_IN_OCTETS, O.IF_HC_OUT_OCTETS, O.IF_IN_OCTETS, O.IF_OUT_OCTETS)
-NAME_COLUMNS = (O.IF_NAME, O.IF_DESCR)
+COUNTER_COLUMNS = (O.IF_HC_IN_OCTETS, O.IF_HC_OUT_OCTETS, O.IF_IN_OCTETS, O.IF_OUT_OCTETS,
+                   O.IF_COUNTER_DISCONTINUITY)
+# read on the first poll, for a new ifIndex, after a counter reset and every REDISCOVER_EVERY
+# polls: names and speeds change rarely, so they do not cost every poll a longer answer
+INFO_COLUMNS = (O.IF_NAME, O.IF_DESCR, O.IF_SPEED, O.IF_HIGH_SPEED)
 REDISCOVER_EVERY = 360  # polls between re-reading interface names (ifIndex may be reused)
+RATE_HISTORY = 8  # intervals of each counter kept to judge a 32-bit wrap (no speed known)
 MAX_CPUS = 1 << 16  # ssCpuNumCpus beyond this is garbage (Linux's NR_CPUS is at most 8192)
 
 
@@ -191,13 +200,18 @@ class SnmpPoller:
         self.last_discarded = ""  # what the last one was
         self._garbage: set[str] = set()
         self._names: dict[int, str] = {}
-        self._need_names = interfaces
+        self._speed: dict[int, float] = {}  # ifIndex -> bit/s, where the agent says
+        self._absent: set[tuple] = set()  # counter columns the agent had no rows of
+        self.discontinuities = 0  # intervals dropped: counter reset or discontinuity time changed
+        self._need_info = interfaces
         self._reset_state()
 
     def _reset_state(self) -> None:
         self._prev_t: float | None = None
         self._prev_uptime: int | None = None
         self._prev_if: dict[tuple[int, int], tuple[int, int]] = {}  # (ifIndex, dir) -> (value, bits)
+        self._prev_disc: dict[int, int] = {}  # ifIndex -> ifCounterDiscontinuityTime
+        self._recent: dict[tuple[int, int], deque] = {}  # (ifIndex, dir) -> last rates (B/s)
         self._prev_cpu: tuple[float, dict[str, int]] | None = None
         self._last_cpu: dict[str, int] = {}
 
@@ -323,9 +337,17 @@ class SnmpPoller:
     async def poll(self) -> list[Sample]:
         """Rates since the previous poll ([] on the first, or after a restart was reported).
 
-        Raises ProbeTimeout, AuthFailure, GarbageResponse or AgentRestart."""
-        columns = self._columns + (NAME_COLUMNS if self._need_names else ())
+        Raises ProbeTimeout, AuthFailure, GarbageResponse or AgentRestart.
+
+        Counter columns the agent had no rows of at the last interface discovery are left
+        out (an agent without ifXTable would otherwise answer each with a column's worth of
+        overshoot, every poll); each discovery asks for them again."""
+        info = self._need_info
+        columns = tuple(c for c in self._columns if info or c not in self._absent)
+        columns += INFO_COLUMNS if info else ()
         scalars, rows = await self._fetch(columns)
+        if info:
+            self._absent = {c for c in COUNTER_COLUMNS if c in columns and not rows[c]}
         self._garbage = set()
         try:
             return self._poll(scalars, rows)
@@ -340,22 +362,24 @@ class SnmpPoller:
         uptime = unsigned(scalars[0], 32)  # TimeTicks: a negative one would read as a restart
         if uptime is None:
             raise GarbageResponse("no usable sysUpTime in the response", self.target)
-        if self._need_names:
-            self._learn_names(rows)
+        if self._need_info:
+            self._learn_info(rows)
         prev_t, prev_up = self._prev_t, self._prev_uptime
         if prev_t is not None and prev_up is not None and uptime_went_back(prev_up, uptime, now - prev_t):
             self._reset_state()
-            self._need_names = O.IF_HC_IN_OCTETS in self._columns
+            self._need_info = O.IF_HC_IN_OCTETS in self._columns
             self._remember(now, uptime, scalars, rows)
             raise AgentRestart(f"agent restarted (sysUpTime {prev_up} -> {uptime} ticks); "
                                "counters re-baselined, no rate for this interval", self.target)
         out = self._rates(now, scalars, rows) if prev_t is not None and now > prev_t else []
         self._remember(now, uptime, scalars, rows)
         if self.polls % REDISCOVER_EVERY == 0 and O.IF_HC_IN_OCTETS in self._columns:
-            self._need_names = True
+            self._need_info = True
         return out
 
-    def _learn_names(self, rows: dict) -> None:
+    def _learn_info(self, rows: dict) -> None:
+        """Interface names and speeds (bit/s: ifSpeed, or ifHighSpeed where ifSpeed is 0
+        or saturated at 2^32-1, i.e. above 4.3 Gbit/s; neither: unknown)."""
         names: dict[int, str] = {}
         for col in (O.IF_DESCR, O.IF_NAME):  # ifName wins over ifDescr
             for idx, v in rows.get(col, {}).items():
@@ -368,7 +392,17 @@ class SnmpPoller:
                 names[idx] = f"{names[idx]}.{idx}"
             seen.add(names[idx])
         self._names = names
-        self._need_names = False
+        speeds: dict[int, float] = {}
+        for idx, v in rows.get(O.IF_HIGH_SPEED, {}).items():
+            n = unsigned(v, 32)
+            if n:
+                speeds[idx] = n * 1e6
+        for idx, v in rows.get(O.IF_SPEED, {}).items():
+            n = unsigned(v, 32)
+            if n and n < COUNTER32 - 1:  # exact below 4.3 Gbit/s (ifHighSpeed rounds to Mbit/s)
+                speeds[idx] = float(n)
+        self._speed = speeds
+        self._need_info = False
 
     def _if_readings(self, rows: dict) -> dict[tuple[int, int], tuple[int, int]]:
         """(ifIndex, 0=in/1=out) -> (counter, bits): 64-bit where present, else 32-bit."""
@@ -388,21 +422,45 @@ class SnmpPoller:
         counted once per poll (the readings are looked at more than once a poll)."""
         self._garbage.add(what[:200])
 
+    def _disc_readings(self, rows: dict) -> dict[int, int]:
+        """ifIndex -> ifCounterDiscontinuityTime (TimeTicks), where the agent has it."""
+        out = {}
+        for idx, v in rows.get(O.IF_COUNTER_DISCONTINUITY, {}).items():
+            n = unsigned(v, 32)
+            if n is None:
+                self._discard(f"ifIndex {idx} ifCounterDiscontinuityTime {_text(v)}")
+                continue
+            out[idx] = n
+        return out
+
     def _rates(self, now: float, scalars: list, rows: dict) -> list[Sample]:
         t0 = self._prev_t
         dt = now - t0
         out: list[Sample] = []
+        # RFC 2863: a changed ifCounterDiscontinuityTime means the interface's counters
+        # had a discontinuity in this interval, whichever way they moved
+        disc = self._disc_readings(rows)
+        broken = {i for i, t in disc.items() if i in self._prev_disc and self._prev_disc[i] != t}
         for key, (value, bits) in self._if_readings(rows).items():
             prev = self._prev_if.get(key)
             name = self._names.get(key[0])
             if prev is None or prev[1] != bits:
                 continue
             if name is None:
-                self._need_names = True
+                self._need_info = True
                 continue
-            delta = counter_delta(prev[0], value, bits)
+            delta = None if key[0] in broken else counter_delta(prev[0], value, bits)
+            recent = self._recent.setdefault(key, deque(maxlen=RATE_HISTORY))
+            if delta is not None and value < prev[0] and not wrap_plausible(
+                    delta, dt, self._speed.get(key[0]), recent):
+                delta = None  # reset, not wrap: the rate would be a fake spike
             if delta is None:
+                # no sample: a reset, or a discontinuity; the next interval is measured
+                # from this reading, and speeds are read again (a reset may renegotiate)
+                self.discontinuities += 1
+                self._need_info = True
                 continue
+            recent.append(delta / dt)
             out.append(Sample(f"{self.label}/if/{name}/{'out' if key[1] else 'in'}", BYTES_PER_S, t0, now, delta / dt))
         cpu = self._cpu_sample(now, scalars, rows)
         if cpu is not None:
@@ -471,6 +529,7 @@ class SnmpPoller:
     def _remember(self, now: float, uptime: int, scalars: list, rows: dict) -> None:
         self._prev_t, self._prev_uptime = now, uptime
         self._prev_if = self._if_readings(rows)
+        self._prev_disc = self._disc_readings(rows)
         raw = self._cpu_raw(scalars) if self._cpu else None
         self._last_cpu = raw or {}
         # net-snmp serves zeros until its first read; and while it serves a cached

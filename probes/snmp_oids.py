@@ -15,11 +15,14 @@ SYS_UPTIME = oid("1.3.6.1.2.1.1.3")  # sysUpTime (scalar; ask for the prefix, ge
 
 # IF-MIB columns, indexed by ifIndex
 IF_DESCR = oid("1.3.6.1.2.1.2.2.1.2")
+IF_SPEED = oid("1.3.6.1.2.1.2.2.1.5")  # Gauge32 bit/s; 2^32-1 means "see ifHighSpeed"
 IF_IN_OCTETS = oid("1.3.6.1.2.1.2.2.1.10")  # Counter32
 IF_OUT_OCTETS = oid("1.3.6.1.2.1.2.2.1.16")  # Counter32
 IF_NAME = oid("1.3.6.1.2.1.31.1.1.1.1")
 IF_HC_IN_OCTETS = oid("1.3.6.1.2.1.31.1.1.1.6")  # Counter64
 IF_HC_OUT_OCTETS = oid("1.3.6.1.2.1.31.1.1.1.10")  # Counter64
+IF_HIGH_SPEED = oid("1.3.6.1.2.1.31.1.1.1.15")  # Gauge32, Mbit/s
+IF_COUNTER_DISCONTINUITY = oid("1.3.6.1.2.1.31.1.1.1.19")  # TimeStamp: sysUpTime of the last one
 
 # HOST-RESOURCES-MIB hrProcessorLoad: percent, 1-minute average, one row per CPU
 HR_PROCESSOR_LOAD = oid("1.3.6.1.2.1.25.3.3.1.2")

@@ -30,8 +30,25 @@ class FlakyAgent(Agent):
             self.every(changed["tick_every"], self._tick)
 
     def on_stop(self) -> None:
-        if self._held is not None:
+        if getattr(self, "_held", None) is not None:  # a received copy dropped unstarted has none
             self._held.close()
+        self._trace("stopped")
+
+    def after_move(self, source: str) -> None:
+        """With ``arrival_delay``, a slow arrival (the commit of a move takes that long)."""
+        delay = float(self.settings.get("arrival_delay", 0))
+        if delay and source != self.host.name:
+            import time
+
+            time.sleep(delay)
+        self._trace("arrived")
+
+    def _trace(self, event: str) -> None:
+        """With the setting ``trace`` (a file), one line per arrival and stop: which host, what."""
+        path = self.settings.get("trace")
+        if path:
+            with open(path, "a") as f:
+                f.write(f"{self.host.name} {event}\n")
 
     @query
     def holding(self) -> str | None:
@@ -45,6 +62,16 @@ class FlakyAgent(Agent):
     @configure
     def set_value(self, value: int) -> int:
         self.state["value"] = value
+        return value
+
+    @configure
+    def slow_set(self, value: int, seconds: float) -> int:
+        """Sets the value at once (a query sees it), then takes its time before answering."""
+        import time
+
+        with self.lock:
+            self.state["value"] = value
+        time.sleep(seconds)
         return value
 
     @configure
@@ -67,6 +94,15 @@ class FlakyAgent(Agent):
 
         time.sleep(seconds)
         return "finished"
+
+    @query
+    def slow_read(self, seconds: float) -> str:
+        """Says it is reading (``trace``), then takes its time before answering."""
+        import time
+
+        self._trace("reading")
+        time.sleep(seconds)
+        return "read"
 
     @query
     def boom(self) -> None:

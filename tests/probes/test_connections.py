@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -134,3 +135,141 @@ def test_psutil_fallback_gives_the_same_evidence(pair):
     fast = {(c.pid, c.local, c.remote, c.direction) for c in read_connections() if c.pid in (spid, cpid)}
     portable = {(c.pid, c.local, c.remote, c.direction) for c in psutil_connections() if c.pid in (spid, cpid)}
     assert fast == portable and len(fast) == 2
+
+
+# -- many sockets, sockets that close while a sample reads, a socket nobody holds yet ---------
+
+HOLDER = r"""
+import json, resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if soft != resource.RLIM_INFINITY and soft < 600:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(600, hard), hard))
+role, n = sys.argv[1], int(sys.argv[2])
+if role == "server":
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(n + 16); s.settimeout(30)
+    print(s.getsockname()[1], flush=True)
+    held = [s.accept()[0] for _ in range(n)]
+else:
+    port = int(sys.argv[3])
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+print(json.dumps([c.getsockname()[1] for c in held]), flush=True)
+sys.stdin.read()  # hold them until the test closes our stdin
+"""
+
+CHURN = r"""
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
+print(s.getsockname()[1], flush=True)
+end, count = time.time() + 20, 0
+while time.time() < end and count < 200_000:  # until killed, bounded either way
+    c = socket.create_connection(("127.0.0.1", s.getsockname()[1]), timeout=5)
+    a, _ = s.accept()
+    c.close(); a.close(); count += 1
+"""
+
+
+@pytest.fixture
+def many():
+    """2,000 TCP connections on loopback: four servers each accepting 500 from its own
+    client process (500 sockets per process fits a default fd limit of 1,024).  Yields
+    the set of (pid, local, remote) every one of the 4,000 sockets must be read as."""
+    procs, expected = [], set()
+    try:
+        for _ in range(4):
+            server = subprocess.Popen([sys.executable, "-c", HOLDER, "server", "500"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            procs.append(server)
+            port = int(server.stdout.readline())
+            client = subprocess.Popen([sys.executable, "-c", HOLDER, "client", "500", str(port)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            procs.append(client)
+            cports = json.loads(client.stdout.readline())
+            assert json.loads(server.stdout.readline()) == [port] * 500
+            for cport in cports:
+                expected.add((client.pid, ("127.0.0.1", cport), ("127.0.0.1", port)))
+                expected.add((server.pid, ("127.0.0.1", port), ("127.0.0.1", cport)))
+        yield {p.pid for p in procs}, expected
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+            p.stdin.close()
+            p.stdout.close()
+
+
+def test_2000_connections_every_one_attributed_none_invented(many):
+    pids, expected = many
+    probe = ConnectionProbe()
+    for _ in range(2):  # the first sample scans every fd, the second answers from its cache
+        conns = probe.sample()
+        ours = {(c.pid, c.local, c.remote) for c in conns if c.pid in pids}
+        assert len(expected) == 4000 and ours == expected
+        ports = {c.local[1] for c in conns if c.pid in pids} | {c.remote[1] for c in conns if c.pid in pids}
+        strays = [c for c in conns if c.pid not in pids and c.state == "ESTABLISHED"
+                  and c.local[1] in ports and c.remote[1] in ports]
+        assert not strays, strays[:5]
+
+
+def test_sockets_closing_during_a_sample_are_never_misattributed(many):
+    """A child opens and closes loopback connections as fast as it can while samples are
+    taken, so sockets read in /proc/net/tcp are gone by the time the fds are read: such a
+    socket is listed unattributed (or with its true owner), never with another pid, and
+    the 2,000 steady connections stay attributed exactly."""
+    pids, expected = many
+    churn = subprocess.Popen([sys.executable, "-c", CHURN], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(churn.stdout.readline())
+        probe = ConnectionProbe()
+        churned = 0
+        for _ in range(8):
+            conns = probe.sample()
+            assert expected <= {(c.pid, c.local, c.remote) for c in conns}
+            for c in conns:
+                if port in (c.local[1], c.remote[1]) and c.state != "LISTEN":
+                    churned += 1
+                    assert c.pid in (None, churn.pid), c
+        assert churned and churn.poll() is None
+    finally:
+        churn.kill()
+        churn.wait()
+        churn.stdout.close()
+
+
+RECEIVER = r"""
+import socket, sys, time
+unix = socket.socket(fileno=int(sys.argv[1]))
+sys.stdin.readline()
+msg, fds, _, _ = socket.recv_fds(unix, 16, 1)
+print("got", fds, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_socket_no_process_held_at_first_is_attributed_once_one_does(pair):
+    """A socket in flight between processes (SCM_RIGHTS), like one between accept()
+    giving it an inode and installing its fd, is listed in /proc/net/tcp but in nobody's
+    fd table.  It was cached as unowned for its whole life; now it is looked for again."""
+    spid, cpid, host, port, cport = pair
+    mine, theirs = socket.socketpair()
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    theirs.close()
+    try:
+        conn = socket.create_connection((host, port), timeout=10)
+        local = conn.getsockname()[:2]
+        socket.send_fds(mine, [b"x"], [conn.fileno()])
+        conn.close()  # now only the message in flight holds the socket
+        probe = ConnectionProbe()
+        (first,) = [c for c in probe.sample() if c.local == local and c.remote == (host, port)]
+        assert first.pid is None and first.state == "ESTABLISHED"
+        receiver.stdin.write("go\n")
+        receiver.stdin.flush()
+        assert receiver.stdout.readline().startswith("got")
+        (second,) = [c for c in probe.sample() if c.local == local and c.remote == (host, port)]
+        assert second.pid == receiver.pid and second.inode == first.inode
+    finally:
+        receiver.kill()
+        receiver.wait()
+        receiver.stdin.close()
+        receiver.stdout.close()
+        mine.close()

@@ -3,12 +3,23 @@ with only 32-bit counters and hrProcessorLoad, and one that answers garbage."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import time
 
 import pytest
+from pysnmp.hlapi.v3arch.asyncio import (
+    CommunityData,
+    ContextData,
+    ObjectIdentity,
+    ObjectType,
+    SnmpEngine,
+    UdpTransportTarget,
+    set_cmd,
+)
+from pysnmp.proto.rfc1902 import Counter32, TimeTicks
 
 from probes.errors import AgentRestart, GarbageResponse
 from probes.snmp import SnmpPoller
@@ -24,6 +35,7 @@ WRAP = f"""\
 1.3.6.1.2.1.1.3.0|67:numeric|rate=100,initial=0
 1.3.6.1.2.1.2.2.1.2.1|4|eth0
 1.3.6.1.2.1.2.2.1.2.2|4|eth1
+1.3.6.1.2.1.2.2.1.5.1|66|1000000000
 1.3.6.1.2.1.2.2.1.10.1|65:numeric|rate={RATE},initial={START},max=4294967296,wrap=1
 1.3.6.1.2.1.2.2.1.10.2|65:numeric|rate=1000,initial=5
 1.3.6.1.2.1.2.2.1.16.1|65:numeric|rate=1000,initial=0
@@ -63,6 +75,23 @@ CPUS = """\
 1.3.6.1.4.1.2021.11.53.0|65:numeric|rate=50,initial=1000
 1.3.6.1.4.1.2021.11.67.0|2|2147483647
 """
+# community "reset": 32-bit counters set by the tests (the agent keeps running, sysUpTime
+# goes on); r10m says 10 Mbit/s, nospeed says 0 (unknown).  writecache keeps set values by
+# OID across communities, hence ifIndexes no other community uses.
+RESET = f"""\
+1.3.6.1.2.1.1.3.0|67:numeric|rate=100,initial=0
+1.3.6.1.2.1.2.2.1.2.11|4|r10m
+1.3.6.1.2.1.2.2.1.2.12|4|nospeed
+1.3.6.1.2.1.2.2.1.5.11|66|10000000
+1.3.6.1.2.1.2.2.1.5.12|66|0
+1.3.6.1.2.1.2.2.1.10.11|65:writecache|value={2**32 - 5000}
+1.3.6.1.2.1.2.2.1.10.12|65:writecache|value={2**32 - 20000}
+1.3.6.1.2.1.2.2.1.16.11|65:numeric|rate=1000,initial=0
+1.3.6.1.2.1.2.2.1.16.12|65:numeric|rate=1000,initial=0
+1.3.6.1.2.1.31.1.1.1.19.11|67:writecache|value=0
+1.3.6.1.2.1.31.1.1.1.19.12|67:writecache|value=0
+"""
+IN_OCTETS, DISC_TIME = "1.3.6.1.2.1.2.2.1.10", "1.3.6.1.2.1.31.1.1.1.19"
 # community "negup": sysUpTime an Integer below zero
 NEGUP = "1.3.6.1.2.1.1.3.0|2|-5\n1.3.6.1.2.1.2.2.1.10.1|65|1\n"
 
@@ -70,7 +99,7 @@ NEGUP = "1.3.6.1.2.1.1.3.0|2|-5\n1.3.6.1.2.1.2.2.1.10.1|65|1\n"
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     data = tmp_path_factory.mktemp("snmprec")
-    for name, text in (("broken", BROKEN), ("cpus", CPUS), ("negup", NEGUP)):
+    for name, text in (("broken", BROKEN), ("cpus", CPUS), ("negup", NEGUP), ("reset", RESET)):
         (data / f"{name}.snmprec").write_text(text)
     (data / "wrap.snmprec").write_text(WRAP)
     (data / "garbage.snmprec").write_text(GARBAGE)
@@ -237,5 +266,103 @@ def test_negative_uptime_is_garbage_response(sim):
     try:
         with pytest.raises(GarbageResponse, match="sysUpTime"):
             p.poll_sync()
+    finally:
+        p.close()
+
+
+# -- 32-bit counters that reset while the agent runs -------------------------------------------
+
+
+def _set(sim, community: str, *values: tuple[str, object]) -> None:
+    """SET values in one request (atomic for the next poll) with pysnmp: net-snmp's
+    snmpset has no Counter32 type, and snmpsim's writecache keeps a value only of the
+    record's own type."""
+
+    async def go():
+        engine = SnmpEngine()
+        try:
+            target = await UdpTransportTarget.create(("127.0.0.1", sim.port), timeout=2, retries=1)
+            err, status, _, _ = await set_cmd(engine, CommunityData(community), target, ContextData(),
+                                              *(ObjectType(ObjectIdentity(o), v) for o, v in values))
+            assert not err and not status, (err, status)
+        finally:
+            engine.close_dispatcher()
+
+    asyncio.run(go())
+
+
+def _moved(samples, name: str) -> int | None:
+    """The counter increase a sample stands for (rate x its interval: exact, no timing)."""
+    s = {x.object: x for x in samples}.get(f"sim/if/{name}/in")
+    return None if s is None else round(s.value * (s.end - s.start))
+
+
+def test_counter32_reset_is_no_spike_and_a_wrap_within_the_speed_counts(sim):
+    """r10m (10 Mbit/s): a lower reading implying 8 kB over the interval is a wrap; one
+    implying ~4 GB in well under a second is 100,000 times what the link carries: a reset
+    (counters cleared, sysUpTime still counting), read as a wrap it was a fake spike.
+    It gives no sample; the next interval is measured from the new reading."""
+    p = poller(sim, community="reset", cpu=False)
+    oid = f"{IN_OCTETS}.11"
+    try:
+        p.poll_sync()  # baseline at 2^32 - 5000
+        assert p.last_readings["interfaces"]["r10m"]["in"] == (2**32 - 5000, 32)
+        _set(sim, "reset", (oid, Counter32(3000)))
+        assert _moved(p.poll_sync(), "r10m") == 8000  # wrapped: 5000 + 3000
+        _set(sim, "reset", (oid, Counter32(53_000)))
+        assert _moved(p.poll_sync(), "r10m") == 50_000
+        _set(sim, "reset", (oid, Counter32(1000)))  # reset
+        out = p.poll_sync()
+        assert _moved(out, "r10m") is None, out
+        assert p.discontinuities == 1
+        assert all(s.value >= 0 for s in out)
+        _set(sim, "reset", (oid, Counter32(21_000)))
+        assert _moved(p.poll_sync(), "r10m") == 20_000  # measured normally again
+    finally:
+        p.close()
+
+
+def test_counter32_unknown_speed_judged_by_recent_rates(sim):
+    """nospeed (ifSpeed 0): a wrap is accepted when it implies at most twice the recent
+    traffic; a reset implying ~4 GB after intervals of ~10 kB is not."""
+    p = poller(sim, community="reset", cpu=False)
+    oid = f"{IN_OCTETS}.12"
+    try:
+        p.poll_sync()  # baseline at 2^32 - 20000
+        time.sleep(0.5)
+        _set(sim, "reset", (oid, Counter32(2**32 - 10_000)))
+        assert _moved(p.poll_sync(), "nospeed") == 10_000
+        time.sleep(0.5)
+        _set(sim, "reset", (oid, Counter32(5000)))
+        assert _moved(p.poll_sync(), "nospeed") == 15_000  # a wrap, like the traffic before it
+        time.sleep(0.5)
+        _set(sim, "reset", (oid, Counter32(2000)))  # reset
+        assert _moved(p.poll_sync(), "nospeed") is None
+        time.sleep(0.5)
+        _set(sim, "reset", (oid, Counter32(9000)))
+        assert _moved(p.poll_sync(), "nospeed") == 7000
+    finally:
+        p.close()
+
+
+def test_counter_discontinuity_time_drops_the_interval(sim):
+    """ifCounterDiscontinuityTime changed: the counters of that interface were
+    re-created in this interval, so even a reading that went up is no rate (both
+    directions); the other interface and the next interval are measured as usual."""
+    p = poller(sim, community="reset", cpu=False)
+    try:
+        p.poll_sync()
+        first = p.requests
+        out = {s.object for s in p.poll_sync()}
+        assert p.requests == first + 1  # one round trip per poll: no speeds asked again
+        assert {"sim/if/r10m/out", "sim/if/nospeed/out"} <= out
+        before = p.last_readings["interfaces"]["r10m"]["in"][0]
+        _set(sim, "reset", (f"{IN_OCTETS}.11", Counter32(before + 4000)),
+             (f"{DISC_TIME}.11", TimeTicks(p.last_readings["uptime"] + 1)))
+        out = {s.object for s in p.poll_sync()}
+        assert not {"sim/if/r10m/in", "sim/if/r10m/out"} & out, out
+        assert "sim/if/nospeed/out" in out and p.discontinuities == 2
+        _set(sim, "reset", (f"{IN_OCTETS}.11", Counter32(before + 6000)))
+        assert _moved(p.poll_sync(), "r10m") == 2000
     finally:
         p.close()
