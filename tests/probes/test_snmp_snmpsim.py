@@ -4,9 +4,6 @@ with only 32-bit counters and hrProcessorLoad, and one that answers garbage."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import time
 
 import pytest
@@ -19,7 +16,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
     UdpTransportTarget,
     set_cmd,
 )
-from pysnmp.proto.rfc1902 import Counter32, TimeTicks
+from pysnmp.proto.rfc1902 import Counter32, Integer32, TimeTicks
 
 from probes.errors import AgentRestart, GarbageResponse
 from probes.snmp import SnmpPoller
@@ -209,13 +206,22 @@ def test_long_table_is_followed_then_polled_in_one_request(sim):
         p.close()
 
 
-def _snmpset(sim, oid: str, value: int) -> None:
-    """Change a writecache value with net-snmp's snmpset (an Integer: a broken agent)."""
-    if not shutil.which("snmpset"):
-        pytest.skip("net-snmp's snmpset is not installed")
-    subprocess.run(["snmpset", "-v2c", "-c", "broken", "-t", "2", "-r", "1", f"udp:127.0.0.1:{sim.port}",
-                    oid, "i", str(value)], check=True, capture_output=True, timeout=30,
-                   env={**os.environ, "MIBS": ""})
+def _set(sim, community: str, *values: tuple[str, object]) -> None:
+    """SET values in one request (atomic for the next poll) with pysnmp: net-snmp's
+    snmpset has no Counter32 type, and snmpsim's writecache keeps a value only of the
+    record's own type."""
+
+    async def go():
+        engine = SnmpEngine()
+        try:
+            target = await UdpTransportTarget.create(("127.0.0.1", sim.port), timeout=2, retries=1)
+            err, status, _, _ = await set_cmd(engine, CommunityData(community), target, ContextData(),
+                                              *(ObjectType(ObjectIdentity(o), v) for o, v in values))
+            assert not err and not status, (err, status)
+        finally:
+            engine.close_dispatcher()
+
+    asyncio.run(go())
 
 
 def test_garbage_values_give_no_sample_and_no_spike(sim):
@@ -226,19 +232,19 @@ def test_garbage_values_give_no_sample_and_no_spike(sim):
     try:
         p.poll_sync()
         assert p.last_readings["interfaces"]["eth0"]["in"] == (1000, 32)
-        _snmpset(sim, "1.3.6.1.2.1.2.2.1.10.1", -5)
-        _snmpset(sim, "1.3.6.1.2.1.25.3.3.1.2.196608", 100_000)
+        _set(sim, "broken", ("1.3.6.1.2.1.2.2.1.10.1", Integer32(-5)))
+        _set(sim, "broken", ("1.3.6.1.2.1.25.3.3.1.2.196608", Integer32(100_000)))
         time.sleep(0.3)
         out = {s.object: s.value for s in p.poll_sync()}
         assert "sim/if/eth0/in" not in out and "sim/cpu" not in out, out
         assert "sim/if/eth0/out" in out  # the good column of the same poll is kept
         assert p.discarded == 2 and "Integer" in p.last_discarded
-        _snmpset(sim, "1.3.6.1.2.1.25.3.3.1.2.196608", -50)
+        _set(sim, "broken", ("1.3.6.1.2.1.25.3.3.1.2.196608", Integer32(-50)))
         time.sleep(0.3)
         out = {s.object: s.value for s in p.poll_sync()}
         assert "sim/cpu" not in out and "sim/if/eth0/in" not in out, out
-        _snmpset(sim, "1.3.6.1.2.1.2.2.1.10.1", 2000)
-        _snmpset(sim, "1.3.6.1.2.1.25.3.3.1.2.196608", 40)
+        _set(sim, "broken", ("1.3.6.1.2.1.2.2.1.10.1", Integer32(2000)))
+        _set(sim, "broken", ("1.3.6.1.2.1.25.3.3.1.2.196608", Integer32(40)))
         time.sleep(0.3)
         p.poll_sync()  # the counter's first good reading is a baseline, not a rate
         time.sleep(0.3)
@@ -271,24 +277,6 @@ def test_negative_uptime_is_garbage_response(sim):
 
 
 # -- 32-bit counters that reset while the agent runs -------------------------------------------
-
-
-def _set(sim, community: str, *values: tuple[str, object]) -> None:
-    """SET values in one request (atomic for the next poll) with pysnmp: net-snmp's
-    snmpset has no Counter32 type, and snmpsim's writecache keeps a value only of the
-    record's own type."""
-
-    async def go():
-        engine = SnmpEngine()
-        try:
-            target = await UdpTransportTarget.create(("127.0.0.1", sim.port), timeout=2, retries=1)
-            err, status, _, _ = await set_cmd(engine, CommunityData(community), target, ContextData(),
-                                              *(ObjectType(ObjectIdentity(o), v) for o, v in values))
-            assert not err and not status, (err, status)
-        finally:
-            engine.close_dispatcher()
-
-    asyncio.run(go())
 
 
 def _moved(samples, name: str) -> int | None:
