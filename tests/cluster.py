@@ -14,8 +14,10 @@ __all__ = ["ROOT", "Cluster", "attempt", "wait"]
 
 
 class Cluster(LocalCluster):
-    def __init__(self, home: Path, hosts: dict[str, dict] | None = None, **kw) -> None:
-        os.environ["MASA_KINDS"] = TEST_KINDS  # children inherit it
+    def __init__(self, home: Path, hosts: dict[str, dict] | None = None, kinds: tuple[str, ...] = (),
+                 **kw) -> None:
+        """``kinds``: more ``name=module:Class`` kinds for the hosts besides the suite's."""
+        os.environ["MASA_KINDS"] = ",".join((TEST_KINDS, *kinds))  # children inherit it
         os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
         kw.setdefault("secret", "test-secret")
         super().__init__(home, hosts, **kw)

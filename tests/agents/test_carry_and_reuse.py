@@ -19,17 +19,15 @@ from agents.source import ActivitySource, columns, rows_of
 from agents.standing import Inbox, Subscriptions
 from masa.activity import Series
 from masa.errors import BadRequest, MoveFailed, NotSubscribed
-from tests.cluster import TEST_KINDS, Cluster
+from tests.cluster import Cluster
 
-KINDS = ("feeder=tests.agents.source_kinds:FeederAgent,"
+KINDS = ("feeder=tests.agents.source_kinds:FeederAgent",
          "smallmove=tests.agents.source_kinds:SmallMoveFeederAgent")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("masa"), {"c1": {"domain": "C"}, "c2": {"domain": "C"}})
-    for child in c.sup.children.values():  # the suite's kinds and the feeders
-        child.env = {**child.env, "MASA_KINDS": f"{TEST_KINDS},{KINDS}"}
+    c = Cluster(tmp_path_factory.mktemp("masa"), {"c1": {"domain": "C"}, "c2": {"domain": "C"}}, kinds=KINDS)
     with c:
         yield c
 
@@ -187,17 +185,25 @@ def test_a_store_every_host_reaches_carries_nothing(tmp_path):
 # -- a request id re-opened at another source -------------------------------------------
 
 
-def test_a_request_reopened_at_another_source_is_a_new_stream(cluster):
-    cluster.create("c1", "feeder", "feed-a")
-    cluster.create("c2", "feeder", "feed-b")
-    cluster.create("c2", "recorder", "rec-switch")
-    a, b = cluster.ref("feed-a", timeout=20), cluster.ref("feed-b", timeout=20)
-    rec = cluster.ref("rec-switch", timeout=20)
-    start = rec.configure("subscribe_to", request="r", source="feed-a")["resume_until"]
+def switching(cluster, first: str, second: str, recorder: str, obj: str, n: int) -> tuple:
+    """Feeders ``first`` (on c1) and ``second`` (on c2), and ``recorder`` subscribed as
+    request "r" to ``first``, which has delivered ``n`` samples of ``obj``: refs to the
+    three and those samples."""
+    cluster.create("c1", "feeder", first)
+    cluster.create("c2", "feeder", second)
+    cluster.create("c2", "recorder", recorder)
+    one, two = cluster.ref(first, timeout=20), cluster.ref(second, timeout=20)
+    rec = cluster.ref(recorder, timeout=20)
+    start = rec.configure("subscribe_to", request="r", source=first)["resume_until"]
     time.sleep(0.3)
-    early = rows("a/x", start, 100, 0.002)
-    a.query("feed", rows=early)
+    early = rows(obj, start, n, 0.002)
+    one.query("feed", rows=early)
     cluster.wait(lambda: held(rec.query("report", since=0)) >= keys(early), timeout=30)
+    return one, two, rec, early
+
+
+def test_a_request_reopened_at_another_source_is_a_new_stream(cluster):
+    a, b, rec, early = switching(cluster, "feed-a", "feed-b", "rec-switch", "a/x", 100)
     seq = rec.query("subscriptions_status")["r"]["seq"]
     assert seq >= 1
 
@@ -222,16 +228,7 @@ def test_a_request_reopened_at_another_source_is_a_new_stream(cluster):
 
 
 def test_an_old_source_out_of_reach_at_the_switch_drops_the_request_at_its_next_batch(cluster):
-    cluster.create("c1", "feeder", "feed-c")
-    cluster.create("c2", "feeder", "feed-d")
-    cluster.create("c2", "recorder", "rec-stale")
-    c, d = cluster.ref("feed-c", timeout=20), cluster.ref("feed-d", timeout=20)
-    rec = cluster.ref("rec-stale", timeout=20)
-    start = rec.configure("subscribe_to", request="r", source="feed-c")["resume_until"]
-    time.sleep(0.3)
-    early = rows("c/x", start, 50, 0.002)
-    c.query("feed", rows=early)
-    cluster.wait(lambda: held(rec.query("report", since=0)) >= keys(early), timeout=30)
+    c, d, rec, early = switching(cluster, "feed-c", "feed-d", "rec-stale", "c/x", 50)
 
     cluster.host("c1", "suspend", "feed-c")  # it cannot be told to quit
     try:

@@ -12,7 +12,7 @@ import pytest
 from agents.source import page
 from masa.activity import Series
 from tests.agents.source_kinds import PAGE
-from tests.cluster import TEST_KINDS, Cluster, attempt
+from tests.cluster import Cluster, attempt
 
 FEEDER = "feeder=tests.agents.source_kinds:FeederAgent"
 HOLDING = "holding=tests.agents.source_kinds:HoldingRecorderAgent"
@@ -21,9 +21,7 @@ SLOW = "slowrec=tests.agents.source_kinds:SlowRecorderAgent"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("masa"), {"s1": {"domain": "S"}, "s2": {"domain": "S"}})
-    for child in c.sup.children.values():  # the suite's kinds and the feeder
-        child.env = {**child.env, "MASA_KINDS": f"{TEST_KINDS},{FEEDER},{SLOW}"}
+    c = Cluster(tmp_path_factory.mktemp("masa"), {"s1": {"domain": "S"}, "s2": {"domain": "S"}}, kinds=(FEEDER, SLOW))
     with c:
         yield c
 
@@ -153,9 +151,7 @@ def test_a_host_crash_while_a_batch_is_being_stored_loses_nothing(tmp_path):
     that never reached the store: the restored recorder resumes from it, and the source
     replays only what lies after it."""
     hold = tmp_path / "hold"
-    c = Cluster(tmp_path / "masa", {"s1": {"domain": "S"}, "s2": {"domain": "S"}})
-    for child in c.sup.children.values():
-        child.env = {**child.env, "MASA_KINDS": f"{TEST_KINDS},{FEEDER},{HOLDING}"}
+    c = Cluster(tmp_path / "masa", {"s1": {"domain": "S"}, "s2": {"domain": "S"}}, kinds=(FEEDER, HOLDING))
     with c:
         c.create("s1", "feeder", "feed-crash")
         c.create("s2", "holding", "rec-crash", hold=str(hold))

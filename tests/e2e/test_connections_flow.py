@@ -19,7 +19,7 @@ from masa.agent import Agent, query
 from masa.errors import UnknownOperation
 from modeler import interface
 from probes.connections import endpoint, namespace_scope
-from tests.cluster import TEST_KINDS, Cluster
+from tests.cluster import Cluster
 from tests.e2e.scenario import finished
 
 #: the two peers: the server burns CPU per request, the client sends bursts of them
@@ -78,9 +78,7 @@ def pairs(answer: dict) -> tuple[set, set]:
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("conn"), {"h1": {"domain": "A"}, "h2": {"domain": "D"}},
-                call_timeout=30.0)
-    for child in c.sup.children.values():  # the hosts also run the activity-only kind below
-        child.env = {**child.env, "MASA_KINDS": f"{TEST_KINDS},activity-only={__name__}:ActivityOnlySource"}
+                call_timeout=30.0, kinds=(f"activity-only={__name__}:ActivityOnlySource",))
     server = subprocess.Popen([sys.executable, "-c", PEER, "server", "cx-back"], stdout=subprocess.PIPE, text=True)
     client = None
     try:

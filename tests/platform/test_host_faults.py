@@ -100,12 +100,7 @@ def test_an_uncommitted_copy_whose_name_points_at_it_starts_when_its_source_hold
     """The source pointed the name at the copy and died before its commit: the copy is the
     agent now (the source, asked, holds nothing of it)."""
     uri = cluster.host("h2", "receive", _package("orphan", "h3", answered=7))
-    ns = NameService(cluster.settings)
-    try:
-        ns.register(naming.agent_name("orphan"), uri, naming.tags(kind="echo", domain="A", host="h2")
-                    | {"masa:agent"})
-    finally:
-        ns.close()
+    _point(cluster, "orphan", uri, "h2", kind="echo")
     answer = cluster.ref("orphan", timeout=30).query("echo")  # waits at the gate until it starts
     assert answer == {"agent": "orphan", "host": "h2", "n": 8, "payload": None}
 
@@ -117,12 +112,7 @@ def test_a_copy_whose_source_kept_the_agent_is_dropped_and_the_name_pointed_back
     cluster.create("h1", "echo", "homing")
     cluster.ref("homing").query("echo")
     uri = cluster.host("h2", "receive", _package("homing", "h1", answered=999))
-    ns = NameService(cluster.settings)
-    try:
-        ns.register(naming.agent_name("homing"), uri, naming.tags(kind="echo", domain="A", host="h2")
-                    | {"masa:agent"})
-    finally:
-        ns.close()
+    _point(cluster, "homing", uri, "h2", kind="echo")
     wait(lambda: cluster.where("homing") == "h1")
     assert cluster.ref("homing").query("echo") == {"agent": "homing", "host": "h1", "n": 2, "payload": None}
 
@@ -175,10 +165,11 @@ def _lookup(cluster, name: str):
         ns.close()
 
 
-def _point(cluster, name: str, uri: str, host: str) -> None:
+def _point(cluster, name: str, uri: str, host: str, kind: str = "flaky") -> None:
+    """Register ``name`` at ``uri`` as a host does (a move's step, done by hand)."""
     ns = NameService(cluster.settings)
     try:
-        ns.register(naming.agent_name(name), uri, naming.tags(kind="flaky", domain="A", host=host)
+        ns.register(naming.agent_name(name), uri, naming.tags(kind=kind, domain="A", host=host)
                     | {"masa:agent"})
     finally:
         ns.close()
