@@ -1069,29 +1069,24 @@ class AgentHost:
                 self._drop(slot)
                 raise AgentExists(f"commit of {name!r} on {self.name!r} refused: its name points at "
                                   f"{points_to}, not here; the received copy is dropped")
-            try:
-                started = self._start(slot, source=source)
-            except Exception as exc:
-                self._discard(slot)
-                self._arrivals.pop(name, None)
-                if isinstance(exc, MasaError):
-                    raise
-                raise MasaError(f"agent {name!r} could not start on {self.name!r}: "
-                                f"{type(exc).__name__}: {exc}") from None
-        finally:
+        except BaseException:
             with slot.cond:
                 slot.committing = False
+            raise
+        try:
+            started = self._start_received(slot, source)
+        except MasaError:
+            raise
+        except Exception as exc:
+            raise MasaError(f"agent {name!r} could not start on {self.name!r}: "
+                            f"{type(exc).__name__}: {exc}") from None
         if not started:
-            self._drop(slot)
             raise MoveFailed(f"commit of {name!r} on {self.name!r}: {source!r} aborted the move while "
                              "the agent was being started; the received copy is dropped")
-        slot.stats["moves_in"] += 1
-        self.moves["in"] += 1
         # Committed, but the source may still give the move up (its commit call timed out
         # before this answer came) and point the name back; its abort may be lost: the copy
         # stays undecided until the source is seen to have ended the move (_settle).
         self._arrivals[name] = time.monotonic() + ARRIVAL_CHECK
-        self.checkpoint(slot)
 
     def abort(self, name: str) -> None:
         """The source gave the move up: drop the copy received from it, started or not.  An
@@ -1199,23 +1194,26 @@ class AgentHost:
         finally:
             lock.release()
 
-    def _start_received(self, slot: Slot, source: str) -> None:
-        """Start a received copy that no commit will start (``_settle``); the caller set
-        ``slot.committing``."""
+    def _start_received(self, slot: Slot, source: str) -> bool:
+        """Start a received copy (``commit``, or ``_settle`` for one no commit will start)
+        and count it in; the caller set ``slot.committing``.  False: its source aborted the
+        move meanwhile, and the copy is dropped."""
         try:
             started = self._start(slot, source=source)
         except Exception:
             self._discard(slot)
+            self._arrivals.pop(slot.name, None)
             raise
         finally:
             with slot.cond:
                 slot.committing = False
         if not started:
             self._drop(slot)
-            return
+            return False
         slot.stats["moves_in"] += 1
         self.moves["in"] += 1
         self.checkpoint(slot)
+        return True
 
     def _ask_holder(self, host: str, name: str) -> dict:
         """``holding(name)`` at ``host``; ``{}`` if that host cannot be reached (it died,
