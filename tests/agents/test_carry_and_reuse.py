@@ -109,14 +109,22 @@ def history(end: float) -> list[list]:
     return rows("x/a", end - 3000, 1500, 2.0) + rows("x/b", end - 3000, 1500, 2.0)
 
 
-def test_a_move_carries_the_newest_history_that_fits_and_all_unacknowledged(cluster):
-    cluster.create("c1", "smallmove", "feed-cap")
-    feeder = cluster.ref("feed-cap", timeout=20)
+def small_feeder_waiting(cluster, name: str, request: str, waiting: float) -> tuple:
+    """A small-package feeder on c1 holding :func:`history`, of which the newest
+    ``waiting`` seconds no subscriber (gone, of ``request``) has acknowledged: its ref, the rows, the
+    acknowledged position."""
+    cluster.create("c1", "smallmove", name)
+    feeder = cluster.ref(name, timeout=20)
     end = time.time() - 100
     data = history(end)
     feeder.query("feed", rows=data)
-    acked = end - 400  # a subscriber (gone) has acknowledged up to here: 400 samples wait
-    feeder.query("subscribe", request="cap", subscriber="ghost-cap", resume_seq=1, resume_until=acked)
+    feeder.query("subscribe", request=request, subscriber=f"ghost-{request}", resume_seq=1,
+                 resume_until=end - waiting)
+    return feeder, data, end - waiting
+
+
+def test_a_move_carries_the_newest_history_that_fits_and_all_unacknowledged(cluster):
+    feeder, data, acked = small_feeder_waiting(cluster, "feed-cap", "cap", 400)  # 400 samples wait
 
     cluster.move("feed-cap", "c2")
     assert cluster.where("feed-cap") == "c2"
@@ -130,13 +138,7 @@ def test_a_move_carries_the_newest_history_that_fits_and_all_unacknowledged(clus
 
 
 def test_a_move_that_cannot_carry_the_unacknowledged_fails_and_loses_nothing(cluster):
-    cluster.create("c1", "smallmove", "feed-stuck")
-    feeder = cluster.ref("feed-stuck", timeout=20)
-    end = time.time() - 100
-    data = history(end)
-    feeder.query("feed", rows=data)
-    feeder.query("subscribe", request="stuck", subscriber="ghost-stuck", resume_seq=1,
-                 resume_until=end - 2600)  # 2,600 samples wait: more than a package holds
+    feeder, data, _ = small_feeder_waiting(cluster, "feed-stuck", "stuck", 2600)  # more than a package holds
 
     with pytest.raises(MoveFailed, match="no subscriber has acknowledged"):
         cluster.move("feed-stuck", "c2")
