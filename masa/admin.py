@@ -65,6 +65,20 @@ def move(settings: Settings, agent: str, target: str) -> dict:
         return h.move(agent, target)
 
 
+LIFECYCLE = ("suspend", "resume", "terminate")
+
+
+def lifecycle(settings: Settings, agent: str, action: str) -> str:
+    """Suspend, resume or terminate ``agent`` on the host it is registered on; that host's
+    name.  A suspended agent stays registered (callers get ``AgentSuspended``, not a wait),
+    so it is found for ``resume`` the same way."""
+    if action not in LIFECYCLE:
+        raise ValueError(f"unknown lifecycle action {action!r} (one of {', '.join(LIFECYCLE)})")
+    host = where(settings, agent)
+    host_call(settings, host, action, agent)
+    return host
+
+
 def create(settings: Settings, host: str, kind: str, name: str, agent_settings: dict | None = None,
            domain: str | None = None) -> dict:
     with host_proxy(settings, host) as h, _sized(f"create {name!r} on host {host!r}"):

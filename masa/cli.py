@@ -220,6 +220,24 @@ def move(agent: str, target_host: str) -> None:
     click.echo(f"moved {r['agent']} from {r['from']} to {r['to']} in {r['seconds'] * 1e3:.1f} ms")
 
 
+def _lifecycle_command(action: str, past: str, why: str) -> None:
+    @main.command(name=action, help=f"{action.capitalize()} AGENT where it runs: {why}")
+    @click.argument("agent")
+    def command(agent: str) -> None:
+        from masa import admin
+
+        settings = _settings()
+        admin.require_known(settings, agent)
+        click.echo(f"{past} {agent} on {admin.lifecycle(settings, agent, action)}")
+
+
+_lifecycle_command("suspend", "suspended",
+                   "its calls and tasks stop (callers are told), its state is kept at once.")
+_lifecycle_command("resume", "resumed", "a suspended agent goes on where it stopped.")
+_lifecycle_command("terminate", "terminated",
+                   "it stops for good and its name goes from the broker; its data stays in its store.")
+
+
 @main.command()
 @click.argument("agent")
 @click.argument("operation")

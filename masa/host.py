@@ -842,16 +842,22 @@ class AgentHost:
             self.save_checkpoints()
 
     def suspend(self, name: str) -> None:
+        """The state is kept at once, as the agent leaves it: the checkpoint round skips a
+        suspended agent, so what it did since the last round would otherwise be lost at a
+        restart, and an operator who suspended it would find it running again after a host
+        crash a moment later."""
         slot = self._slot(name)
         if slot.status == RUNNING:
             slot.agent.on_suspend()
             slot.set_status(SUSPENDED)
+            self.checkpoint(slot)
 
     def resume(self, name: str) -> None:
         slot = self._slot(name)
         if slot.status == SUSPENDED:
             slot.set_status(RUNNING)
             slot.agent.on_resume()
+            self.save_checkpoints()
 
     def restart(self, slot: Slot) -> None:
         """Replace a stuck agent by a fresh instance built from its last checkpoint.

@@ -9,7 +9,8 @@ import pytest
 
 from tests.cluster import ROOT
 
-COMMANDS = ["ns", "host", "up", "deploy", "nodes", "forget", "agents", "move", "query", "tls"]
+COMMANDS = ["ns", "host", "up", "deploy", "nodes", "forget", "agents", "move", "query", "tls",
+            "suspend", "resume", "terminate"]
 
 
 def masa(*args, env=None, check=False):
@@ -120,3 +121,17 @@ def test_a_host_name_that_cannot_be_part_of_an_address_is_refused_by_name(tmp_pa
     assert out.returncode == 1
     assert out.stderr.strip() == ("masa: error: invalid host name 'bad name/x': 1-128 printable characters "
                                   "without spaces or any of / \\ : @, not starting with 'masa.'")
+
+
+def test_suspend_resume_terminate_from_the_command_line(cluster):
+    cluster.create("h2", "echo", "cli-life")
+    env = cluster.settings.child_env()
+    assert masa("suspend", "cli-life", env=env, check=True).stdout.strip() == "suspended cli-life on h2"
+    held = masa("query", "cli-life", "echo", "--timeout", "5", env=env)
+    assert held.returncode == 1 and "suspended" in held.stderr and "Traceback" not in held.stderr
+    assert masa("resume", "cli-life", env=env, check=True).stdout.strip() == "resumed cli-life on h2"
+    assert json.loads(masa("query", "cli-life", "echo", env=env, check=True).stdout)["n"] == 1
+    assert masa("terminate", "cli-life", env=env, check=True).stdout.strip() == "terminated cli-life on h2"
+    assert "cli-life" not in {a["name"] for a in cluster.host("h2", "agents")}
+    gone = masa("suspend", "cli-life", env=env)
+    assert gone.returncode == 1 and "cli-life" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1

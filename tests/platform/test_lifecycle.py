@@ -4,6 +4,7 @@ import pytest
 
 from masa.errors import AgentSuspended, BadRequest
 from masa.host import next_beat
+from tests.cluster import Cluster, attempt, wait
 
 
 def test_suspend_resume_terminate(cluster):
@@ -73,3 +74,22 @@ def test_periodic_tasks_skip_missed_beats_instead_of_bursting():
     assert next_beat(10.0, 1.0, 15.5) == 16.0
     assert next_beat(10.0, 0.5, 12.0) == 12.5
     assert next_beat(10.0, 2.0, 9.0) == 12.0  # woken early: still one period on
+
+
+def test_a_suspend_is_kept_at_once_with_the_state_the_agent_left(tmp_path):
+    """Killed right after the suspend, before the host's 5 s checkpoint round: the agent
+    comes back suspended, and with the state it had when it was suspended."""
+    with Cluster(tmp_path, {"h1": {}}) as c:
+        c.create("h1", "echo", "napper")
+        ref = c.ref("napper", timeout=15)
+        for _ in range(3):
+            ref.query("echo")
+        c.host("h1", "suspend", "napper")
+        c.kill("h1")
+        c.restart("h1")
+        wait(lambda: attempt(lambda: {a["name"]: a["status"] for a in c.host("h1", "agents")}
+                             ["napper"]) == "suspended")
+        with pytest.raises(AgentSuspended):
+            ref.query("echo")
+        c.host("h1", "resume", "napper")
+        assert ref.query("echo")["n"] == 4
