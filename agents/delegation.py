@@ -23,7 +23,7 @@ from agents.recorder import KEEPALIVE
 from agents.standing import matches
 from masa.activity import Series
 from masa.agent import configure
-from masa.errors import BadRequest, MasaError, brief
+from masa.errors import BadRequest, MasaError, OutcomeUnknown, brief
 from masa.naming import check_name
 
 
@@ -39,6 +39,15 @@ class Delegation:
                 self.settings["steps"] = [*self.settings["steps"], spec]
         self._catalog_at = 0.0
         return list(self.settings["steps"])
+
+    def _adopt_at(self, to: str, spec: dict) -> None:
+        """``adopt_step`` at ``to``, asked once more if its outcome is unknown (the
+        connection was lost with the request sent, e.g. ``to``'s host died): adopting a step
+        already adopted changes nothing, so asking again settles it either way."""
+        try:
+            self.ref(to).configure("adopt_step", step=spec)
+        except OutcomeUnknown:
+            self.ref(to).configure("adopt_step", step=spec)
 
     @configure
     def drop_step(self, step: dict) -> bool:
@@ -84,7 +93,7 @@ class Delegation:
         try:
             reopened = self._reopen(to, changing)
             try:
-                self.ref(to).configure("adopt_step", step=spec)
+                self._adopt_at(to, spec)
             except BaseException:
                 self._undo_reopen(reopened, saved)
                 raise

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from agents.mediator import MediatorAgent
 from agents.recorder import RecorderAgent
 from agents.source import ActivitySource
-from masa.agent import query
+from masa.agent import configure, query
 
 PAGE = 50
 HOLD_LIMIT = 8.0
@@ -68,3 +69,19 @@ class SmallMoveFeederAgent(FeederAgent):
     the newest history, or refusing to move, is exercised with a few thousand."""
 
     max_carry_bytes = 64 * 1024 + 30_000
+
+
+class HoldingMediatorAgent(MediatorAgent):
+    """A mediator whose ``adopt_step`` stalls, before it adopts anything, while the file
+    ``hold-adopt`` exists in its host's folder (at most ``HOLD_LIMIT`` s), after creating
+    ``adopting`` there: a host can be killed under the call."""
+
+    @configure
+    def adopt_step(self, step: dict) -> list[dict]:
+        hold = Path(self.host.state_dir) / "hold-adopt"
+        if hold.exists():
+            (hold.parent / "adopting").touch()
+            deadline = time.monotonic() + HOLD_LIMIT
+            while hold.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return super().adopt_step(step)
