@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +19,14 @@ def test_collect_procfs_writes_the_modelers_csv(spawn, tmp_path):
     child = spawn(["cpu:30"], marker="masa-probe-test-cli")
     child.wait_event()
     out, conns = tmp_path / "a.csv", tmp_path / "c.csv"
-    run = subprocess.run(
-        MASA + ["collect", "procfs", "--group", "busy=cmdline:masa-probe-test-cli", "--per-process", "none",
-                "--label", "hostA", "--interval", "0.25", "--seconds", "1.5", "--out", str(out),
-                "--connections", str(conns), "--connections-every", "0.5"],
-        capture_output=True, text=True, timeout=60)
+    listener = socket.create_server(("127.0.0.1", 0))  # one socket for sure, whatever else runs
+    port = listener.getsockname()[1]
+    with listener:
+        run = subprocess.run(
+            MASA + ["collect", "procfs", "--group", "busy=cmdline:masa-probe-test-cli", "--per-process", "none",
+                    "--label", "hostA", "--interval", "0.25", "--seconds", "1.5", "--out", str(out),
+                    "--connections", str(conns), "--connections-every", "0.5"],
+            capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "ticks" in run.stderr and "wrote" in run.stderr  # the progress line and summary
     series = read_csv(out)
@@ -33,6 +37,7 @@ def test_collect_procfs_writes_the_modelers_csv(spawn, tmp_path):
     with conns.open() as f:
         rows = list(csv.DictReader(f))
     assert rows and set(rows[0]) == {"time", "pid", "name", "local", "remote", "state", "direction", "uid"}
+    assert any(r["pid"] == str(os.getpid()) and r["local"].startswith(f"127.0.0.1:{port}") for r in rows), rows[:5]
 
 
 def test_collect_rejects_bad_rules(tmp_path):
