@@ -10,6 +10,11 @@ into what is held (served locally) and the missing ranges (fetched below, stored
 It holds raw samples as they came from below; whatever a mediator does to them is done
 on the way out, so one cached stretch serves every pipeline and every request shape.
 It is a cache, not state: it does not travel with a moving agent and refills on demand.
+
+An answer from below that says part of it is missing (a mediator below with a dead
+source: ``"missing"``) is passed on for the request it was fetched for, never held: were
+its stretch taken as complete, the missing source's samples would never be asked for
+again once it is back.
 """
 
 from __future__ import annotations
@@ -77,8 +82,16 @@ class Ranges:
         self.items = [(max(x, before), y) for x, y in self.items if y > before]
 
 
-#: ``fetch(objects, since, until) -> ([Series], until_answered)``; ``until`` None = latest.
-Fetch = Callable[[list[str], float, "float | None"], tuple[list[Series], float]]
+#: ``fetch(objects, since, until) -> ([Series], until_answered[, left_out])``; ``until``
+#: None = latest.  A truthy ``left_out`` (what the answer below says it lacks) makes the
+#: answer serve the request it was fetched for only.
+Fetch = Callable[[list[str], float, "float | None"], tuple]
+
+
+def _clip(s: Series, since: float, until: float) -> Series:
+    """The samples of ``s`` with ``since < end <= until``."""
+    k = (s.end > since) & (s.end <= until + EPS)
+    return s if k.all() else Series(s.object, s.unit, s.start[k], s.end[k], s.value[k])
 
 
 class ReportCache:
@@ -107,26 +120,32 @@ class ReportCache:
         """Take what a fetch of ``objects`` over ``(since, until]`` returned."""
         with self.lock:
             for s in fetched:
-                k = (s.end > since) & (s.end <= until + EPS)
-                if not k.all():
-                    s = Series(s.object, s.unit, s.start[k], s.end[k], s.value[k])
+                s = _clip(s, since, until)
                 held = self.series.get(s.object)
                 self.series[s.object] = s if held is None else merge(held, s)
                 self.stats["fetched_samples"] += len(s)
             for obj in objects:
                 self.held.setdefault(obj, Ranges()).add(since, until)
 
-    def read(self, objects: Sequence[str], since: float, until: float | None) -> tuple[list[Series], float]:
+    def read(self, objects: Sequence[str], since: float, until: float | None,
+             passing: dict[str, tuple[Ranges, list[Series]]] | None = None) -> tuple[list[Series], float]:
         """Held samples of ``objects`` with ``since < end <= bound``, and the bound: the
-        requested ``until`` or, if less is held for some object, how far all are held."""
+        requested ``until`` or, if less is held for some object, how far all are held.
+        ``passing``: per object, stretches fetched for this read only and their samples,
+        read as if held."""
+        passing = passing or {}
         bound = INF if until is None else until
         with self.lock:
             for obj in objects:
-                reach = (self.held.get(obj) or Ranges()).reach(since)
-                bound = min(bound, reach)
+                held = self.held.get(obj) or Ranges()
+                if obj in passing:
+                    held = Ranges(held.items + passing[obj][0].items)
+                bound = min(bound, held.reach(since))
             out = []
             for obj in objects:
                 s = self.series.get(obj)
+                for extra in passing.get(obj, (None, ()))[1]:
+                    s = extra if s is None else merge(s, extra)
                 if s is None:
                     continue
                 i = int(np.searchsorted(s.end, since, side="right"))
@@ -138,18 +157,28 @@ class ReportCache:
         return out, (since if bound == INF else bound)
 
     def report(self, objects: Sequence[str], since: float, until: float | None, fetch: Fetch) -> tuple[list[Series], float]:
-        """Answer a report request, fetching only the missing stretches through ``fetch``."""
+        """Answer a report request, fetching only the missing stretches through ``fetch``;
+        a fetch that says it left something out serves this answer only (see module)."""
         needed = self.plan(objects, since, until)
         with self.lock:
             self.stats["requests"] += 1
             if not needed:
                 self.stats["hits"] += 1
+        passing: dict[str, tuple[Ranges, list[Series]]] = {}
         for objs, a, b in needed:
-            got, answered = fetch(objs, a, b)
+            got, answered, *left_out = fetch(objs, a, b)
             with self.lock:
                 self.stats["fetches"] += 1
-            self.store(got, objs, a, answered if b is None else min(answered, b))
-        answer = self.read(objects, since, until)
+            upto = answered if b is None else min(answered, b)
+            if not any(left_out):
+                self.store(got, objs, a, upto)
+                continue
+            for obj in objs:
+                passing.setdefault(obj, (Ranges(), []))[0].add(a, upto)
+            for s in got:
+                if s.object in passing:
+                    passing[s.object][1].append(_clip(s, a, upto))
+        answer = self.read(objects, since, until, passing)
         with self.lock:  # after reading: an old stretch asked for again is served first
             self._evict(objects)
         return answer

@@ -34,10 +34,15 @@ resumes the stream from the acknowledged position: nothing lost, nothing twice.
 
 A dead source must not take the mediator down with it: a handler that waited a call's
 whole deadline on it would be restarted by the host's watchdog.  Calls below made while
-someone waits go to all sources at once with a short budget (:data:`BELOW_TIMEOUT`), and
-a source that missed it is marked unreachable (``status``) and not waited for again until
-the catalog task finds it answering; what it is owed (its streams, their quits) is sent
-by the resubscribe task then.
+someone waits go to all sources at once; short ones (catalog, subscribe, quit) with a short
+budget (:data:`BELOW_TIMEOUT`), and a source that missed it is marked unreachable
+(``status``) and not waited for again until the catalog task finds it answering; what it
+is owed (its streams, their quits) is sent by the resubscribe task then.  Data questions
+(report, connections) wait as long as the data takes, up to most of a call's deadline,
+unless the source is found unreachable meanwhile.  A ``report`` or ``connections`` answered meanwhile holds
+the live sources' data and names the others under ``"missing"`` (with what the sources
+name, a mediator below): a caller paging with ``since`` = ``until`` knows what it has not
+got, and the cache holds none of that stretch as complete.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from typing import Any
+
+from Pyro5.errors import CommunicationError
 
 from agents import checks, evidence, preprocess
 from agents.cache import ReportCache
@@ -65,6 +72,7 @@ from masa.agent import query
 from masa.errors import (
     AgentNotFound,
     AgentNotHere,
+    AgentSuspended,
     BadRequest,
     MasaError,
     QueryTimeout,
@@ -95,9 +103,19 @@ def _key(applied: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(applied)))
 
 
+def _add_marks(missing: dict[str, str], marks: dict | None) -> None:
+    """What an answer from below names ``"missing"`` (a mediator below), passed on."""
+    for source, why in (marks or {}).items():
+        missing.setdefault(source, why)
+
+
 def _why(exc: BaseException | None) -> str:
     """A failed call below, for ``status``."""
     return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+#: what a source that cannot be reached raises (as opposed to a live source refusing)
+_UNREACHED = (AgentNotFound, AgentNotHere, AgentSuspended, QueryTimeout, CommunicationError, OSError)
 
 
 class _Retagged(Exception):
@@ -275,12 +293,21 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
 
     # -- reaching the sources -----------------------------------------------------------------
 
-    def _each(self, sources: list[str], call: Callable[[str], Any], what: str) -> dict[str, Any]:
+    def _each(self, sources: list[str], call: Callable[[str], Any], what: str,
+              failed: dict[str, str] | None = None, patient: bool = False) -> dict[str, Any]:
         """``call(source)`` for every source at once, on the mediator's threads; returns
-        source -> answer of those that answered within :data:`BELOW_TIMEOUT` (``call``
-        must keep to it too), marking them reachable and the others unreachable (why:
-        ``what`` failed).  Concurrent, so a handler asking several sources waits one
-        budget however many of them are dead."""
+        source -> answer of those that answered, marking them reachable, and puts why the
+        others did not in ``failed``.  Concurrent, so a handler asking several sources
+        waits one budget however many of them are dead.
+
+        A short question (catalog, subscribe, quit) is given :data:`BELOW_TIMEOUT`, and a
+        source that misses it is marked unreachable.  A data question (``patient``:
+        report, connections) may take as long as its data takes to come, since a big
+        report below is slow, not dead: it is given up only when the catalog task marks
+        the source unreachable meanwhile (a 2 s question it could not answer), when the
+        source fails to be reached (marked), or at :meth:`_data_budget` (not marked); any
+        other error of a live source (a refused argument) is the caller's to see.  A call
+        given up on runs on, and a report then still fills the cache for the next."""
         if not sources:
             return {}
         futures = {}
@@ -288,17 +315,58 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
             try:
                 futures[self._pool.submit(call, source)] = source
             except RuntimeError:  # the pool is shut down: this instance is stopping
+                if failed is not None:
+                    failed.update({s: f"{what}: {self.name} is stopping" for s in sources})
                 return {}
-        done, _ = wait_for(futures, timeout=BELOW_TIMEOUT + 1.0)
+        if patient:
+            done, waited = self._wait_while_reachable(futures)
+        else:
+            done, _ = wait_for(futures, timeout=BELOW_TIMEOUT + 1.0)
+            waited = f"no answer within {BELOW_TIMEOUT:g} s"
         out = {}
         for future, source in futures.items():
-            if future in done and future.exception() is None:
+            exc = future.exception() if future in done else None
+            if future in done and exc is None:
                 out[source] = future.result()
                 self._answered(source)
-            else:
-                why = _why(future.exception()) if future in done else f"no answer within {BELOW_TIMEOUT:g} s"
+                continue
+            if patient and exc is not None and not isinstance(exc, _UNREACHED):
+                raise exc
+            why = _why(exc) if future in done else waited
+            if not patient or exc is not None:
                 self._missed(source, f"{what}: {why}")
+            if failed is not None:
+                failed[source] = f"{what}: {why}"
         return out
+
+    def _wait_while_reachable(self, futures: dict) -> tuple[set, str]:
+        """Wait for ``futures`` (future -> source) until each is done or its source has been
+        marked unreachable since the wait began; also what the rest were given."""
+        deadline = time.monotonic() + self._data_budget()
+        with self.lock:
+            before = set(self._unreachable)
+        pending = set(futures)
+        while pending and time.monotonic() < deadline:
+            _, pending = wait_for(pending, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+            with self.lock:
+                lost = {f for f in pending if futures[f] in self._unreachable and futures[f] not in before}
+            pending -= lost
+        done = {f for f in futures if f.done()}
+        return done, f"no answer within {self._data_budget():g} s, or found unreachable meanwhile"
+
+    def _data_budget(self) -> float:
+        """How long a data question below is waited for: most of a call's deadline, so the
+        handler ends before the host's watchdog (whose floor is that deadline) takes it for
+        stuck."""
+        timeout = getattr(self.host.settings, "call_timeout", None) or 10.0
+        return max(BELOW_TIMEOUT, 0.8 * float(timeout))
+
+    def _missing(self, sources: Iterable[str]) -> dict[str, str]:
+        """Those of ``sources`` marked unreachable, and why: not asked while someone waits,
+        and named as missing in the answer."""
+        with self.lock:
+            return {s: f"unreachable: {self._unreachable[s].get('why', '')}"
+                    for s in sources if s in self._unreachable}
 
     def _answered(self, source: str) -> None:
         with self.lock:
@@ -441,44 +509,52 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
             return self._window(self._outgoing(raw), since, until)
 
     def _pull(self, names: list[str], since: float, until: float | None
-              ) -> tuple[dict[str, Series], float, dict[str, list[str]]]:
-        """Samples of ``names`` from below through the cache, with look-back, and the tags
-        of the steps applied below to each (all of one object's samples carry the same:
-        each cache holds data of one set of tags; raises :class:`_Retagged` when a report
-        below comes back with other tags than the catalog said)."""
+              ) -> tuple[dict[str, Series], float, dict[str, list[str]], dict[str, str]]:
+        """Samples of ``names`` from below through the cache, with look-back, the tags of
+        the steps applied below to each (all of one object's samples carry the same: each
+        cache holds data of one set of tags; raises :class:`_Retagged` when a report below
+        comes back with other tags than the catalog said), and what is missing: source ->
+        why.
+
+        The sources are asked at once (:meth:`_each`, patiently: a big report below is
+        slow, not dead), those marked unreachable not at all: a source that dies costs a
+        report the time the catalog task takes to find it unreachable (about one
+        :data:`BELOW_TIMEOUT`), never a call's deadline per source.  The answer is then the
+        live sources' up to where they are complete, and names each source left out, and
+        what the sources themselves say is missing below them, so the caller knows what
+        its ``until`` does not cover; none of that is held in the cache as complete.  A
+        source with no object known here (dead before it was ever heard from) is missing
+        from any report while it is unreachable: what it has might have been asked for."""
         catalog = self._catalog
-        groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        groups: dict[str, dict[tuple[str, ...], list[str]]] = {}
         tags: dict[str, list[str]] = {}
         for n in names:
             entry = catalog.get(n)
             if entry is not None:
-                groups.setdefault((entry["source"], _key(entry["applied"])), []).append(n)
+                groups.setdefault(entry["source"], {}).setdefault(_key(entry["applied"]), []).append(n)
                 tags[n] = list(entry["applied"])
+        known = {e["source"] for e in catalog.values()}
+        missing = self._missing(s for s in self.settings["sources"] if s in groups or s not in known)
+        t0 = since - self._lookback()
+
+        def pull(source: str) -> tuple[dict[str, Series], float, dict[str, str]] | _Retagged:
+            try:
+                return self._pull_source(source, groups[source], t0, until)
+            except _Retagged as exc:  # it answered: the catalog is what is out of date
+                return exc
+
+        failed: dict[str, str] = {}
+        answers = self._each([s for s in groups if s not in missing], pull, "report", failed, patient=True)
+        missing.update(failed)
         raw: dict[str, Series] = {}
         answered = INF if until is None else until
-        t0 = since - self._lookback()
-        for (source, key), objs in groups.items():
-            ref = self.ref(source)
-
-            def fetch(o: list[str], a: float, b: float | None, ref=ref, key=key) -> tuple[list[Series], float]:
-                got, answered = [], INF
-                for i in range(0, len(o), MAX_OBJECTS):  # what one report below takes
-                    r = ref.query("report", objects=o[i:i + MAX_OBJECTS], since=a, until=b)
-                    if any(_key(w.get("applied", ())) != key for w in r["series"]):
-                        raise _Retagged(ref.name)  # before the cache takes any of it
-                    got += [Series.from_wire(w) for w in r["series"]]
-                    answered = min(answered, float(r["until"]))
-                return got, answered
-
-            cache = self._cache(key)
-            got, u = cache.report(objs, t0, until, fetch)
+        for answer in answers.values():
+            if isinstance(answer, _Retagged):
+                raise answer
+            got, u, below = answer
+            raw.update(got)
             answered = min(answered, u)
-            raw.update({s.object: s for s in got})
-            first = min((float(s.start[0]) for s in got if len(s)), default=t0)
-            if self.joins and first < t0:  # a sample reaching back before t0: what ended meanwhile cuts it
-                extra, _ = cache.report(objs, first, t0, fetch)
-                for s in extra:
-                    raw[s.object] = merge(raw[s.object], s) if s.object in raw else s
+            _add_marks(missing, below)
         if answered == INF:
             answered = since
         if until is not None:
@@ -491,7 +567,41 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
             live = [float(s.end[-1]) for s in raw.values() if len(s) and s.end[-1] >= answered - lag]
             if live:
                 answered = min(answered, min(live))
-        return raw, answered, tags
+        return raw, answered, tags, missing
+
+    def _pull_source(self, source: str, groups: dict[tuple[str, ...], list[str]], t0: float,
+                     until: float | None) -> tuple[dict[str, Series], float, dict[str, str]]:
+        """One source's part of :meth:`_pull` (on one of the mediator's threads): its
+        objects' samples from ``t0``, up to where all are complete, and what its answers
+        said is missing below it."""
+        ref = self.ref(source)
+        raw: dict[str, Series] = {}
+        answered = INF
+        below: dict[str, str] = {}
+        for key, objs in groups.items():
+
+            def fetch(o: list[str], a: float, b: float | None, key=key) -> tuple[list[Series], float, dict]:
+                got, answered, left_out = [], INF, {}
+                for i in range(0, len(o), MAX_OBJECTS):  # what one report below takes
+                    r = ref.query("report", objects=o[i:i + MAX_OBJECTS], since=a, until=b)
+                    if any(_key(w.get("applied", ())) != key for w in r["series"]):
+                        raise _Retagged(ref.name)  # before the cache takes any of it
+                    got += [Series.from_wire(w) for w in r["series"]]
+                    answered = min(answered, float(r["until"]))
+                    _add_marks(left_out, r.get("missing"))  # a mediator below: passed on, not held
+                _add_marks(below, left_out)
+                return got, answered, left_out
+
+            cache = self._cache(key)
+            got, u = cache.report(objs, t0, until, fetch)
+            answered = min(answered, u)
+            raw.update({s.object: s for s in got})
+            first = min((float(s.start[0]) for s in got if len(s)), default=t0)
+            if self.joins and first < t0:  # a sample reaching back before t0: what ended meanwhile cuts it
+                extra, _ = cache.report(objs, first, t0, fetch)
+                for s in extra:
+                    raw[s.object] = merge(raw[s.object], s) if s.object in raw else s
+        return raw, answered, below
 
     # -- the collection query interface ------------------------------------------------------
 
@@ -510,14 +620,16 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
     @query
     def report(self, objects: list[str] | None = None, since: float = 0.0,
                until: float | None = None) -> dict:
-        """Like a collector's report; served from the cache where it can be."""
+        """Like a collector's report; served from the cache where it can be.  With a
+        source below dead or failing, the live sources' samples and ``"missing": {source:
+        why}``: its samples up to ``until`` are not in it (see :meth:`_pull`)."""
         self._maybe_redirect()
         check_report(objects, since, until)
         since = float(since)
         for _ in range(RETAG_TRIES):
             names = self._resolve(objects)
             try:
-                raw, answered, tags = self._pull(names, since, None if until is None else float(until))
+                raw, answered, tags, missing = self._pull(names, since, None if until is None else float(until))
                 break
             except _Retagged:  # a step was handed down meanwhile: learn the new tags, ask again
                 self._below(refresh=True)
@@ -528,22 +640,36 @@ class MediatorAgent(Delegation, SelfPlacement, RecorderAgent):
             wanted = self._up_objects(objects)
             if wanted is not None:
                 out = [s for s in out if matches(wanted, s.object)]
-            return {"series": [{**s.to_wire(), "applied": self._applied(s.object)} for s in out],
-                    "until": answered}
+            answer = {"series": [{**s.to_wire(), "applied": self._applied(s.object)} for s in out],
+                      "until": answered}
+            return {**answer, "missing": missing} if missing else answer
 
     @query
     def connections(self, since: float = 0.0, objects: list[str] | None = None) -> dict:
-        """Every source's connection evidence, merged; the same answer a collector gives."""
+        """Every source's connection evidence, merged; the same answer a collector gives.
+        The sources are asked as for a report (at once, with the short budget, those
+        marked unreachable not at all): a dead one gives no evidence and is named under
+        ``"missing"`` with those the sources name."""
         self._maybe_redirect()
         evidence.check(since, objects)
-        answers = []
-        for source in self.settings["sources"]:
+        sources = self.settings["sources"]
+        missing = self._missing(sources)
+        down = self._down_objects(objects)
+
+        def ask(source: str) -> dict | None:
             try:
-                answers.append(self.ref(source).query("connections", since=float(since),
-                                                      objects=self._down_objects(objects)))
+                return self.ref(source).query("connections", since=float(since), objects=down)
             except UnknownOperation:
-                continue  # a source without connection evidence: none from it
-        return evidence.select(self._evidence_up(evidence.merge(answers)), self._up_objects(objects))
+                return None  # a source without connection evidence: none from it
+
+        failed: dict[str, str] = {}
+        answers = self._each([s for s in sources if s not in missing], ask, "connections", failed, patient=True)
+        missing.update(failed)
+        given = [a for a in answers.values() if a is not None]
+        for a in given:
+            _add_marks(missing, a.get("missing"))
+        out = evidence.select(self._evidence_up(evidence.merge(given)), self._up_objects(objects))
+        return {**out, "missing": missing} if missing else out
 
     def _evidence_up(self, merged: dict) -> dict:
         """Evidence from below as it is named here (a domain agent renames members)."""

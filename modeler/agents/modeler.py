@@ -371,7 +371,7 @@ class ModelerAgent(Agent):
         t_start = time.perf_counter()
         now = time.time()
         window = float(settings["window"])
-        series, by_source = collect(self.ref, settings["sources"], now - window)
+        series, by_source, sources_missing = collect(self.ref, settings["sources"], now - window)
         t_collected = time.perf_counter()
         self._remember_plots(series, by_source)  # the bad ones too: the page shows what came
         left_out = _unusable(series)
@@ -416,7 +416,7 @@ class ModelerAgent(Agent):
         proba, report = pool.score(job.features)
         t_scored = time.perf_counter()
 
-        answers, outcome = collect_connections(self.ref, settings["sources"], now - window)
+        answers, outcome, evidence_missing = collect_connections(self.ref, settings["sources"], now - window)
         conn, watched, unresolved = resolve(answers, series)
         g, changed = decide(estimator, scoring.combine(job, proba), conn, watched)
         for name, (sub, head) in subs.items():
@@ -440,9 +440,13 @@ class ModelerAgent(Agent):
             "candidate_pairs": int(job.n_candidates), "pool": report.as_dict(),
             "submodels": {n: h["version"] for n, (_, h) in subs.items()},
             "submodels_missing": missing, "submodels_unavailable": unavailable,
+            # agents below the sources (a mediator's dead source) whose activity is not in
+            # this run, and why: the model is without them, not complete
+            "sources_missing": sorted(sources_missing), "sources_unavailable": sources_missing,
             "objects_by_source": by_source, "objects_left_out": left_out,
             "connections": {"used": bool(conn or watched), "pairs": len(conn), "watched": len(watched),
-                            "unresolved_endpoints": unresolved, "sources": outcome, **changed},
+                            "unresolved_endpoints": unresolved, "sources": outcome,
+                            "sources_missing": evidence_missing, **changed},
             "seconds": {"collect": round(t_collected - t_start, 4),
                         "submodels": round(t_submodels - t_collected, 4),
                         "features": round(t_features - t_submodels, 4),
@@ -485,7 +489,7 @@ class ModelerAgent(Agent):
             agent = spec["agent"]
             since = self._live_until.get(agent, horizon)
             try:
-                fresh, _ = collect(self.ref, [spec], since, timeout=LIVE_TIMEOUT)
+                fresh, _, _ = collect(self.ref, [spec], since, timeout=LIVE_TIMEOUT)
             except MasaError:
                 continue  # a source away for now: its plot waits, the others go on
             with self.lock:

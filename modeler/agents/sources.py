@@ -5,6 +5,10 @@ collection query interface"); the modeler knows them by name and never imports t
 code, so any agent answering ``report`` will do.  Connection evidence (``connections``)
 is asked for too, where a source offers it, and its endpoints are turned back into
 objects across all sources (:func:`resolve`).
+
+A mediator whose own sources below are dead answers with the live ones' data and names
+the others under ``"missing"``; what is missing is handed back with the data, so a run
+says in its provenance what it was made without instead of passing for complete.
 """
 
 from __future__ import annotations
@@ -39,18 +43,29 @@ def parse_sources(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _missing(agent: str, answer: dict, into: dict[str, str]) -> None:
+    """What ``agent``'s answer says it lacks (agent below -> why), added to ``into`` with
+    the source that said so."""
+    for below, why in (answer.get("missing") or {}).items():
+        into.setdefault(str(below), f"{agent}: {why}")
+
+
 def collect(ref: Callable[[str], AgentRef], sources: list[dict[str, Any]], since: float,
             until: float | None = None, timeout: float = REPORT_TIMEOUT,
-            ) -> tuple[dict[str, Series], dict[str, list[str]]]:
-    """Every source's series since ``since``; returns ``(series by object, objects by source)``.
+            ) -> tuple[dict[str, Series], dict[str, list[str]], dict[str, str]]:
+    """Every source's series since ``since``; returns ``(series by object, objects by
+    source, missing)``: ``missing`` names the agents below a source whose samples its
+    answer lacks (agent -> "SOURCE: why").
 
     An object offered by two sources (a mediator in front of a collector also asked
     directly) is taken once, from the source that delivered more of it."""
     series: dict[str, Series] = {}
     origin: dict[str, str] = {}
+    missing: dict[str, str] = {}
     for spec in sources:
         answer = ref(spec["agent"]).query("report", timeout=timeout, objects=spec["objects"],
                                           since=float(since), until=until)
+        _missing(spec["agent"], answer, missing)
         for wire in answer.get("series", []):
             s = Series.from_wire(wire)
             if not len(s):
@@ -61,27 +76,29 @@ def collect(ref: Callable[[str], AgentRef], sources: list[dict[str, Any]], since
     by_source: dict[str, list[str]] = {}
     for obj, agent in sorted(origin.items()):
         by_source.setdefault(agent, []).append(obj)
-    return series, by_source
+    return series, by_source, missing
 
 
 def collect_connections(ref: Callable[[str], AgentRef], sources: list[dict[str, Any]], since: float,
-                        timeout: float = REPORT_TIMEOUT) -> tuple[list[dict], dict[str, str]]:
-    """Every source's ``connections`` answer since ``since``, and per source what came of
+                        timeout: float = REPORT_TIMEOUT) -> tuple[list[dict], dict[str, str], dict[str, str]]:
+    """Every source's ``connections`` answer since ``since``, per source what came of
     asking: ``"ok"``, ``"unsupported"`` (no such operation: an agent that serves activity
-    only) or the error.  Evidence is an addition to activity: a source that cannot give
-    it leaves the model to activity for its objects, never fails the run."""
-    answers, outcome = [], {}
+    only) or the error, and the agents below whose evidence the answers lack (as
+    :func:`collect`'s ``missing``).  Evidence is an addition to activity: a source that
+    cannot give it leaves the model to activity for its objects, never fails the run."""
+    answers, outcome, missing = [], {}, {}
     for spec in sources:
         agent = spec["agent"]
         try:
             answers.append(ref(agent).query("connections", timeout=timeout, since=float(since),
                                             objects=spec["objects"]))
+            _missing(agent, answers[-1], missing)
             outcome[agent] = "ok"
         except UnknownOperation:
             outcome[agent] = "unsupported"
         except MasaError as exc:
             outcome[agent] = f"{type(exc).__name__}: {exc}"
-    return answers, outcome
+    return answers, outcome, missing
 
 
 def resolve(answers: list[dict], objects: set[str] | dict) -> tuple[dict[tuple[str, str], float], set[str], int]:

@@ -14,6 +14,7 @@ from agents.mediator import MediatorAgent
 from agents.recorder import RecorderAgent
 from agents.source import ActivitySource
 from masa.agent import configure, query
+from masa.errors import BadRequest
 
 PAGE = 50
 HOLD_LIMIT = 8.0
@@ -85,3 +86,22 @@ class HoldingMediatorAgent(MediatorAgent):
             while hold.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
         return super().adopt_step(step)
+
+
+class SlowReportFeederAgent(FeederAgent):
+    """A feeder whose ``report`` answers only after ``delay`` s: a source with a big
+    history on a slow link, alive all the while (its catalog answers at once)."""
+
+    @query
+    def report(self, objects: list[str] | None = None, since: float = 0.0, until: float | None = None) -> dict:
+        time.sleep(float(self.settings.get("delay", 4.0)))
+        return super().report(objects, since, until)
+
+
+class RefusingFeederAgent(FeederAgent):
+    """A live feeder that refuses every report, as a source refuses a question it cannot
+    take: an answer, not a dead source."""
+
+    @query
+    def report(self, objects: list[str] | None = None, since: float = 0.0, until: float | None = None) -> dict:
+        raise BadRequest(f"{self.name} refuses reports")
