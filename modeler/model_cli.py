@@ -95,8 +95,20 @@ def show(modeler: str, version: int | None, as_json: bool) -> None:
     click.echo(f"{modeler} v{head['version']}: {len(m['nodes'])} objects, {len(m['edges'])} dependencies; "
                f"network {head['network']}; sources {', '.join(head['sources'])}; "
                f"window {head['until'] - head['since']:.0f} s")
+    without = _made_without(head.get("info") or {})
+    if without:
+        click.echo(f"made without {without}")
     for e in sorted(m["edges"], key=lambda e: -e.get("confidence", 1.0)):
         click.echo(f"  {e['source']} -> {e['target']}  {e.get('confidence', 1.0):.2f}")
+
+
+def _made_without(info: dict) -> str:
+    """What a version lacks, from its provenance: agents below a source whose activity the
+    run did not get (a mediator's dead source), sub-models it scored itself.  An operator
+    reading the model must not take it for complete."""
+    parts = [f"{name} ({why})" for name, why in sorted((info.get("sources_unavailable") or {}).items())]
+    parts += [f"sub-model {name} ({why})" for name, why in sorted((info.get("submodels_unavailable") or {}).items())]
+    return "; ".join(parts)
 
 
 @model.command()
@@ -210,8 +222,10 @@ def versions(modeler: str, as_json: bool) -> None:
         raise click.ClickException(f"modeler {modeler!r} has no model yet")
     for v in rows:
         info = v["info"]
+        without = _made_without(info)
         click.echo(f"v{v['version']}  {info.get('objects')} objects  {info.get('pairs_scored')} pairs scored  "
-                   f"network {v['network']}  sources {', '.join(v['sources'])}")
+                   f"network {v['network']}  sources {', '.join(v['sources'])}"
+                   + (f"  made without {without}" if without else ""))
 
 
 @model.command()

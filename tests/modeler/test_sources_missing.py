@@ -4,7 +4,10 @@ dead source (``info.sources_missing``, why in ``info.sources_unavailable``, and 
 connection evidence ``info.connections.sources_missing``) instead of failing or passing
 for complete."""
 
-from tests.cluster import Cluster
+import subprocess
+import sys
+
+from tests.cluster import ROOT, Cluster
 from tests.e2e.scenario import fill, finished, two_domains
 
 HOSTS = {"a1": {"domain": "A"}, "b1": {"domain": "B"}, "m1": {"domain": "A"}}
@@ -39,3 +42,8 @@ def test_a_run_through_a_mediator_with_a_dead_source_names_it_in_the_provenance(
         assert list(info["connections"]["sources_missing"]) == ["rec-b"]
         assert info["connections"]["sources"] == {"med": "ok"}
         assert info["objects"] == len([o for o in sc.series if o.startswith("a/")])  # the live source's
+        # and an operator reading the model is told what it lacks
+        for args in (["show", "mod"], ["versions", "mod"]):
+            out = subprocess.run([sys.executable, "-m", "masa", "model", *args], capture_output=True, text=True,
+                                 cwd=ROOT, env=c.settings.child_env(), timeout=60, check=True).stdout
+            assert "made without rec-b (med: " in out, out
