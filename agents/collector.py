@@ -9,6 +9,8 @@ the collection query interface it shares with mediators and domain agents
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import threading
 import time
 from typing import Any
@@ -18,10 +20,19 @@ import Pyro5.errors
 from agents import checks
 from agents.meters import Meter, check_settings, make_meter
 from agents.source import ActivitySource
-from masa.errors import MasaError
+from masa.activity import BYTES_PER_S, CPU, REQUESTS_PER_S
+from masa.errors import MasaError, cut
 from probes.errors import ProbeError
 
 log = logging.getLogger("masa.collector")
+
+#: units of rates of something counted (CPU time, bytes, requests): below 0 is impossible
+NON_NEGATIVE_UNITS = frozenset({CPU, BYTES_PER_S, REQUESTS_PER_S})
+#: objects whose dropped samples ``status`` names one by one; the rest are counted together
+MAX_DISCARDED_OBJECTS = 1000
+OTHER_OBJECTS = "(other objects)"
+NAMELESS = "(no object name)"
+MALFORMED = "not (object, unit, start, end, value)"
 
 class CollectorAgent(ActivitySource):
     """Settings: ``probe`` (procfs | snmp | remote), ``interval`` (s) and the probe's
@@ -83,7 +94,27 @@ class CollectorAgent(ActivitySource):
         if self.health.ok():
             log.warning("collector %s: sampling works again (%d failed samples so far)",
                         self.name, self.health.errors)
-        self.record(rows)
+        self.record(self._screen(rows))
+
+    def _screen(self, rows: list) -> list[tuple]:
+        """The meter's rows that are samples.  Every kind of meter passes here, a remote
+        probe (or a hand-written one speaking its wire form) among them, so one check
+        guards them all: a NaN made the store refuse the whole tick's batch (every object
+        lost), an interval that is none made every ``report`` fail, an infinite value or
+        a negative rate reached every subscriber and the modeler, which left the object
+        out of its runs.  Dropped rows are counted per object in ``status`` and logged
+        once per object, not once per tick."""
+        kept = []
+        for row in rows:
+            why = unusable(row)
+            if why is None:
+                kept.append(row)
+                continue
+            obj = row[0] if isinstance(row, (tuple, list)) and row and isinstance(row[0], str) else NAMELESS
+            if self.health.discard(obj, why):
+                log.warning("collector %s: dropped a sample of %s from its meter: %s (counted in status "
+                            "'discarded'; logged once per object)", self.name, cut(obj, 200), why)
+        return kept
 
     def on_reconfigure(self, changed: dict) -> None:
         # the settings as a whole, before anything is applied: a refused change raises
@@ -111,8 +142,9 @@ class CollectorAgent(ActivitySource):
         """Besides the source's: ``meter_errors`` (failed samples since the collector
         started here), ``last_meter_error`` (``{"error", "time", "since"}`` of the latest
         failure: the first of its run of identical failures is ``since``; None if none),
-        ``meter_failing`` (the latest sample failed) and ``last_sample`` (time of the
-        latest good one, or None)."""
+        ``meter_failing`` (the latest sample failed), ``last_sample`` (time of the
+        latest good one, or None), ``discarded`` (rows dropped as no sample, per object:
+        :func:`unusable`) and ``last_discarded`` (the latest of them and why, or None)."""
         return {**super().status(), "probe": self.settings["probe"], "interval": self.settings["interval"],
                 **self.health.status()}
 
@@ -127,6 +159,8 @@ class MeterHealth:
         self.last: dict | None = None
         self.failing = False
         self.last_sample: float | None = None
+        self.discarded: dict[str, int] = {}
+        self.last_discarded: str | None = None
 
     def failed(self, exc: Exception) -> str | None:
         """Count a failure; its text if it is news (the first, or not the last one's)."""
@@ -146,10 +180,45 @@ class MeterHealth:
             recovered, self.failing = self.failing, False
             return recovered
 
+    def discard(self, obj: str, why: str) -> bool:
+        """Count a row of ``obj`` dropped as no sample; True if it is that object's first
+        (what is logged).  A meter sending garbage under ever new names makes the count
+        of ``OTHER_OBJECTS`` grow, not ``status``."""
+        obj = cut(obj, 512)
+        with self._lock:
+            if obj not in self.discarded and len(self.discarded) >= MAX_DISCARDED_OBJECTS:
+                obj = OTHER_OBJECTS
+            first = obj not in self.discarded
+            self.discarded[obj] = self.discarded.get(obj, 0) + 1
+            self.last_discarded = f"{obj}: {why}"
+            return first
+
     def status(self) -> dict:
         with self._lock:
             return {"meter_errors": self.errors, "last_meter_error": dict(self.last) if self.last else None,
-                    "meter_failing": self.failing, "last_sample": self.last_sample}
+                    "meter_failing": self.failing, "last_sample": self.last_sample,
+                    "discarded": dict(self.discarded), "last_discarded": self.last_discarded}
+
+
+def unusable(row: object) -> str | None:
+    """Why a meter's row cannot be a sample, or None if it can: a rate over a finite,
+    forward interval ``[start, end)``, itself finite, and not below 0 in a unit of rates
+    of something counted (:data:`NON_NEGATIVE_UNITS`; a unit a remote probe brings may
+    measure something that can be negative).  A legitimate 0 is a sample."""
+    try:
+        obj, unit, start, end, value = row  # type: ignore[misc]
+    except (TypeError, ValueError):
+        return MALFORMED
+    if not isinstance(obj, str) or not isinstance(unit, str) or not all(
+            isinstance(x, numbers.Real) and not isinstance(x, bool) for x in (start, end, value)):
+        return MALFORMED
+    if not (math.isfinite(start) and math.isfinite(end) and end > start):
+        return f"interval [{start!r}, {end!r}) is not a finite, forward interval"
+    if not math.isfinite(value):
+        return f"value {value!r} is not finite"
+    if value < 0 and unit in NON_NEGATIVE_UNITS:
+        return f"a negative rate ({value!r} {unit})"
+    return None
 
 
 def _expected(exc: Exception) -> bool:

@@ -82,7 +82,8 @@ class RemoteMeter:
                     raise ProbeError(f"external probe {self.source!r} not found: {exc}") from None
             self.proxy._pyroClaimOwnership()
             try:
-                return [tuple(r) for r in self.proxy.sample()]
+                # a row that is no list is left as it came: the collector drops it, counted
+                return [tuple(r) if isinstance(r, list) else r for r in self.proxy.sample()]
             except Exception:
                 self._drop()  # reconnect (and re-resolve the name) on the next tick
                 raise

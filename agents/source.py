@@ -11,6 +11,7 @@ evidence, :mod:`agents.evidence`; a source that never observes answers it empty)
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from typing import Any
@@ -23,8 +24,10 @@ from agents import checks, evidence
 from agents.standing import Subscriptions, matches, series_from_rows
 from masa.activity import Series
 from masa.agent import Agent, query
-from masa.errors import BadRequest, MoveFailed
+from masa.errors import BadRequest, MoveFailed, cut
 from masa.store import Store, check_url
+
+log = logging.getLogger("masa.source")
 
 MAX_REPORT_SAMPLES = 500_000  # one report answer; ask again with a later `since` for more
 DEFAULTS = {"retention": 3600.0, "store": None}
@@ -33,6 +36,8 @@ DEFAULTS = {"retention": 3600.0, "store": None}
 CARRY_RESERVE = 64 * 1024
 SAMPLE_BYTES = 24  # one carried sample: start, end and value as float64
 SERIES_BYTES = 64  # a carried object's series besides its samples, name and unit
+#: seconds between two looks at whether the store's file is still there (one ``stat``)
+STORE_CHECK_EVERY = 1.0
 
 
 def page(rows: list[tuple], until: float, cap: int) -> tuple[list[tuple], float]:
@@ -129,6 +134,8 @@ class ActivitySource(Agent):
         self.subscriptions = Subscriptions(self, self._read)
         self._unpack(self.state.pop("carry", None), self.state.pop("carry_observations", None))
         self.every(self.delivery_period(), self._deliver, name="deliver")
+        self._store_check_error: str | None = None
+        self.every(STORE_CHECK_EVERY, self._keep_store_in_place, name="keep-store")
 
     def _unpack(self, carried: dict | list | None, observed: list | None = None) -> None:
         """Into this host's store what :meth:`before_move` brought along.  Connection
@@ -161,6 +168,33 @@ class ActivitySource(Agent):
                     f"sqlite:///{self.host.state_dir / f'activity-{self.name}.db'}"
                 self._store = Store(url)
             return self._store
+
+    def _keep_store_in_place(self) -> None:
+        """Put the store's file back, with everything it held, if it was deleted (or its
+        folder removed, or the file replaced) while the agent runs.  The open connection
+        goes on reading and writing the deleted file without an error, so nothing shows
+        until the next restart, move or watchdog restart, which finds an empty store: the
+        history and connection evidence gone, and standing requests' positions pointing at
+        samples that no longer exist.  Checked on its own beat, not only when something
+        is written, since a recorder whose source fell silent writes nothing.  A store on
+        a database server has no file and is never concerned."""
+        store = self._store
+        if store is None:  # not opened yet (or released): the next opening finds the file
+            return
+        try:
+            lost = store.keep_file_in_place()
+        except Exception as exc:  # noqa: BLE001 - tried again on the next beat, logged once
+            text = f"{type(exc).__name__}: {cut(str(exc), 300)}"
+            if text != self._store_check_error:
+                log.warning("%s: its store's file %s could not be made again (tried every %s s): %s",
+                            self.name, store.file, STORE_CHECK_EVERY, text)
+            self._store_check_error = text
+            return
+        self._store_check_error = None
+        if lost is not None:
+            log.warning("%s: its store's file %s %s while the agent ran; made it again%s", self.name,
+                        store.file, lost.why, " with everything it held" if lost.copy_error is None
+                        else f", EMPTY: what it held could not be copied ({lost.copy_error})")
 
     def record(self, rows: list[tuple], complete_until: float | None = None) -> None:
         """Keep ``(object, unit, start, end, value)`` rows; everything ending up to

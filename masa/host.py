@@ -67,7 +67,7 @@ from masa.errors import (
 from masa.naming import NameService
 from masa.ref import AgentRef
 from masa.security import Daemon, Proxy
-from masa.store import Store, discard_sqlite_leftovers
+from masa.store import Store
 
 log = logging.getLogger("masa.host")
 
@@ -1311,40 +1311,24 @@ class AgentHost:
         return self._store
 
     def _keep_store_in_place(self) -> None:
-        """Open the store anew if its file was deleted (or its folder removed, or the file
-        replaced) while the host runs; the caller holds ``_save_lock`` and then saves every
-        checkpoint into it.  An open SQLite connection goes on writing to a deleted file
-        without an error, and the next start of the host would find an empty database and
-        lose every agent.  The checkpoints held in the deleted file are carried over first
-        (still readable through the open connection), so those this save keeps as they
-        were (unreadable at restore, refused by the database) are not lost either.  The
-        old store is closed before the new one is opened: its last connection's close
-        checkpoints the WAL into the deleted file and removes the WAL and shared-memory
-        files by name, which must not hit the new database's; any companion file still
-        left is removed too, since SQLite would apply a stale WAL or journal to the new
-        database."""
-        old = self._store
-        why = old.file_lost() if old is not None else None
-        if why is None:
+        """Put the store's file back if it was deleted (or its folder removed, or the
+        file replaced) while the host runs; the caller holds ``_save_lock`` and then saves
+        every checkpoint into it.  An open SQLite connection goes on writing to a deleted
+        file without an error, and the next start of the host would find an empty
+        database and lose every agent.  The new file holds what the deleted one held
+        (:meth:`Store.keep_file_in_place`), so the checkpoints this save keeps as they
+        were (unreadable at restore, refused by the database) are not lost either; if
+        that content cannot be read, the new file starts empty and the save fills it."""
+        if self._store is None:
+            return
+        lost = self._store.keep_file_in_place()
+        if lost is None:
             return
         log.warning("host %s: its state database %s %s while the host ran; re-creating it and "
-                    "saving every agent's checkpoint again", self.name, old.file, why)
-        try:
-            carried = old.load_checkpoints()
-        except Exception as exc:  # noqa: BLE001 - the current checkpoints are saved all the same
-            log.warning("host %s: the checkpoints of the deleted database could not be read: %s: %s",
-                        self.name, type(exc).__name__, cut(str(exc), 200))
-            carried = []
-        with _quietly():
-            old.close()
-        self._store = None
-        if old.file is not None:
-            discard_sqlite_leftovers(old.file)
-        if carried:
-            failed = self.store.save_checkpoints(carried, time.time())
-            for name, why in failed.items():
-                log.error("host %s: the old checkpoint of agent %r could not be carried over: %s",
-                          self.name, name, why)
+                    "saving every agent's checkpoint again", self.name, self._store.file, lost.why)
+        if lost.copy_error is not None:
+            log.warning("host %s: the checkpoints of the deleted database could not be read: %s",
+                        self.name, lost.copy_error)
 
     def restore(self) -> list[str]:
         """Bring back the agents this host ran before it stopped, unless they now run

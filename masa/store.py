@@ -11,10 +11,12 @@ tested alternative.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     JSON,
@@ -38,11 +40,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql import case
 
-from masa.errors import BadRequest
+from masa.errors import BadRequest, cut
 
 __all__ = [
     "AGENT",
     "HOST",
+    "LostFile",
     "NODE_STATUSES",
     "NODE_TYPES",
     "Base",
@@ -253,12 +256,79 @@ def discard_sqlite_leftovers(path: Path) -> list[str]:
     return removed
 
 
-def _prepare_sqlite(engine: Engine, url: URL) -> None:
+class LostFile(NamedTuple):
+    """What :meth:`Store.keep_file_in_place` found and did."""
+
+    why: str  #: what happened to the file (:meth:`Store.file_lost`)
+    copy_error: str | None  #: why the content could not be copied (None: it was)
+    removed: list[str]  #: stale companion files removed at the path
+
+
+class _Gate:
+    """Transactions in flight on one side, a swap of the store's file under them on the
+    other: the swap waits until no transaction holds a connection and lets none start
+    until it is done.  A connection of the old file closed after the new file is open
+    would, as that inode's last, remove the new database's ``-wal`` and ``-shm`` by name
+    (what it wrote from then on would be gone at the next start), and a write that
+    slipped into the old file after it was copied would be lost.  Costs a lock per
+    transaction; only a store whose file is swapped ever waits."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._users = 0
+        self._swapping = False
+
+    @contextmanager
+    def use(self) -> Iterator[None]:
+        with self._cond:
+            while self._swapping:
+                self._cond.wait()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                if not self._users:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            while self._swapping:
+                self._cond.wait()
+            self._swapping = True
+            while self._users:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._swapping = False
+                self._cond.notify_all()
+
+
+def _prepare_sqlite(engine: Engine, url: URL,
+                    identity: Callable[[], tuple[int, int] | None] = lambda: None) -> None:
     """WAL so readers never block the writer; BEGIN IMMEDIATE for writes so two writers
-    queue on the busy timeout instead of failing when a read lock cannot be upgraded."""
+    queue on the busy timeout instead of failing when a read lock cannot be upgraded.
+
+    A connection opened after the store found its file (``identity``: device and inode)
+    must open that same file: once it is deleted, SQLite would create an empty one at the
+    path (and apply a WAL left beside it), once it is replaced, open the other file, so
+    connections of one store would see different databases, and the content the first
+    ones still reach could be copied from the wrong one.  Such a connection is refused."""
     db = url.database
     if db and db != ":memory:" and not db.startswith("file:"):
         Path(db).parent.mkdir(parents=True, exist_ok=True)
+    file = _sqlite_file(url)
+
+    @event.listens_for(engine, "do_connect")
+    def _same_file(_dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
+        expected = identity() if file is not None else None
+        if expected is not None and _identity(file) != expected:
+            raise sqlite3.OperationalError(f"unable to open database file: {file} is no longer "
+                                           "the file this store opened (deleted or replaced)")
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -289,6 +359,13 @@ class Store:
 
     def __init__(self, url: str | None = None) -> None:
         self._url = _to_url(url)
+        self._file = _sqlite_file(self._url)
+        self._gate = _Gate()
+        self._open()
+
+    def _open(self) -> None:
+        """The engine on the URL (a SQLite file is created if missing), and the schema."""
+        self._identity: tuple[int, int] | None = None  # any file, while it is made
         kwargs: dict[str, Any] = {"future": True}
         if self._url.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -296,7 +373,7 @@ class Store:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(self._url, **kwargs)
         if self.engine.dialect.name == "sqlite":
-            _prepare_sqlite(self.engine, self._url)
+            _prepare_sqlite(self.engine, self._url, lambda: self._identity)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
             self.engine.execution_options(masa_read_only=True), expire_on_commit=False
@@ -307,7 +384,6 @@ class Store:
             # Two processes starting at once on an empty PostgreSQL database race on
             # CREATE TABLE; the loser finds the tables on a second look.
             Base.metadata.create_all(self.engine)
-        self._file = _sqlite_file(self._url)
         self._identity = _identity(self._file) if self._file else None
 
     @property
@@ -341,6 +417,68 @@ class Store:
             return "was replaced by another file"
         return None
 
+    def keep_file_in_place(self) -> LostFile | None:
+        """If the file was lost (:meth:`file_lost`), put a new one at its path holding
+        everything the store's open connections still read, and go on with it; None if
+        nothing was lost.  This same object goes on working, so whoever holds it needs
+        to do nothing.
+
+        An open SQLite connection goes on reading and writing a deleted file without an
+        error, and the next process to open the path finds an empty database: all the
+        history written before and since would be gone.  The content is copied with
+        SQLite's online backup into a file beside the path, the old connections are
+        closed (a closing connection may remove its ``-wal`` and ``-shm`` by name, so this
+        happens before any file of the new database exists), stale companions left at the path
+        are removed (:func:`discard_sqlite_leftovers`: SQLite would apply them to the new
+        file) and the copy is moved to the path.  A file that replaced ours is
+        removed first (with its companions), as a deleted one would be.  If the copy
+        fails, ``copy_error`` says why and the store goes on with the file at the path
+        (a new, empty one if there is none): what is written from then on at least
+        survives.  Transactions wait while this runs (:class:`_Gate`)."""
+        if self.file_lost() is None:
+            return None
+        with self._gate.alone():
+            why = self.file_lost()  # another thread may have done it meanwhile
+            if why is None or self._file is None:
+                return None
+            path = self._file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            copy = path.with_name(f".{path.name}.{os.getpid()}.copy")
+            try:
+                self._copy_into(copy)
+                copy_error = None
+            except Exception as exc:  # noqa: BLE001 - reported; a new empty file is made all the same
+                copy_error = f"{type(exc).__name__}: {cut(str(exc), 200)}"
+                for leftover in (copy, *(copy.with_name(copy.name + c) for c in SQLITE_COMPANIONS)):
+                    leftover.unlink(missing_ok=True)
+            self.engine.dispose()
+            if copy_error is None:
+                path.unlink(missing_ok=True)  # a file that replaced ours: the copy takes its place
+            removed = discard_sqlite_leftovers(path)
+            if copy_error is None:
+                os.replace(copy, path)
+            lost = self._identity
+            try:
+                self._open()
+            except Exception:
+                self._identity = lost  # still not this store's file: the next call tries again
+                raise
+            return LostFile(why, copy_error, removed)
+
+    def _copy_into(self, target: Path) -> None:
+        """Everything this store's connections read, into a new SQLite file at
+        ``target`` (closed when this returns, no companion files left)."""
+        target.unlink(missing_ok=True)
+        raw = self.engine.raw_connection()  # an open connection: it still reaches the old file
+        try:
+            dest = sqlite3.connect(target)
+            try:
+                raw.driver_connection.backup(dest)
+            finally:
+                dest.close()
+        finally:
+            raw.close()
+
     def __enter__(self) -> Store:
         return self
 
@@ -350,14 +488,14 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One write transaction: committed on success, rolled back on any exception."""
-        with self._sessions() as s, s.begin():
+        with self._gate.use(), self._sessions() as s, s.begin():
             yield s
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
         # A deferred transaction on SQLite: readers (``masa nodes``) need no write lock
         # and may not even have write permission on the file.
-        with self._read_sessions() as s, s.begin():
+        with self._gate.use(), self._read_sessions() as s, s.begin():
             yield s
 
     # ---------------------------------------------------------------- node list
