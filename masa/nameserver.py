@@ -82,6 +82,14 @@ class Registry:
             return full
 
     def sweep(self) -> list[str]:
+        """Mark hosts down that missed their heartbeats.  First the node list's file is put
+        back if it was deleted or replaced under the broker (:meth:`Store.keep_file_in_place`),
+        with everything it held, as a host does for its own store: the node list would
+        otherwise be lost at the broker's next start, and refused connections meanwhile."""
+        lost = self.store.keep_file_in_place()
+        if lost is not None:
+            log.warning("the node list's file %s %s; made it again%s", self.store.file, lost.why,
+                        "" if lost.copy_error is None else f", EMPTY ({lost.copy_error})")
         with self._lock:
             down = self.store.mark_stale_down(time.time(), STALE_FACTOR * self.heartbeat_interval)
         for host in down:

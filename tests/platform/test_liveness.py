@@ -254,3 +254,28 @@ def test_a_restarted_broker_asks_every_host_to_register_on_its_first_beat(tmp_pa
     assert restarted.heartbeat(*beat) is True
     assert restarted.heartbeat(*beat) is False
     store.close()
+
+
+def test_the_node_list_file_deleted_under_the_broker_is_put_back_with_what_it_held(tmp_path):
+    """The broker's node list is a SQLite file like a host's store: deleted under the
+    running broker (an operator's clean-up), it is made again within a sweep, holding every
+    node it held, instead of being gone at the broker's next start."""
+    from masa.store import Store
+
+    with Cluster(tmp_path, {"h1": {}}) as c:
+        c.create("h1", "echo", "listed")
+        c.wait(lambda: "masa.agent.listed" in c.nodes())
+        db = tmp_path / "masa.db"
+        db.unlink()
+        c.wait(lambda: db.exists())
+
+        def held() -> set[str]:
+            store = Store(f"sqlite:///{db}")
+            try:
+                return {n["name"] for n in store.nodes()}
+            finally:
+                store.close()
+
+        c.wait(lambda: {"masa.host.h1", "masa.agent.listed"} <= (attempt(held) or set()))
+        assert {"masa.host.h1", "masa.agent.listed"} <= set(c.nodes())
+    assert "the node list's file" in (tmp_path / "logs" / "ns.log").read_text()
