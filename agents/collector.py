@@ -17,9 +17,9 @@ from typing import Any
 
 import Pyro5.errors
 
-from agents import checks
 from agents.meters import Meter, check_settings, make_meter
 from agents.source import ActivitySource
+from masa import checks
 from masa.activity import BYTES_PER_S, CPU, REQUESTS_PER_S
 from masa.errors import MasaError, cut
 from probes.errors import ProbeError

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import checks, preprocess
+from agents import preprocess
 from agents.domain_join import join
 from agents.mediator import MediatorAgent
 from agents.standing import matches
+from masa import checks
 from masa.activity import ActivityError, Series, check_label
 from masa.agent import query
 from masa.errors import BadRequest

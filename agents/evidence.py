@@ -24,8 +24,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from agents import checks
 from agents.standing import matches
+from masa import checks
 from masa.store import Store
 from probes import procread
 from probes.connections import (

@@ -58,7 +58,7 @@ from typing import Any
 
 from Pyro5.errors import CommunicationError
 
-from agents import checks, evidence, preprocess
+from agents import evidence, preprocess
 from agents.cache import ReportCache
 from agents.delegation import Delegation
 from agents.domain_join import merge
@@ -67,6 +67,7 @@ from agents.recorder import RecorderAgent
 from agents.self_placement import SelfPlacement
 from agents.source import check_report
 from agents.standing import MAX_REQUEST_ID, matches, series_from_rows
+from masa import checks
 from masa.activity import MAX_OBJECTS, Series
 from masa.agent import query
 from masa.errors import (

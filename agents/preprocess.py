@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from agents import checks
 from agents.standing import all_hold, matches, parse_predicates
+from masa import checks
 from masa.activity import Series
 from masa.errors import BadRequest, brief
 

@@ -20,8 +20,9 @@ import msgpack
 import numpy as np
 from sqlalchemy.engine import make_url
 
-from agents import checks, evidence
+from agents import evidence
 from agents.standing import Subscriptions, matches, series_from_rows
+from masa import checks
 from masa.activity import Series
 from masa.agent import Agent, query
 from masa.errors import BadRequest, MoveFailed, cut

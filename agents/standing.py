@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import Pyro5.errors
 
-from agents import checks
+from masa import checks
 from masa.activity import Series
 from masa.errors import BadRequest, NotSubscribed, brief
 from masa.naming import NameService, agent_name, check_name

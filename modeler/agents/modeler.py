@@ -38,7 +38,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from masa import admin
+from masa import admin, checks
 from masa.activity import Series
 from masa.agent import Agent, configure, query
 from masa.errors import AgentExists, BadRequest, KindNotAllowed, MasaError, UnknownKind
@@ -85,18 +85,6 @@ LIVE_TIMEOUT = 3.0
 SUBMODEL_TIMEOUT = 5.0
 
 log = logging.getLogger("masa.modeler")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _seconds(settings: dict, key: str, low: float, high: float, low_open: bool = False) -> None:
-    """A number of seconds in [low, high] (``low_open``: above ``low``)."""
-    value = settings[key]
-    if not _number(value) or value > high or value < low or (low_open and value == low):
-        bound = f"above {low:g}" if low_open else f"at least {low:g}"
-        raise BadRequest(f"{key} must be a number of seconds {bound} and at most {high:g}, not {value!r}")
 
 
 def _version(value: Any, name: str) -> None:
@@ -184,11 +172,11 @@ class ModelerAgent(Agent):
             raise BadRequest("a modeler needs 'sources': the agents it reads activity from")
         if self.name in {spec["agent"] for spec in s["sources"]}:
             raise BadRequest("a modeler cannot be its own source")
-        _seconds(s, "window", grid.MIN_STEP, MAX_SPAN)  # shorter: not one grid step of activity
-        _seconds(s, "every", MIN_EVERY, MAX_SPAN)
-        _seconds(s, "pool_timeout", 0.0, MAX_POOL_TIMEOUT, low_open=True)
+        checks.number(s["window"], "window", grid.MIN_STEP, MAX_SPAN, unit="seconds")  # shorter: not one grid step
+        checks.number(s["every"], "every", MIN_EVERY, MAX_SPAN, unit="seconds")
+        checks.number(s["pool_timeout"], "pool_timeout", 0.0, MAX_POOL_TIMEOUT, positive=True, unit="seconds")
         step = s["step"]
-        if step is not None and not (_number(step) and MIN_STEP <= step <= s["window"]):
+        if step is not None and not (checks.finite(step) and MIN_STEP <= step <= s["window"]):
             raise BadRequest(f"step must be a number of seconds (the grid step) of at least {MIN_STEP:g} "
                              f"and at most the window ({s['window']:g}), or None (the data's own), not {step!r}")
         rows = s["batch_rows"]

@@ -15,13 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from agents.checks import MAX_OBJECTS
 from agents.evidence import check as check_connections
 from agents.placement import Policy
 from agents.preprocess import check as check_step
 from agents.source import check_report
 from agents.standing import Inbox, _union, matches
 from masa.activity import Series
+from masa.checks import MAX_OBJECTS
 from masa.errors import BadRequest
 from masa.store import Store
 from probes.snmp_meter import check_settings as check_snmp

@@ -272,10 +272,14 @@ def test_settings_refusals_say_what_is_wrong_and_what_is_accepted(deployment):
         c.create("m1", "modeler", "typo", sources=["rec"], http=None, evry=5)
     with pytest.raises(BadRequest, match="cannot be its own source"):
         c.create("m1", "modeler", "selfish", sources=["rec", "selfish"], http=None)
+    with pytest.raises(BadRequest, match=r"every must be a number of seconds between 1 and \S+, not float 0.001"):
+        c.create("m1", "modeler", "hasty", sources=["rec"], http=None, every=0.001)
+    with pytest.raises(BadRequest, match=r"pool_timeout must be a positive number of seconds"):
+        c.create("m1", "modeler", "hasty", sources=["rec"], http=None, pool_timeout=0)
     with pytest.raises(BadRequest, match="store must be a database URL") as refused:
         c.create("m1", "modeler", "secret", sources=["rec"], http=None, store="nosuchdb://u:hunter2@h/d")
     assert "hunter2" not in str(refused.value)  # a URL may hold a password: never quoted
-    assert not {"typo", "selfish", "secret"} & set(admin.find_agents(c.settings))
+    assert not {"typo", "selfish", "secret", "hasty"} & set(admin.find_agents(c.settings))
 
 
 def test_reconfigure_refuses_what_only_a_new_modeler_can_change(deployment, tmp_path):

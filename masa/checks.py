@@ -1,5 +1,6 @@
-"""Checks of what the collection layer's agents are told: settings at create and
-reconfigure, the arguments of their operations.
+"""Checks of what agents are told: settings at create and reconfigure, the arguments of
+their operations.  In the platform, so every layer's agents (collection, mediation,
+modeling) refuse the same mistakes in the same words.
 
 A value is refused where it arrives, with a ``BadRequest`` naming the setting or argument
 and what it accepts, instead of being taken and failing later: in a periodic task, a
