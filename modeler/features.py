@@ -12,7 +12,10 @@ counts in 5-minute bins.  Features come in three kinds:
   or the middle object), and collider evidence (two callers independent of each other
   become dependent given their common callee, which orients both edges);
 * *asymmetry*, for direction: co-activity in both directions, lead/lag, pairwise
-  non-Gaussian (LiNGAM-style) likelihood ratios, volume and duty-cycle ratios.
+  non-Gaussian (LiNGAM-style) likelihood ratios, volume and duty-cycle ratios;
+* *information-theoretic*: transfer entropy both ways (Gaussian copula on the burst
+  series, plug-in on the activity indicators) and the copula conditional mutual
+  information given the strongest third object, which see non-Gaussian dependence.
 
 Heavy N x N parts are matrix products; the per-pair parts that cost O(N) each run
 only on the pairs that survive screening.
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from scipy.special import ndtri
+from scipy.stats import rankdata
 from sklearn.covariance import LedoitWolf
 
 from modeler.grid import Grid, active, highpass, standardize
@@ -62,6 +67,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "burst_share_dst",
     "log_bins",
     "log_objects",
+    "te_src_to_dst",
+    "te_dst_to_src",
+    "cmi_third",
+    "te_active_src_to_dst",
+    "te_active_dst_to_src",
 )
 
 
@@ -111,6 +121,18 @@ class Prepared:
     def node_stats(self) -> tuple[np.ndarray, ...]:
         """See :func:`_node_stats` (once per recording)."""
         return _node_stats(self)
+
+    @cached_property
+    def copula(self) -> np.ndarray:
+        """See :func:`_copula` (once per recording)."""
+        return _copula(self.burst)
+
+    @cached_property
+    def copula_lagged(self) -> list[np.ndarray]:
+        """``[l][i, j] = corr(copula_i(t), copula_j(t + l))``, l = 0..L (once per recording)."""
+        z = self.copula
+        t = z.shape[1]
+        return [(z[:, : t - lag] @ z[:, lag:].T) / (t - lag) for lag in range(len(self.lag_burst))]
 
     def screen_score(self) -> np.ndarray:
         """Cheap symmetric bound: no burst association at any lag, no dependency to look for.
@@ -537,6 +559,136 @@ def _node_stats(prep: Prepared) -> tuple[np.ndarray, ...]:
 SERIES_ELEMENTS = 1 << 22
 
 
+def _copula(x: np.ndarray) -> np.ndarray:
+    """Normal scores of each row's ranks (ties share their average rank), standardised.
+
+    Information measures of Gaussian variables are closed forms of correlations; on the
+    normal scores they hold for any monotone transform of the activity (a Gaussian copula),
+    so heavy-tailed bursts do not dominate them."""
+    z = ndtri(rankdata(x, axis=1) / (x.shape[1] + 1))
+    return standardize(z)
+
+
+#: Ridge on the lagged correlation matrix of the transfer entropy's solve: keeps it
+#: defined when the source's lags are collinear (a constant or perfectly periodic series).
+TE_RIDGE = 1e-6
+
+
+def _gc_te(c: dict[int, np.ndarray], ac_src: np.ndarray, ac_dst: np.ndarray, lags: int) -> np.ndarray:
+    """Gaussian-copula transfer entropy src -> dst, in nats, clipped to [0, 5]:
+    ``1/2 log(var(dst_t | dst_t-1) / var(dst_t | dst_t-1, src_t-1..t-L))``.
+
+    ``c[l]``: corr(src_t, dst_t+l) per pair, l = -L..L; ``ac_*``: each pair's source and
+    destination autocorrelations at lags 0..L (pairs x L+1).
+
+    Why: a caller's bursts precede its callee's; how much the source's past adds to
+    predicting the destination beyond its own past is an asymmetry of information flow,
+    read both ways, for the direction of an edge."""
+    p = len(ac_src)
+    cov = np.empty((p, lags + 1, lags + 1))
+    cov[:, 0, 0] = 1.0
+    for a in range(1, lags + 1):
+        cov[:, 0, a] = cov[:, a, 0] = c[a - 1]
+        for b in range(1, lags + 1):
+            cov[:, a, b] = ac_src[:, abs(a - b)]
+    idx = np.arange(lags + 1)
+    cov[:, idx, idx] += TE_RIDGE
+    rhs = np.empty((p, lags + 1))
+    rhs[:, 0] = ac_dst[:, 1]
+    for lag in range(1, lags + 1):
+        rhs[:, lag] = c[lag]
+    sol = np.linalg.solve(cov, rhs[:, :, None])[:, :, 0]
+    full = 1.0 - np.einsum("pk,pk->p", rhs, sol)
+    reduced = 1.0 - ac_dst[:, 1] ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        te = 0.5 * np.log(np.clip(reduced, 1e-12, None) / np.clip(full, 1e-12, None))
+    return np.clip(np.nan_to_num(te, nan=0.0), 0.0, 5.0)
+
+
+def _binary_te(x: np.ndarray, y: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Plug-in transfer entropy at lag 1 of 0/1 activity x -> y (pairs x bins), in nats,
+    from the 8 joint counts of (x_t-1, y_t-1, y_t); ``yy`` is ``y[:, 1:] * y[:, :-1]``.
+
+    Why: correlations see only linear, Gaussian-like dependence; whether the source was
+    active one bin before says whether the destination turns active, whatever the shape
+    of the activity (on/off work, saturation), and read both ways it orients the edge."""
+    m = x.shape[1] - 1
+    xp, yp, yn = x[:, :-1], y[:, :-1], y[:, 1:]
+    sx, sb, sc = xp.sum(axis=1), yp.sum(axis=1), yn.sum(axis=1)
+    sxb = np.einsum("pt,pt->p", xp, yp)
+    sxc = np.einsum("pt,pt->p", xp, yn)
+    sbc = yy.sum(axis=1)
+    sxbc = np.einsum("pt,pt->p", xp, yy)
+    # counts n[a][b][c] of (x_t-1 = a, y_t-1 = b, y_t = c) by inclusion-exclusion
+    n111 = sxbc
+    n110 = sxb - sxbc
+    n101 = sxc - sxbc
+    n100 = sx - sxb - sxc + sxbc
+    n011 = sbc - sxbc
+    n010 = sb - sbc - sxb + sxbc
+    n001 = sc - sbc - sxc + sxbc
+    n000 = m - sx - sb - sc + sxb + sxc + sbc - sxbc
+    nb = {1: sb, 0: m - sb}
+    nab = {(1, 1): sxb, (1, 0): sx - sxb, (0, 1): sb - sxb, (0, 0): m - sx - sb + sxb}
+    nbc = {(1, 1): sbc, (1, 0): sb - sbc, (0, 1): sc - sbc, (0, 0): m - sb - sc + sbc}
+    cells = {(1, 1, 1): n111, (1, 1, 0): n110, (1, 0, 1): n101, (1, 0, 0): n100,
+             (0, 1, 1): n011, (0, 1, 0): n010, (0, 0, 1): n001, (0, 0, 0): n000}
+    te = np.zeros(len(x))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for (a, b, c), n in cells.items():
+            term = n / m * np.log(n * nb[b] / (nab[(a, b)] * nbc[(b, c)]))
+            te += np.where(n > 0, term, 0.0)
+    return np.clip(te, 0.0, None)
+
+
+def _cmi_third(prep: Prepared, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Copula conditional mutual information of i and j at lag 0 given the pair's
+    strongest third object (largest |burst correlation| with i or j), in nats, clipped to
+    [0, 5]; the copula mutual information of i and j when there is no third.
+
+    Why: the partial correlations above are linear; on the copula's normal scores the
+    same conditioning sees monotone non-Gaussian dependence (bursty, heavy-tailed work)
+    that a shared caller or a middle object explains away, or not."""
+    c = prep.copula_lagged[0]
+    pc = c[i, j]
+    if prep.n > 2:
+        absb = prep.matrix_stats[4]
+        k = np.empty(len(i), dtype=np.intp)
+        batch = _rows_per_batch(prep.n)
+        for s in range(0, len(i), batch):  # (pairs x N) scans in cache-sized batches
+            bi, bj = i[s : s + batch], j[s : s + batch]
+            rows = np.arange(len(bi))
+            assoc = np.maximum(absb[bi], absb[bj])
+            assoc[rows, bi] = -1.0
+            assoc[rows, bj] = -1.0
+            k[s : s + len(bi)] = assoc.argmax(axis=1)
+        cik, cjk = c[i, k], c[j, k]
+        pc = (pc - cik * cjk) / np.sqrt(np.clip((1 - cik**2) * (1 - cjk**2), 1e-12, None))
+    return np.clip(-0.5 * np.log(np.clip(1 - pc**2, 1e-12, None)), 0.0, 5.0)
+
+
+def _it_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
+    """The information-theoretic columns (transfer entropies, conditional mutual
+    information) of a batch of pairs."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    lagged = prep.copula_lagged
+    lags = len(lagged) - 1
+    c = {0: lagged[0][i, j]}
+    for lag in range(1, lags + 1):
+        c[lag], c[-lag] = lagged[lag][i, j], lagged[lag][j, i]
+    ac = np.stack([np.diag(m) for m in lagged], axis=1)
+    back = {-lag: v for lag, v in c.items()}
+    act = prep.act.astype(np.float64)
+    yy = act[:, 1:] * act[:, :-1]
+    return np.column_stack([
+        _gc_te(c, ac[i], ac[j], lags),
+        _gc_te(back, ac[j], ac[i], lags),
+        _cmi_third(prep, i, j),
+        _binary_te(act[i], act[j], yy[j]),
+        _binary_te(act[j], act[i], yy[i]),
+    ])
+
+
 def pair_features(prep: Prepared, pairs: np.ndarray, batch: int = 4096) -> np.ndarray:
     """Feature matrix, one row per ordered pair (i, j), columns as :data:`FEATURE_NAMES`.
 
@@ -617,5 +769,6 @@ def _pair_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
         # clipped to the training range: an MLP extrapolates wildly beyond it
         np.full(len(pairs), np.clip(np.log10(t), *LOG_BINS_RANGE)),
         np.full(len(pairs), np.clip(np.log10(n), *LOG_OBJECTS_RANGE)),
+        _it_features(prep, pairs),
     ]
     return np.column_stack(cols)
