@@ -128,6 +128,13 @@ class Prepared:
         return _copula(self.burst)
 
     @cached_property
+    def active_steps(self) -> tuple[np.ndarray, np.ndarray]:
+        """The activity indicators as floats, and each bin's product with the one before
+        (the binary transfer entropy's counts); once per recording, not per batch."""
+        act = self.act.astype(np.float64)
+        return act, act[:, 1:] * act[:, :-1]
+
+    @cached_property
     def copula_lagged(self) -> list[np.ndarray]:
         """``[l][i, j] = corr(copula_i(t), copula_j(t + l))``, l = 0..L (once per recording)."""
         z = self.copula
@@ -678,8 +685,7 @@ def _it_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
         c[lag], c[-lag] = lagged[lag][i, j], lagged[lag][j, i]
     ac = np.stack([np.diag(m) for m in lagged], axis=1)
     back = {-lag: v for lag, v in c.items()}
-    act = prep.act.astype(np.float64)
-    yy = act[:, 1:] * act[:, :-1]
+    act, yy = prep.active_steps
     return np.column_stack([
         _gc_te(c, ac[i], ac[j], lags),
         _gc_te(back, ac[j], ac[i], lags),
