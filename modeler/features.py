@@ -135,11 +135,9 @@ class Prepared:
         return act, act[:, 1:] * act[:, :-1]
 
     @cached_property
-    def copula_lagged(self) -> list[np.ndarray]:
-        """``[l][i, j] = corr(copula_i(t), copula_j(t + l))``, l = 0..L (once per recording)."""
-        z = self.copula
-        t = z.shape[1]
-        return [(z[:, : t - lag] @ z[:, lag:].T) / (t - lag) for lag in range(len(self.lag_burst))]
+    def copula_corr(self) -> CopulaCorr:
+        """See :class:`CopulaCorr` (once per recording)."""
+        return CopulaCorr(self.copula, len(self.lag_burst) - 1)
 
     def screen_score(self) -> np.ndarray:
         """Cheap symmetric bound: no burst association at any lag, no dependency to look for.
@@ -576,6 +574,35 @@ def _copula(x: np.ndarray) -> np.ndarray:
     return standardize(z)
 
 
+class CopulaCorr:
+    """``at(lag, a, b)[p] = corr(copula_a[p](t), copula_b[p](t + lag))`` for pairs of
+    objects, and ``auto`` (objects x lags 0..L), each object's own.
+
+    Up to :data:`FAST_PARTIAL_ABOVE` objects from one N x N matrix per lag (how the
+    training data was made); above, per pair from the normal scores, as the global
+    partials are: a matrix per lag is 0.2 GB at 5,000 objects, and only the screened pairs
+    (and their strongest thirds) are ever read.  Both agree to rounding
+    (tests/modeler/test_features_scale.py)."""
+
+    def __init__(self, z: np.ndarray, lags: int) -> None:
+        self.z = z
+        t = z.shape[1]
+        if z.shape[0] <= FAST_PARTIAL_ABOVE:
+            self.dense: list[np.ndarray] | None = [(z[:, : t - lag] @ z[:, lag:].T) / (t - lag)
+                                                   for lag in range(lags + 1)]
+            self.auto = np.stack([np.diag(m) for m in self.dense], axis=1)
+        else:
+            self.dense = None
+            self.auto = np.stack([np.einsum("nt,nt->n", z[:, : t - lag], z[:, lag:]) / (t - lag)
+                                  for lag in range(lags + 1)], axis=1)
+
+    def at(self, lag: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self.dense is not None:
+            return self.dense[lag][a, b]
+        t = self.z.shape[1]
+        return np.einsum("pt,pt->p", self.z[a, : t - lag], self.z[b, lag:]) / (t - lag)
+
+
 #: Ridge on the lagged correlation matrix of the transfer entropy's solve: keeps it
 #: defined when the source's lags are collinear (a constant or perfectly periodic series).
 TE_RIDGE = 1e-6
@@ -656,8 +683,8 @@ def _cmi_third(prep: Prepared, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     Why: the partial correlations above are linear; on the copula's normal scores the
     same conditioning sees monotone non-Gaussian dependence (bursty, heavy-tailed work)
     that a shared caller or a middle object explains away, or not."""
-    c = prep.copula_lagged[0]
-    pc = c[i, j]
+    cc = prep.copula_corr
+    pc = cc.at(0, i, j)
     if prep.n > 2:
         absb = prep.matrix_stats[4]
         k = np.empty(len(i), dtype=np.intp)
@@ -669,7 +696,7 @@ def _cmi_third(prep: Prepared, i: np.ndarray, j: np.ndarray) -> np.ndarray:
             assoc[rows, bi] = -1.0
             assoc[rows, bj] = -1.0
             k[s : s + len(bi)] = assoc.argmax(axis=1)
-        cik, cjk = c[i, k], c[j, k]
+        cik, cjk = cc.at(0, i, k), cc.at(0, j, k)
         pc = (pc - cik * cjk) / np.sqrt(np.clip((1 - cik**2) * (1 - cjk**2), 1e-12, None))
     return np.clip(-0.5 * np.log(np.clip(1 - pc**2, 1e-12, None)), 0.0, 5.0)
 
@@ -678,12 +705,12 @@ def _it_features(prep: Prepared, pairs: np.ndarray) -> np.ndarray:
     """The information-theoretic columns (transfer entropies, conditional mutual
     information) of a batch of pairs."""
     i, j = pairs[:, 0], pairs[:, 1]
-    lagged = prep.copula_lagged
-    lags = len(lagged) - 1
-    c = {0: lagged[0][i, j]}
+    cc = prep.copula_corr
+    lags = cc.auto.shape[1] - 1
+    c = {0: cc.at(0, i, j)}
     for lag in range(1, lags + 1):
-        c[lag], c[-lag] = lagged[lag][i, j], lagged[lag][j, i]
-    ac = np.stack([np.diag(m) for m in lagged], axis=1)
+        c[lag], c[-lag] = cc.at(lag, i, j), cc.at(lag, j, i)
+    ac = cc.auto
     back = {-lag: v for lag, v in c.items()}
     act, yy = prep.active_steps
     return np.column_stack([

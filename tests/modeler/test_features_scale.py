@@ -160,3 +160,24 @@ def test_pair_batches_stay_within_the_series_budget_and_change_no_bit(monkeypatc
     batched = features.pair_features(prep, pairs)
     assert max(sizes) == 7 and sum(sizes) == len(pairs)
     assert np.array_equal(batched, whole)
+
+
+def test_copula_correlations_per_pair_equal_the_matrices(monkeypatch):
+    """Above FAST_PARTIAL_ABOVE objects the information-theoretic features read the lagged
+    copula correlations per pair instead of from N x N matrices; every column agrees."""
+    from modeler.grid import align
+    from modeler.simulator import random_topology, simulate
+
+    rng = np.random.default_rng(5)
+    sc = simulate(random_topology(rng, 8, "fanout"), seconds=400, step=0.5, rng=rng, background=4)
+    pairs = features.all_pairs(len(sc.series))
+    monkeypatch.setattr(features, "FAST_PARTIAL_ABOVE", 10_000)
+    dense_prep = features.prepare(align(sc.series, 1.0))
+    assert dense_prep.copula_corr.dense is not None and dense_prep.copula_corr.auto.shape[1] == 3
+    dense = features._it_features(dense_prep, pairs)
+    monkeypatch.setattr(features, "FAST_PARTIAL_ABOVE", 2)
+    sparse_prep = features.prepare(align(sc.series, 1.0))
+    assert sparse_prep.copula_corr.dense is None
+    sparse = features._it_features(sparse_prep, pairs)
+    assert np.abs(dense).max() > 0.05  # the columns carry something to compare
+    np.testing.assert_allclose(sparse, dense, rtol=0, atol=1e-10)
